@@ -1,0 +1,48 @@
+"""The model store: manifest schema, store read/write with sha256 checks, and the shared preprocessing."""
+
+from model_store.affect import CIRCUMPLEX, derive_valence_arousal, probabilities
+from model_store.device import resolve_device
+from model_store.manifest import FileEntry, InputSpec, Manifest, is_valid_name
+from model_store.preprocess import (
+    crop_face,
+    expand_box,
+    normalize,
+    prepare_batch,
+    preprocess,
+    to_uint8_face,
+)
+from model_store.store import (
+    DEFAULT_ROOT,
+    StoreEntry,
+    StoreError,
+    publish,
+    read_manifest,
+    scan,
+    sha256_file,
+    verify_file,
+)
+
+__all__ = [
+    "CIRCUMPLEX",
+    "DEFAULT_ROOT",
+    "FileEntry",
+    "InputSpec",
+    "Manifest",
+    "StoreEntry",
+    "StoreError",
+    "crop_face",
+    "derive_valence_arousal",
+    "expand_box",
+    "is_valid_name",
+    "normalize",
+    "prepare_batch",
+    "preprocess",
+    "probabilities",
+    "publish",
+    "read_manifest",
+    "resolve_device",
+    "scan",
+    "sha256_file",
+    "to_uint8_face",
+    "verify_file",
+]

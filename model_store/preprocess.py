@@ -1,0 +1,81 @@
+"""The one preprocessing function: face image -> model input. Training, evaluation and serving all use it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from model_store.manifest import InputSpec
+
+
+def to_uint8_face(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize a face crop and convert its channels: ``HxW`` or ``HxWx3`` (BGR) -> ``H'xW'xC`` uint8."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW or HxWxC image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if spec.channels == 1 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None]
+    elif spec.channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.shape[:2] != (spec.height, spec.width):
+        shrink = image.shape[0] > spec.height
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, (spec.width, spec.height), interpolation=interp)
+        if image.ndim == 2:
+            image = image[:, :, None]
+    if spec.channels == 3:
+        image = image[:, :, ::-1]  # BGR -> RGB
+    return np.ascontiguousarray(image)
+
+
+def normalize(batch: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Channels-last uint8 (or float in 0..255) -> channels-first float32 with the manifest's mean and std.
+
+    ``NxHxWxC`` -> ``NxCxHxW`` for face models; ``NxTxHxWxC`` -> ``NxCxTxHxW`` for clip models.
+    """
+    x = np.asarray(batch, dtype=np.float32) / 255.0
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (x - mean) / std
+    axes = (0, 4, 1, 2, 3) if x.ndim == 5 else (0, 3, 1, 2)
+    return np.ascontiguousarray(x.transpose(axes))
+
+
+def prepare_batch(batch: np.ndarray, spec: InputSpec, hflip_tta: bool = False) -> np.ndarray:
+    """Model-sized uint8 faces (or clips) -> model input; with ``hflip_tta`` mirrored copies follow as rows N..2N-1."""
+    if hflip_tta:
+        batch = np.concatenate([batch, batch[..., ::-1, :]], axis=0)
+    return normalize(batch, spec)
+
+
+def preprocess(faces: Sequence[np.ndarray], spec: InputSpec, hflip_tta: bool = False) -> np.ndarray:
+    """Face crops of any size -> model batch ``NxCxHxW`` (resize, channels, normalisation, optional mirror TTA)."""
+    if not len(faces):
+        return prepare_batch(np.zeros((0, spec.height, spec.width, spec.channels), np.uint8), spec, hflip_tta)
+    return prepare_batch(np.stack([to_uint8_face(face, spec) for face in faces]), spec, hflip_tta)
+
+
+def expand_box(box: tuple[int, int, int, int], margin: float, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Grow ``(x, y, w, h)`` by ``margin`` per side, make it square, and clip it to the image ``(w, h)``."""
+    x, y, w, h = box
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    x1, y1 = round(cx + side / 2), round(cy + side / 2)
+    width, height = image_size
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def crop_face(image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray:
+    """Cut a detected face out of a full image with the margin the model was trained with."""
+    h, w = image.shape[:2]
+    x, y, bw, bh = expand_box(box, spec.face_margin, (w, h))
+    return image[y : y + bh, x : x + bw]

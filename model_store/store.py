@@ -1,0 +1,105 @@
+"""Reading and writing the store: ``<root>/<name>/<version>/manifest.json`` plus its files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from model_store.manifest import MANIFEST_NAME, FileEntry, FileRole, Manifest
+
+log = logging.getLogger(__name__)
+DEFAULT_ROOT = Path(__file__).resolve().parent
+
+
+class StoreError(Exception):
+    """A manifest or artifact in the store is missing, invalid or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """A manifest and the folder it lives in."""
+
+    manifest: Manifest
+    folder: Path
+
+    def path(self, role: FileRole) -> Path:
+        entry = self.manifest.file(role)
+        if entry is None:
+            raise StoreError(f"{self.manifest.key} has no {role!r} file")
+        return self.folder / entry.path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Parse and validate ``folder/manifest.json``; errors name the file."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path}: no manifest") from exc
+    except ValidationError as exc:
+        raise StoreError(f"{path}: invalid manifest: {exc}") from exc
+
+
+def scan(root: Path = DEFAULT_ROOT) -> tuple[list[StoreEntry], dict[str, str]]:
+    """All valid entries under ``root`` (sorted by name, version) and ``{folder: error}`` for invalid ones."""
+    entries: list[StoreEntry] = []
+    errors: dict[str, str] = {}
+    for manifest_path in sorted(Path(root).glob(f"*/*/{MANIFEST_NAME}")):
+        folder = manifest_path.parent
+        try:
+            manifest = read_manifest(folder)
+        except StoreError as exc:
+            errors[str(folder)] = str(exc)
+            continue
+        if (manifest.name, manifest.version) != (folder.parent.name, folder.name):
+            errors[str(folder)] = f"manifest says {manifest.key} but lives in {folder.parent.name}/{folder.name}"
+            continue
+        entries.append(StoreEntry(manifest, folder))
+    return entries, errors
+
+
+def verify_file(entry: StoreEntry, role: FileRole) -> Path:
+    """Path of the file with ``role`` after checking its size and sha256; raises StoreError otherwise."""
+    path = entry.path(role)
+    expected = entry.manifest.file(role)
+    assert expected is not None
+    if not path.is_file():
+        raise StoreError(f"{entry.manifest.key}: missing file {path.name}")
+    if path.stat().st_size != expected.bytes or sha256_file(path) != expected.sha256:
+        raise StoreError(f"{entry.manifest.key}: checksum mismatch for {path.name}")
+    return path
+
+
+def publish(
+    manifest: Manifest, artifacts: dict[FileRole, Path], root: Path = DEFAULT_ROOT, overwrite: bool = False
+) -> StoreEntry:
+    """Copy artifacts into ``root/<name>/<version>/``, record their sha256 and write the manifest."""
+    folder = Path(root) / manifest.name / manifest.version
+    if folder.exists():
+        if not overwrite:
+            raise StoreError(f"{folder} exists; choose a new version or pass overwrite")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    files = []
+    for role, src in artifacts.items():
+        dst = folder / Path(src).name
+        shutil.copyfile(src, dst)
+        files.append(FileEntry(path=dst.name, role=role, sha256=sha256_file(dst), bytes=dst.stat().st_size))
+    manifest = manifest.model_copy(update={"files": files})
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    log.info("published %s into %s", manifest.key, folder)
+    return StoreEntry(read_manifest(folder), folder)

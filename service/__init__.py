@@ -1,0 +1,1 @@
+"""The facial emotion service: FastAPI over the model store."""

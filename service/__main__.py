@@ -1,0 +1,38 @@
+"""``python -m service [--host H] [--port P]``: run the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.config import get_settings
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Facial emotion service")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads its own models)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid settings:\n{exc}") from None
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

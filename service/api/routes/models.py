@@ -1,0 +1,48 @@
+"""What the store holds and what is loaded."""
+
+from fastapi import APIRouter, HTTPException
+
+from service.api.deps import ApiKeyDep, RegistryDep, valid_model_name
+from service.registry import ModelNotFound, ModelRecord, ModelRegistry
+from service.schemas import ModelInfo, ModelList
+
+router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
+
+
+def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
+    m = record.entry.manifest
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        default=m.name == registry.settings.default_model,
+        task=m.task,
+        architecture=m.architecture,
+        labels=m.labels,
+        input=m.input.model_dump(),
+        valence_arousal=m.valence_arousal,
+        backend=registry.settings.backend,
+        device=registry.device,
+        state=record.state,
+        error=record.error,
+        size_bytes=sum(f.bytes for f in m.files),
+        metrics=m.metrics,
+        created=m.created,
+        description=m.description,
+    )
+
+
+@router.get("", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> ModelList:
+    """Every model version in the store, with its state (available, loading, loaded, failed)."""
+    return ModelList(
+        default=registry.settings.default_model, models=[model_info(r, registry) for r in registry.all_records()]
+    )
+
+
+@router.get("/{name}", response_model=ModelInfo)
+async def get_model(name: str, registry: RegistryDep, version: str | None = None) -> ModelInfo:
+    """One model (its newest version unless ``version`` is given)."""
+    try:
+        return model_info(registry.resolve(valid_model_name(name), valid_model_name(version)), registry)
+    except ModelNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc

@@ -1,0 +1,105 @@
+"""Dynamic micro-batching: rows from concurrent requests share one model call, run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    batch: np.ndarray
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Collects submitted row blocks until ``max_batch`` rows or ``max_wait_ms``, runs them as one call."""
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray], dict[str, np.ndarray]],
+        max_batch: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("model was unloaded"))
+        self._executor.shutdown(wait=False)
+
+    async def submit(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``batch`` (N rows) through the model together with whatever else is waiting."""
+        if len(batch) == 0:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
+        self.start()
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(batch, future))
+        return await future
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [await self._queue.get()]
+        rows = len(jobs[0].batch)
+        deadline = time.perf_counter() + self.max_wait
+        while rows < self.max_batch:
+            try:
+                job = (
+                    self._queue.get_nowait()
+                    if self.max_wait == 0
+                    else await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
+                )
+            except (asyncio.QueueEmpty, TimeoutError):
+                break
+            jobs.append(job)
+            rows += len(job.batch)
+        return jobs
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            jobs = [j for j in jobs if not j.future.cancelled()]
+            if not jobs:
+                continue
+            batch = np.concatenate([j.batch for j in jobs])
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.fn, batch)
+            except Exception as exc:
+                log.exception("batched inference failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            if self.on_batch:
+                self.on_batch(len(batch), time.perf_counter() - started)
+            offset = 0
+            for job in jobs:
+                n = len(job.batch)
+                if not job.future.done():
+                    job.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
+                offset += n

@@ -1,0 +1,97 @@
+"""One ``Settings`` object, from ``EMOTION_*`` environment variables, validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_store import DEFAULT_ROOT, is_valid_name
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each is ``EMOTION_<NAME>`` in the environment (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="EMOTION_", env_file=".env", extra="ignore", protected_namespaces=())
+
+    store_path: Path = Field(DEFAULT_ROOT, description="folder holding <name>/<version>/manifest.json")
+    default_model: str = Field("fer_emotion_cnn", description="model used when a request names none")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["onnx", "torch"] = "onnx"
+    max_loaded_models: int = Field(3, ge=1, le=64)
+    warmup: bool = True
+    inference_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = its default")
+    tta: bool = Field(
+        True, description="average each face with its mirror image (the setting the models were measured with)"
+    )
+    api_key: SecretStr | None = Field(None, description="when set, /predict and /models need header X-API-Key")
+
+    max_upload_bytes: int = Field(10 * MiB, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=64 * 64)
+    max_faces: int = Field(20, ge=1, le=500)
+    min_face_size: int = Field(20, ge=1)
+    detector: Literal["dlib-hog"] = "dlib-hog"
+    detector_threshold: float = Field(-0.4, ge=-2.0, le=2.0, description="dlib HOG adjust_threshold (lower finds more)")
+    detector_max_side: int = Field(
+        640, ge=64, le=8192, description="images are shrunk to this longest side for detection"
+    )
+    detector_rotation_fallback: bool = Field(True, description="retry at +-20 degrees when no face is found")
+
+    batch_max_size: int = Field(64, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_in_flight: int = Field(64, ge=1, description="concurrent requests before 503 + Retry-After")
+    request_timeout_s: float = Field(30.0, gt=0)
+
+    max_video_bytes: int = Field(200 * MiB, ge=1024)
+    max_video_duration_s: float = Field(600.0, gt=0)
+    max_video_frames: int = Field(3000, ge=1, description="frames analysed per video at most")
+    video_timeout_s: float = Field(300.0, gt=0)
+    temp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("default_model")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        if not is_valid_name(value):
+            raise ValueError(
+                f"EMOTION_DEFAULT_MODEL={value!r} is not a model name; use the folder name of a model in the store"
+            )
+        return value
+
+    @field_validator("store_path")
+    @classmethod
+    def _check_store(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(
+                f"EMOTION_STORE_PATH={value} is not a folder; point it at the model store (folders <name>/<version>/)"
+            )
+        return value.resolve()
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _check_temp(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"EMOTION_TEMP_DIR={value} does not exist; create it or unset the variable")
+        return value
+
+    @model_validator(mode="after")
+    def _check_device(self) -> Settings:
+        if self.device == "cuda":
+            from model_store import resolve_device
+
+            try:
+                resolve_device("cuda")
+            except ValueError as exc:
+                raise ValueError(f"EMOTION_DEVICE=cuda: {exc}") from exc
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

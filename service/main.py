@@ -1,0 +1,69 @@
+"""Builds the FastAPI app: settings, middleware, routers, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import errors
+from service.api.routes import health, metrics, models, predict, video
+from service.config import Settings, get_settings
+from service.detection import create_detector
+from service.limits import BodyLimitMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.registry import ModelRegistry
+
+log = logging.getLogger("service")
+
+
+def _lifespan(settings: Settings, app_metrics: Metrics):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings, app.state.metrics = settings, app_metrics
+        app.state.registry = registry = ModelRegistry(settings, app_metrics)
+        app.state.detector = create_detector(
+            settings.detector,
+            threshold=settings.detector_threshold,
+            max_side=settings.detector_max_side,
+            min_size=settings.min_face_size,
+            rotation_fallback=settings.detector_rotation_fallback,
+        )
+        warm = asyncio.create_task(_load_default(registry))
+        yield
+        warm.cancel()
+        await asyncio.gather(warm, return_exceptions=True)
+        await registry.close()
+
+    return lifespan
+
+
+async def _load_default(registry: ModelRegistry) -> None:
+    try:
+        await registry.get()
+    except Exception as exc:
+        log.error("default model not loaded: %s", exc)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app_metrics = Metrics()
+    app = FastAPI(
+        title="Facial emotion service",
+        version="1.0.0",
+        summary="Apparent facial expression of every face in photos, face crops and videos.",
+        lifespan=_lifespan(settings, app_metrics),
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_upload_bytes,
+        limits={"/predict/video": settings.max_video_bytes},
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.max_in_flight)
+    errors.install(app)
+    for module in (health, models, predict, video, metrics):
+        app.include_router(module.router)
+    return app

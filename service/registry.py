@@ -1,0 +1,178 @@
+"""The model registry: every manifest in the store is known at start; weights load on first use.
+
+One load per model even under concurrent first requests (a lock per model), sha256 checked before loading,
+a warm-up call before the model serves, least-recently-used eviction over ``max_loaded_models``, and a model
+whose files are missing or broken is marked ``failed`` while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from model_store import (
+    Manifest,
+    StoreEntry,
+    StoreError,
+    resolve_device,
+    scan,
+    verify_file,
+)
+from service.batching import MicroBatcher
+from service.config import Settings
+from service.metrics import Metrics
+from service.runtime import FILE_ROLE, Runner, create_runner
+
+log = logging.getLogger(__name__)
+State = Literal["available", "loading", "loaded", "failed"]
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def version_key(version: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", version))
+
+
+@dataclass
+class LoadedModel:
+    entry: StoreEntry
+    runner: Runner
+    batcher: MicroBatcher
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.entry.manifest
+
+    async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return await self.batcher.submit(batch)
+
+
+@dataclass
+class ModelRecord:
+    entry: StoreEntry
+    state: State = "available"
+    error: str | None = None
+    loaded: LoadedModel | None = None
+    last_used: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.device = resolve_device(settings.device)
+        self.records: dict[str, dict[str, ModelRecord]] = {}
+        self.invalid: dict[str, str] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read every manifest (no weights)."""
+        entries, self.invalid = scan(self.settings.store_path)
+        for folder, error in self.invalid.items():
+            log.warning("ignoring %s: %s", folder, error)
+        for entry in entries:
+            self.records.setdefault(entry.manifest.name, {}).setdefault(entry.manifest.version, ModelRecord(entry))
+        log.info("model store %s: %d model version(s)", self.settings.store_path, len(entries))
+
+    def resolve(self, name: str | None = None, version: str | None = None) -> ModelRecord:
+        name = name or self.settings.default_model
+        versions = self.records.get(name)
+        if not versions:
+            raise ModelNotFound(f"unknown model {name!r}")
+        if version is None:
+            version = max(versions, key=version_key)
+        if version not in versions:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        return versions[version]
+
+    def all_records(self) -> list[ModelRecord]:
+        return [
+            rec
+            for name in sorted(self.records)
+            for _, rec in sorted(self.records[name].items(), key=lambda kv: version_key(kv[0]))
+        ]
+
+    def loaded_records(self) -> list[ModelRecord]:
+        return [rec for rec in self.all_records() if rec.state == "loaded"]
+
+    async def get(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The loaded model, loading it first if needed; raises ModelNotFound or ModelUnavailable."""
+        record = self.resolve(name, version)
+        record.last_used = time.monotonic()
+        if record.loaded is not None:
+            return record.loaded
+        async with record.lock:
+            if record.loaded is None:
+                await self._load(record)
+        if record.loaded is None:
+            raise ModelUnavailable(f"model {record.entry.manifest.key} failed to load: {record.error}")
+        await self._evict(keep=record)
+        return record.loaded
+
+    def _build(self, entry: StoreEntry) -> Runner:
+        role = FILE_ROLE[self.settings.backend]
+        path = verify_file(entry, role)  # raises StoreError on a missing file or checksum mismatch
+        runner = create_runner(
+            self.settings.backend, path, entry.manifest, self.device, self.settings.inference_threads
+        )
+        if self.settings.warmup:
+            spec = entry.manifest.input
+            shape = (1, spec.channels, *((spec.frames,) if spec.frames else ()), spec.height, spec.width)
+            runner(np.zeros(shape, np.float32))
+        return runner
+
+    async def _load(self, record: ModelRecord) -> None:
+        key = record.entry.manifest.key
+        record.state, started = "loading", time.perf_counter()
+        try:
+            runner = await asyncio.to_thread(self._build, record.entry)
+        except (StoreError, OSError, ValueError, RuntimeError, KeyError) as exc:
+            record.state, record.error = "failed", str(exc)
+            self.metrics.model_load_failures.labels(model=key).inc()
+            log.error("loading %s failed: %s", key, exc)
+            return
+        except Exception as exc:
+            record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.metrics.model_load_failures.labels(model=key).inc()
+            log.exception("loading %s failed", key)
+            return
+        observe = self.metrics.inference_observer(key)
+        batcher = MicroBatcher(runner, self.settings.batch_max_size, self.settings.batch_max_wait_ms, observe)
+        record.loaded, record.state, record.error = LoadedModel(record.entry, runner, batcher), "loaded", None
+        self.metrics.model_loads.labels(model=key).inc()
+        self.metrics.models_loaded.set(len(self.loaded_records()))
+        log.info("loaded %s (%s on %s) in %.2fs", key, runner.backend, runner.device, time.perf_counter() - started)
+
+    async def _evict(self, keep: ModelRecord) -> None:
+        """Unload least-recently-used models over the cap, never the default one nor ``keep``."""
+        loaded = sorted(self.loaded_records(), key=lambda r: r.last_used)
+        default = self.resolve() if self.settings.default_model in self.records else None
+        while len(loaded) > self.settings.max_loaded_models:
+            victim = next((r for r in loaded if r is not default and r is not keep), None)
+            if victim is None:
+                break
+            loaded.remove(victim)
+            await self.unload(victim)
+
+    async def unload(self, record: ModelRecord) -> None:
+        if record.loaded is not None:
+            await record.loaded.batcher.close()
+            log.info("unloaded %s", record.entry.manifest.key)
+        record.loaded, record.state = None, "available"
+        self.metrics.models_loaded.set(len(self.loaded_records()))
+
+    async def close(self) -> None:
+        for record in self.loaded_records():
+            await self.unload(record)

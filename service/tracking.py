@@ -1,0 +1,76 @@
+"""Greedy IoU/centroid tracker: detections in sampled frames -> track ids that survive short misses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Box = tuple[int, int, int, int]
+
+
+def iou(a: Box, b: Box) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = max(0, min(ax1, bx1) - max(a[0], b[0])), max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def centroid_distance(a: Box, b: Box) -> float:
+    """Distance between centres, in units of the larger box side."""
+    dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
+    dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
+    return (dx * dx + dy * dy) ** 0.5 / max(a[2], a[3], b[2], b[3], 1)
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: Box
+    last_t: float
+    points: list[int] = field(default_factory=list)
+
+
+class IouTracker:
+    """Matches each frame's boxes to live tracks by IoU (or, failing that, a close centroid), greedily by score.
+
+    A track not matched for more than ``max_gap_s`` seconds ends; a face seen again later gets a new id.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, max_centroid_distance: float = 0.6, max_gap_s: float = 1.5) -> None:
+        self.iou_threshold, self.max_centroid, self.max_gap = iou_threshold, max_centroid_distance, max_gap_s
+        self.live: list[_Track] = []
+        self.finished: list[_Track] = []
+        self._next_id = 1
+
+    def _score(self, track: _Track, box: Box) -> float:
+        overlap = iou(track.box, box)
+        if overlap >= self.iou_threshold:
+            return 1.0 + overlap
+        distance = centroid_distance(track.box, box)
+        return 1.0 - distance if distance <= self.max_centroid else 0.0
+
+    def update(self, t: float, boxes: list[Box]) -> list[int]:
+        """Assign a track id to each box of the frame at time ``t``; returns the ids in box order."""
+        for track in [tr for tr in self.live if t - tr.last_t > self.max_gap]:
+            self.live.remove(track)
+            self.finished.append(track)
+        pairs = sorted(
+            ((self._score(tr, b), ti, bi) for ti, tr in enumerate(self.live) for bi, b in enumerate(boxes)),
+            reverse=True,
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        used_tracks: set[int] = set()
+        for score, ti, bi in pairs:
+            if score <= 0 or ti in used_tracks or ids[bi] is not None:
+                continue
+            used_tracks.add(ti)
+            track = self.live[ti]
+            track.box, track.last_t = boxes[bi], t
+            ids[bi] = track.track_id
+        for bi, box in enumerate(boxes):
+            if ids[bi] is None:
+                track = _Track(self._next_id, box, t)
+                self._next_id += 1
+                self.live.append(track)
+                ids[bi] = track.track_id
+        return [i for i in ids if i is not None]

@@ -1,0 +1,95 @@
+"""Dataset loaders: ImageFolder, the FER2013 CSV and the path,label,split manifest, with bad rows."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from model_store import InputSpec
+from training.data import DatasetError, available_splits, load_faces
+
+SPEC = InputSpec(height=48, width=48)
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def write_face(path, value: int = 128, size: int = 60) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((size, size), value, np.uint8))
+
+
+def test_image_folder_maps_label_aliases_and_resizes(tmp_path):
+    write_face(tmp_path / "train" / "anger" / "a.png", 10)
+    write_face(tmp_path / "train" / "happiness" / "b.jpg", 200)
+    write_face(tmp_path / "val" / "sadness" / "c.png")
+    data = load_faces(tmp_path, "train", SPEC, LABELS)
+    assert data.images.shape == (2, 48, 48, 1)
+    assert sorted(data.targets.tolist()) == [LABELS.index("angry"), LABELS.index("happy")]
+    assert available_splits(tmp_path) == {"train", "val"}
+
+
+def test_image_folder_skips_labels_the_model_lacks(tmp_path):
+    write_face(tmp_path / "contempt" / "a.png")
+    write_face(tmp_path / "happy" / "b.png")
+    assert load_faces(tmp_path, None, SPEC, LABELS).targets.tolist() == [LABELS.index("happy")]
+
+
+def test_fer_csv_reads_pixels_and_usage_splits(tmp_path):
+    pixels = " ".join(["7"] * 48 * 48)
+    csv = tmp_path / "fer.csv"
+    csv.write_text(f"emotion,pixels,Usage\n3,{pixels},Training\n0,{pixels},PublicTest\n6,{pixels},Training\n")
+    train = load_faces(csv, "train", SPEC, LABELS)
+    assert train.targets.tolist() == [3, 6]
+    assert load_faces(csv, "val", SPEC, LABELS).targets.tolist() == [0]
+    assert available_splits(csv) == {"train", "val"}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [("3,1 2 3,Training", ":3: 3 pixel values"), ("9,{p},Training", ":3: emotion 9"), ("x,{p},Training", ":3: emotion must")],
+)
+def test_fer_csv_bad_row_names_the_row(tmp_path, row, message):
+    pixels = " ".join(["7"] * 48 * 48)
+    csv = tmp_path / "fer.csv"
+    csv.write_text(f"emotion,pixels,Usage\n3,{pixels},Training\n{row.format(p=pixels)}\n")
+    with pytest.raises(DatasetError, match=message):
+        load_faces(csv, "train", SPEC, LABELS)
+
+
+def test_manifest_csv_reads_paths_splits_and_valence_arousal(tmp_path):
+    write_face(tmp_path / "img" / "a.png")
+    write_face(tmp_path / "img" / "b.png")
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label,split,valence,arousal\nimg/a.png,happiness,train,0.8,0.4\nimg/b.png,sad,val,,\n")
+    train = load_faces(csv, "train", SPEC, LABELS)
+    assert train.targets.tolist() == [LABELS.index("happy")]
+    assert np.allclose(train.valence_arousal, [[0.8, 0.4]])
+    assert np.isnan(load_faces(csv, "val", SPEC, LABELS).valence_arousal).all()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [("img/missing.png,happy,train,,", ":3: file 'img/missing.png' does not exist"),
+     ("img/a.png,happy,train,2.0,0", ":3: valence '2.0' must lie in"),
+     (",happy,train,,", ":3: empty path")],
+)
+def test_manifest_csv_bad_row_names_the_row(tmp_path, row, message):
+    write_face(tmp_path / "img" / "a.png")
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"path,label,split,valence,arousal\nimg/a.png,happy,train,,\n{row}\n")
+    with pytest.raises(DatasetError, match=message):
+        load_faces(csv, "train", SPEC, LABELS)
+
+
+def test_unknown_csv_header_is_a_clear_error(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("foo,bar\n1,2\n")
+    with pytest.raises(DatasetError, match="unknown CSV header"):
+        load_faces(csv, None, SPEC, LABELS)
+
+
+def test_undecodable_image_is_named(tmp_path):
+    (tmp_path / "happy").mkdir()
+    (tmp_path / "happy" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        load_faces(tmp_path, None, SPEC, LABELS)

@@ -1,0 +1,117 @@
+"""Training commands end to end on tiny subsets: train, resume, reports, export, publish, evaluate, serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model_store import scan, verify_file
+from training import evaluate, export_onnx, export_slim, make_clips, publish, train
+from training.runs import load_config
+
+TINY = ["--arch-args", '{"width": 4, "hidden": 8}', "--batch-size", "32", "--threads", "2"]
+
+
+def run_train(*argv: str) -> dict:
+    return train.main(train.get_args_parser().parse_args(list(argv)))
+
+
+def export_and_publish(run: Path, store: Path, name: str) -> Path:
+    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program"]))
+    _, diff = export_onnx.main(export_onnx.get_args_parser().parse_args(["--run", str(run)]))
+    assert diff < 1e-4
+    publish.main(publish.get_args_parser().parse_args(["--run", str(run), "--name", name, "--version", "0.1.0",
+                                                       "--store", str(store)]))
+    return store / name / "0.1.0"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fer_root) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_train("--data", str(fer_root), "--limit", "256", "--val-limit", "128", "--epochs", "2", "--output", str(out), *TINY)
+    return out
+
+
+def test_training_writes_reports_and_resolved_config(tiny_run):
+    for name in ("config.json", "metrics.json", "val.json", "val_per_class.json", "val_confusion.png", "learning_curves.png",
+                 "checkpoint.pt", "best.pt"):
+        assert (tiny_run / name).is_file(), name
+    cfg = load_config(tiny_run)
+    assert cfg["dataset"]["train_samples"] == 256 and cfg["input"]["height"] == 48
+    report = json.loads((tiny_run / "val.json").read_text())
+    assert set(report["per_class"]) == set(cfg["labels"]) and 0 <= report["accuracy"] <= 1 and report["temperature"] > 0
+    assert len(json.loads((tiny_run / "metrics.json").read_text())["history"]) == 2
+
+
+def test_checkpoints_hold_weights_only(tiny_run):
+    ckpt = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch"} <= set(ckpt)
+
+
+def test_resume_continues_from_last_epoch(tmp_path, fer_root):
+    common = ["--data", str(fer_root), "--limit", "128", "--val-limit", "64", "--output", str(tmp_path), *TINY]
+    assert run_train(*common, "--epochs", "3", "--time-limit", "0")["epoch"] == 1
+    result = run_train(*common, "--epochs", "3", "--resume")
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert result["finished"] and [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_export_publish_gives_a_servable_store_entry(tiny_run, tmp_path, make_client, happy_face_bytes):
+    folder = export_and_publish(tiny_run, tmp_path / "store", "tiny")
+    entries, errors = scan(tmp_path / "store")
+    assert not errors and entries[0].manifest.metrics["val"]["samples"] == 128
+    for role in ("weights", "onnx", "torch_program"):
+        assert verify_file(entries[0], role).parent == folder
+    for backend in ("onnx", "torch"):
+        client = make_client(store_path=tmp_path / "store", default_model="tiny", backend=backend)
+        response = client.post("/predict/face", files={"file": ("f.jpg", happy_face_bytes, "image/jpeg")})
+        assert response.status_code == 200 and abs(sum(response.json()["emotions"].values()) - 1) < 1e-4
+
+
+def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):
+    folder = export_and_publish(tiny_run, tmp_path / "store", "tiny")
+    metrics = evaluate.main(evaluate.get_args_parser().parse_args(
+        ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]))
+    assert metrics["samples"] == 64 and (tmp_path / "eval" / "eval_confusion.png").is_file()
+
+
+def test_multitask_model_learns_valence_arousal_head(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["path,label,split,valence,arousal"]
+    for i in range(48):
+        label, va = ("happy", (0.8, 0.5)) if i % 2 else ("sad", (-0.6, -0.3))
+        face = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8) + (150 if label == "happy" else 0)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), face.astype(np.uint8))
+        rows.append(f"{i}.png,{label},{'val' if i < 12 else 'train'},{va[0]},{va[1]}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = run_train("--data", str(tmp_path / "m.csv"), "--arch", "resnet18_multitask", "--arch-args", '{"width": 8}',
+                       "--input-size", "64", "--labels", "happy,sad", "--epochs", "3", "--output", str(out),
+                       "--batch-size", "12", "--lr", "0.01", "--no-augment")
+    assert set(result["valence_arousal"]) == {"valence", "arousal"}
+    folder = export_and_publish(out, tmp_path / "store", "multi")
+    manifest = scan(tmp_path / "store")[0][0].manifest
+    assert folder.is_dir() and manifest.valence_arousal == "predicted" and manifest.outputs == ["logits", "valence_arousal"]
+
+
+def test_clip_model_trains_from_clip_manifest_and_serves_video(tmp_path, fer_root, make_client, face_photo):
+    from benchmarks.synth import Appearance, write_clip
+
+    make_clips.main(make_clips.get_args_parser().parse_args(
+        ["--source", str(fer_root), "--output", str(tmp_path / "clips"), "--per-class", "2", "--frames", "8"]))
+    out = tmp_path / "run"
+    run_train("--data", str(tmp_path / "clips" / "manifest.csv"), "--arch", "r3d18_bilstm", "--arch-args",
+              '{"width": 4, "hidden": 8}', "--epochs", "1", "--batch-size", "7", "--output", str(out))
+    export_and_publish(out, tmp_path / "store", "clip")
+    video = write_clip(tmp_path / "v.mp4", [Appearance(face_photo, 0, 3, (100, 60))], duration=3, fps=10)
+    client = make_client(store_path=tmp_path / "store", default_model="clip")
+    response = client.post("/predict/video", files={"file": ("v.mp4", video.read_bytes(), "video/mp4")})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["clips"] and all(c["end"] >= c["start"] for c in body["clips"])
+    assert abs(sum(body["summary"]["emotions"].values()) - 1) < 1e-3

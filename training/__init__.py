@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the models served from ``model_store``."""

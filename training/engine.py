@@ -1,0 +1,144 @@
+"""Step functions: optimiser and schedule, one training epoch, batched prediction."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from model_store import InputSpec, normalize, prepare_batch
+from training.augment import augment_batch
+from training.data import FaceArrays
+
+
+def resolve_amp(amp: str, device: str) -> torch.dtype | None:
+    """``auto`` -> bf16 where the hardware runs it fast (CUDA, or a CPU with AVX512-BF16/AMX), else fp32."""
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; use sgd or adamw")
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cosine``: linear warm-up then cosine to 0; ``onecycle``: torch's one-cycle policy."""
+    if name == "onecycle":
+        peak = [g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=peak, total_steps=total_steps, pct_start=max(warmup_steps / total_steps, 0.05)
+        )
+    if name != "cosine":
+        raise ValueError(f"unknown schedule {name!r}; use cosine or onecycle")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def split_outputs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Models return logits, or (logits, valence_arousal)."""
+    return (out[0], out[1]) if isinstance(out, tuple | list) else (out, None)
+
+
+def class_weights(counts: list[int], mode: str) -> torch.Tensor | None:
+    """``balanced`` (1/n), ``sqrt`` (1/sqrt n) or ``none``; normalised to mean 1 over the training samples."""
+    if mode == "none":
+        return None
+    counts_t = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
+    w = 1.0 / counts_t if mode == "balanced" else 1.0 / counts_t.sqrt()
+    return w * counts_t.sum() / (w * counts_t).sum()
+
+
+def batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool = True) -> Iterator[np.ndarray]:
+    order = torch.randperm(n, generator=gen).numpy()
+    stop = n - batch_size + 1 if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def train_one_epoch(model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype) -> dict:
+    """One pass over ``data`` with augmentation; returns mean loss and training accuracy."""
+    model.train()
+    device = args.device
+    va_all = torch.from_numpy(data.valence_arousal)
+    total = correct = 0
+    loss_sum = 0.0
+    steps = list(batches(len(data), args.batch_size, gen))
+    for idx in tqdm(steps, desc=f"epoch {args.epoch_display}", unit="step", leave=False, mininterval=5):
+        aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
+        x = torch.from_numpy(normalize(aug, spec)).to(device)
+        y = torch.from_numpy(data.targets[idx]).to(device)
+        with autocast(device, amp_dtype):
+            logits, va = split_outputs(model(x))
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if va is not None:
+            target = va_all[idx].to(device)
+            known = torch.isfinite(target).all(dim=1)
+            if known.any():
+                loss = loss + args.va_weight * F.mse_loss(va.float()[known], target[known])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(idx)
+    return {"train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
+
+
+@torch.inference_mode()
+def predict(
+    model,
+    images: np.ndarray,
+    spec: InputSpec,
+    device: str,
+    batch_size: int = 512,
+    tta: bool = True,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (mean over the h-flip pair with ``tta``) and valence/arousal if the model has that head."""
+    model.eval()
+    logits_out, va_out = [], []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        x = torch.from_numpy(prepare_batch(chunk, spec, hflip_tta=tta)).to(device)
+        with autocast(device, amp_dtype):
+            logits, va = split_outputs(model(x))
+        logits, n = logits.float().cpu().numpy(), len(chunk)
+        logits_out.append((logits[:n] + logits[n:]) / 2 if tta else logits)
+        if va is not None:
+            va = va.float().cpu().numpy()
+            va_out.append((va[:n] + va[n:]) / 2 if tta else va)
+    return np.concatenate(logits_out), (np.concatenate(va_out) if va_out else None)

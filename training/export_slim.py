@@ -1,0 +1,56 @@
+"""Deployment-slim weights: ``python -m training.export_slim --run runs/x`` -> ``runs/x/export/model.safetensors``.
+
+Only the ``state_dict`` (no optimiser, scheduler or pickled objects), as safetensors. With ``--torch-program`` it
+also writes ``model.pt2``, a ``torch.export`` program (graph + weights, no pickled code) that the service's torch
+backend runs without importing the training package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+import torch
+
+from training.runs import SLIM_NAME, TORCH_PROGRAM_NAME, build_model, example_input, input_spec, load_config, load_weights
+
+log = logging.getLogger("training.export_slim")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run", type=Path, required=True, help="training run folder")
+    p.add_argument("--checkpoint", default="best.pt", help="file in the run folder to take weights from")
+    p.add_argument("--output", type=Path, help="default: <run>/export/model.safetensors")
+    p.add_argument("--torch-program", action="store_true", help=f"also write {TORCH_PROGRAM_NAME} for the torch backend")
+    return p
+
+
+def export_program(model: torch.nn.Module, cfg: dict, path: Path) -> Path:
+    """Save a ``torch.export`` program with a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model.eval(), (example_input(input_spec(cfg), 2),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def main(args: argparse.Namespace) -> Path:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = load_config(args.run)
+    model = load_weights(build_model(cfg), args.run / args.checkpoint)
+    out = args.output or args.run / "export" / SLIM_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out, metadata={"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
+    log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, len(state))
+    if args.torch_program:
+        program = export_program(model, cfg, out.with_name(TORCH_PROGRAM_NAME))
+        log.info("wrote %s (%.2f MB)", program, program.stat().st_size / 1e6)
+    return out
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,90 @@
+"""Publish an exported run into the store: ``python -m training.publish --run runs/x --name N --version V``.
+
+Writes ``<store>/<name>/<version>/`` with the slim weights, the ONNX file and a manifest holding the labels, input
+spec, file checksums, dataset sizes, val metrics and the training config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from model_store import DEFAULT_ROOT, Manifest, publish
+from training.runs import ONNX_NAME, SLIM_NAME, TORCH_PROGRAM_NAME, load_config
+
+log = logging.getLogger("training.publish")
+SUMMARY_KEYS = (
+    "samples",
+    "accuracy",
+    "macro_f1",
+    "nll",
+    "ece",
+    "ece_uncalibrated",
+    "temperature",
+    "best_epoch",
+    "epochs_run",
+    "tta",
+    "train_seconds",
+    "per_class",
+    "valence_arousal",
+)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--store", type=Path, default=DEFAULT_ROOT)
+    p.add_argument("--description", default="")
+    p.add_argument(
+        "--valence-arousal",
+        choices=["derived", "predicted", "none"],
+        help="default: predicted when the model has a valence/arousal head, else derived",
+    )
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
+    report_path = args.run / "val.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else "derived")
+    training = {k: v for k, v in cfg["args"].items() if k not in {"data", "val_data", "output", "resume"}}
+    return Manifest(
+        name=args.name,
+        version=args.version,
+        task=cfg["task"],
+        architecture=cfg["architecture"],
+        architecture_args=cfg["architecture_args"],
+        labels=cfg["labels"],
+        input=cfg["input"],
+        outputs=cfg["outputs"],
+        valence_arousal=va_mode,
+        calibration_temperature=report.get("temperature", 1.0),
+        metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},
+        dataset=cfg["dataset"],
+        training={**training, "augment": cfg.get("augment"), "amp": cfg.get("amp"), "torch": cfg.get("torch")},
+        description=args.description,
+    )
+
+
+def main(args: argparse.Namespace):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = load_config(args.run)
+    export_dir = args.run / "export"
+    artifacts = {"weights": export_dir / SLIM_NAME, "onnx": export_dir / ONNX_NAME}
+    missing = [str(p) for p in artifacts.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"missing {missing}: run training.export_slim and training.export_onnx first")
+    if (export_dir / TORCH_PROGRAM_NAME).is_file():
+        artifacts["torch_program"] = export_dir / TORCH_PROGRAM_NAME
+    entry = publish(build_manifest(args, cfg), artifacts, args.store, overwrite=args.overwrite)
+    log.info("published %s -> %s", entry.manifest.key, entry.folder)
+    return entry
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,59 @@
+"""Reading a training run folder back: its resolved config, a model built from it, its weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from model_store import InputSpec
+from training.models import create_model
+
+SLIM_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
+TORCH_PROGRAM_NAME = "model.pt2"
+
+
+def load_config(run: Path) -> dict:
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a training run folder?")
+    return json.loads(path.read_text())
+
+
+def input_spec(cfg: dict) -> InputSpec:
+    return InputSpec(**cfg["input"])
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """An untrained model of the run's architecture, in eval mode."""
+    spec = input_spec(cfg)
+    return create_model(
+        cfg["architecture"], len(cfg["labels"]), in_chans=spec.channels, **cfg["architecture_args"]
+    ).eval()
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Slim safetensors or a weights-only torch file (``best.pt``/``checkpoint.pt``: its ``model`` entry)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def example_input(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A random batch in the model's input layout (``NxCxHxW``, or ``NxCxTxHxW`` for clip models)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (
+        (batch, spec.channels, spec.frames, spec.height, spec.width)
+        if spec.frames
+        else (batch, spec.channels, spec.height, spec.width)
+    )
+    return torch.randn(shape, generator=gen)
