@@ -11,7 +11,7 @@ import numpy as np
 
 @dataclass
 class Appearance:
-    """``image`` is on screen from ``start`` to ``end`` seconds, its top-left moving from ``xy`` at ``velocity`` px/s."""
+    """``image`` shows from ``start`` to ``end`` seconds, its top-left moving from ``xy`` at ``velocity`` px/s."""
 
     image: np.ndarray
     start: float
@@ -34,15 +34,23 @@ def paste(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> None:
         canvas[y0:y1, x0:x1] = image[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
-def photo_on_canvas(image: np.ndarray, width: int = 640, height: int = 480, xy: tuple[int, int] | None = None) -> np.ndarray:
+def photo_on_canvas(
+    image: np.ndarray, width: int = 640, height: int = 480, xy: tuple[int, int] | None = None
+) -> np.ndarray:
     canvas = background(width, height)
     x, y = xy or ((width - image.shape[1]) // 2, (height - image.shape[0]) // 2)
     paste(canvas, image, x, y)
     return canvas
 
 
-def write_clip(path: Path, appearances: list[Appearance], duration: float, fps: float = 25.0,
-               size: tuple[int, int] = (640, 480), fourcc: str = "mp4v") -> Path:
+def write_clip(
+    path: Path,
+    appearances: list[Appearance],
+    duration: float,
+    fps: float = 25.0,
+    size: tuple[int, int] = (640, 480),
+    fourcc: str = "mp4v",
+) -> Path:
     """Render the appearances over a static background into a video file."""
     width, height = size
     base = background(width, height)
@@ -50,7 +58,7 @@ def write_clip(path: Path, appearances: list[Appearance], duration: float, fps: 
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {fourcc} video to {path}")
     try:
-        for i in range(int(round(duration * fps))):
+        for i in range(round(duration * fps)):
             t, frame = i / fps, base.copy()
             for a in appearances:
                 if a.start <= t < a.end:

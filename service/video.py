@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -13,10 +16,11 @@ from model_store import (
     InputSpec,
     crop_face,
     derive_valence_arousal,
+    expand_box,
     normalize,
     to_uint8_face,
 )
-from service.detection import FaceDetector
+from service.detection import Detection, FaceDetector
 from service.inference import affect, classify_faces, postprocess
 from service.registry import LoadedModel
 from service.schemas import (
@@ -27,7 +31,7 @@ from service.schemas import (
     TimelinePoint,
     Track,
 )
-from service.tracking import IouTracker
+from service.tracking import IouTracker, iou
 
 CLASSIFY_CHUNK = 256
 
@@ -59,6 +63,7 @@ class VideoOptions:
     min_face_size: int = 20
     max_faces: int = 20
     max_duration: float = 600.0
+    full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
 
 
 @dataclass
@@ -78,6 +83,7 @@ class VideoScan:
     duration: float
     frames_decoded: int = 0
     frames_analyzed: int = 0
+    last_index: int = -1
     faces: list[FaceSample] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0})
 
@@ -106,6 +112,40 @@ def _timestamp(cap: cv2.VideoCapture, index: int, fps: float, fallback_fps: floa
     return index / (fps or fallback_fps)
 
 
+ROI_SIDE = 264  # pixels a track's search region is scaled to: its face then spans ~120 px, well above HOG's 80 px
+
+
+def detect_near(detector: FaceDetector, frame: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
+    """Search only a region around ``box`` (2.2x its size), scaled so the face has a standard size."""
+    h, w = frame.shape[:2]
+    x, y, rw, rh = expand_box(box, 0.6, (w, h))
+    scale = min(1.0, ROI_SIDE / max(rw, rh))
+    roi = frame[y : y + rh, x : x + rw]
+    if scale < 1.0:
+        roi = cv2.resize(roi, (max(1, round(rw * scale)), max(1, round(rh * scale))), interpolation=cv2.INTER_AREA)
+    return [
+        Detection(
+            x + round(d.x / scale), y + round(d.y / scale), round(d.width / scale), round(d.height / scale), d.score
+        )
+        for d in detector.detect(roi)
+    ]
+
+
+def _dedupe(found: list[Detection]) -> list[Detection]:
+    kept: list[Detection] = []
+    for det in sorted(found, key=lambda d: d.score, reverse=True):
+        if all(iou(det.box, k.box) < 0.5 for k in kept):
+            kept.append(det)
+    return sorted(kept, key=lambda d: d.area, reverse=True)
+
+
+def _detect(frame: np.ndarray, scan: VideoScan, detector: FaceDetector, tracker: IouTracker, opts: VideoOptions):
+    """Full-frame detection every ``full_detect_every`` samples (or with no live track), else around live tracks."""
+    if not tracker.live or scan.frames_analyzed % max(1, opts.full_detect_every) == 0:
+        return detector.detect(frame)
+    return _dedupe([d for track in tracker.live for d in detect_near(detector, frame, track.box)])
+
+
 def _analyse_frame(
     frame: np.ndarray,
     t: float,
@@ -117,7 +157,8 @@ def _analyse_frame(
     opts: VideoOptions,
 ) -> None:
     started = time.perf_counter()
-    found = [d for d in detector.detect(frame) if min(d.width, d.height) >= opts.min_face_size][: opts.max_faces]
+    found = [d for d in _detect(frame, scan, detector, tracker, opts) if min(d.width, d.height) >= opts.min_face_size]
+    found = found[: opts.max_faces]
     ids = tracker.update(t, [d.box for d in found])
     for det, track_id in zip(found, ids, strict=True):
         face = to_uint8_face(crop_face(frame, det.box, spec), spec)
@@ -126,12 +167,16 @@ def _analyse_frame(
     scan.timings["detect"] += time.perf_counter() - started
 
 
-def scan_video(path: str, spec: InputSpec, detector: FaceDetector, opts: VideoOptions) -> VideoScan:
-    """Decode sequentially, analyse the frame at or after each sampling time ``start + k / sample_fps``."""
-    cap, scan = _open(path, opts)
-    tracker, step, next_t, index = IouTracker(), 1.0 / opts.sample_fps, opts.start, -1
+_DONE = object()
+
+
+def _sampled_frames(
+    cap: cv2.VideoCapture, scan: VideoScan, opts: VideoOptions, out: queue.Queue, stop: threading.Event
+):
+    """Producer thread: decode sequentially, hand over the frame at or after each ``start + k / sample_fps``."""
+    step, next_t, index, sampled = 1.0 / opts.sample_fps, opts.start, -1, 0
     try:
-        while scan.frames_analyzed < opts.max_frames:
+        while sampled < opts.max_frames and not stop.is_set():
             started = time.perf_counter()
             if not cap.grab():
                 break
@@ -148,14 +193,40 @@ def scan_video(path: str, spec: InputSpec, detector: FaceDetector, opts: VideoOp
             ok, frame = cap.retrieve()
             scan.timings["decode"] += time.perf_counter() - started
             if ok and frame is not None:
-                _analyse_frame(frame, t, index, scan, detector, spec, tracker, opts)
+                out.put((t, index, frame))  # blocks while the consumer is behind: not decode time
+                sampled += 1
             while next_t <= t + 1e-6:
                 next_t += step
+        scan.last_index = index
+        out.put(_DONE)
+    except Exception as exc:
+        out.put(exc)
+
+
+def scan_video(path: str, spec: InputSpec, detector: FaceDetector, opts: VideoOptions) -> VideoScan:
+    """Decode in a producer thread while this one detects, tracks and crops each sampled frame."""
+    cap, scan = _open(path, opts)
+    frames: queue.Queue = queue.Queue(maxsize=8)  # bounds memory to a few decoded frames
+    stop = threading.Event()
+    producer = threading.Thread(target=_sampled_frames, args=(cap, scan, opts, frames, stop), daemon=True)
+    producer.start()
+    tracker = IouTracker()
+    try:
+        while (item := frames.get()) is not _DONE:
+            if isinstance(item, Exception):
+                raise item
+            t, index, frame = item
+            _analyse_frame(frame, t, index, scan, detector, spec, tracker, opts)
     finally:
+        stop.set()
+        while producer.is_alive():
+            with contextlib.suppress(queue.Empty):
+                frames.get_nowait()
+            producer.join(timeout=0.05)
         cap.release()
     if scan.frames_decoded == 0:
         raise VideoError(422, "no frame of the video could be decoded")
-    scan.duration = scan.duration or (index + 1) / (scan.fps or opts.sample_fps)
+    scan.duration = scan.duration or (scan.last_index + 1) / (scan.fps or opts.sample_fps)
     return scan
 
 
@@ -201,7 +272,11 @@ async def classify_clips(
             if va is not None and v is not None:
                 va[members] = v[0]
             pred = affect(p, v, manifest.labels)[0]
-            clips.append(ClipPrediction(**pred.model_dump(), track_id=track_id, start=faces[members[0]].t, end=faces[members[-1]].t))
+            clips.append(
+                ClipPrediction(
+                    **pred.model_dump(), track_id=track_id, start=faces[members[0]].t, end=faces[members[-1]].t
+                )
+            )
     return probs, va, clips
 
 

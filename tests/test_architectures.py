@@ -22,7 +22,7 @@ def test_registry_lists_every_model_kind():
 
 
 def test_unknown_architecture_error_lists_known_ones():
-    with pytest.raises(KeyError, match="known: .*emotion_cnn"):
+    with pytest.raises(KeyError, match=r"known: .*emotion_cnn"):
         create_model("nope", 7)
 
 

@@ -46,7 +46,11 @@ def test_fer_csv_reads_pixels_and_usage_splits(tmp_path):
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [("3,1 2 3,Training", ":3: 3 pixel values"), ("9,{p},Training", ":3: emotion 9"), ("x,{p},Training", ":3: emotion must")],
+    [
+        ("3,1 2 3,Training", ":3: 3 pixel values"),
+        ("9,{p},Training", ":3: emotion 9"),
+        ("x,{p},Training", ":3: emotion must"),
+    ],
 )
 def test_fer_csv_bad_row_names_the_row(tmp_path, row, message):
     pixels = " ".join(["7"] * 48 * 48)
@@ -69,9 +73,11 @@ def test_manifest_csv_reads_paths_splits_and_valence_arousal(tmp_path):
 
 @pytest.mark.parametrize(
     ("row", "message"),
-    [("img/missing.png,happy,train,,", ":3: file 'img/missing.png' does not exist"),
-     ("img/a.png,happy,train,2.0,0", ":3: valence '2.0' must lie in"),
-     (",happy,train,,", ":3: empty path")],
+    [
+        ("img/missing.png,happy,train,,", ":3: file 'img/missing.png' does not exist"),
+        ("img/a.png,happy,train,2.0,0", ":3: valence '2.0' must lie in"),
+        (",happy,train,,", ":3: empty path"),
+    ],
 )
 def test_manifest_csv_bad_row_names_the_row(tmp_path, row, message):
     write_face(tmp_path / "img" / "a.png")
@@ -91,5 +97,5 @@ def test_unknown_csv_header_is_a_clear_error(tmp_path):
 def test_undecodable_image_is_named(tmp_path):
     (tmp_path / "happy").mkdir()
     (tmp_path / "happy" / "broken.jpg").write_bytes(b"not an image")
-    with pytest.raises(DatasetError, match="broken.jpg"):
+    with pytest.raises(DatasetError, match=r"broken\.jpg"):
         load_faces(tmp_path, None, SPEC, LABELS)

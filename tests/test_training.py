@@ -25,21 +25,34 @@ def export_and_publish(run: Path, store: Path, name: str) -> Path:
     export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program"]))
     _, diff = export_onnx.main(export_onnx.get_args_parser().parse_args(["--run", str(run)]))
     assert diff < 1e-4
-    publish.main(publish.get_args_parser().parse_args(["--run", str(run), "--name", name, "--version", "0.1.0",
-                                                       "--store", str(store)]))
+    publish.main(
+        publish.get_args_parser().parse_args(
+            ["--run", str(run), "--name", name, "--version", "0.1.0", "--store", str(store)]
+        )
+    )
     return store / name / "0.1.0"
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, fer_root) -> Path:
     out = tmp_path_factory.mktemp("run")
-    run_train("--data", str(fer_root), "--limit", "256", "--val-limit", "128", "--epochs", "2", "--output", str(out), *TINY)
+    run_train(
+        "--data", str(fer_root), "--limit", "256", "--val-limit", "128", "--epochs", "2", "--output", str(out), *TINY
+    )
     return out
 
 
 def test_training_writes_reports_and_resolved_config(tiny_run):
-    for name in ("config.json", "metrics.json", "val.json", "val_per_class.json", "val_confusion.png", "learning_curves.png",
-                 "checkpoint.pt", "best.pt"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "val.json",
+        "val_per_class.json",
+        "val_confusion.png",
+        "learning_curves.png",
+        "checkpoint.pt",
+        "best.pt",
+    ):
         assert (tiny_run / name).is_file(), name
     cfg = load_config(tiny_run)
     assert cfg["dataset"]["train_samples"] == 256 and cfg["input"]["height"] == 48
@@ -75,8 +88,11 @@ def test_export_publish_gives_a_servable_store_entry(tiny_run, tmp_path, make_cl
 
 def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):
     folder = export_and_publish(tiny_run, tmp_path / "store", "tiny")
-    metrics = evaluate.main(evaluate.get_args_parser().parse_args(
-        ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]))
+    metrics = evaluate.main(
+        evaluate.get_args_parser().parse_args(
+            ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]
+        )
+    )
     assert metrics["samples"] == 64 and (tmp_path / "eval" / "eval_confusion.png").is_file()
 
 
@@ -90,23 +106,60 @@ def test_multitask_model_learns_valence_arousal_head(tmp_path):
         rows.append(f"{i}.png,{label},{'val' if i < 12 else 'train'},{va[0]},{va[1]}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
-    result = run_train("--data", str(tmp_path / "m.csv"), "--arch", "resnet18_multitask", "--arch-args", '{"width": 8}',
-                       "--input-size", "64", "--labels", "happy,sad", "--epochs", "3", "--output", str(out),
-                       "--batch-size", "12", "--lr", "0.01", "--no-augment")
+    result = run_train(
+        "--data",
+        str(tmp_path / "m.csv"),
+        "--arch",
+        "resnet18_multitask",
+        "--arch-args",
+        '{"width": 8}',
+        "--input-size",
+        "64",
+        "--labels",
+        "happy,sad",
+        "--epochs",
+        "3",
+        "--output",
+        str(out),
+        "--batch-size",
+        "12",
+        "--lr",
+        "0.01",
+        "--no-augment",
+    )
     assert set(result["valence_arousal"]) == {"valence", "arousal"}
     folder = export_and_publish(out, tmp_path / "store", "multi")
     manifest = scan(tmp_path / "store")[0][0].manifest
-    assert folder.is_dir() and manifest.valence_arousal == "predicted" and manifest.outputs == ["logits", "valence_arousal"]
+    assert (
+        folder.is_dir()
+        and manifest.valence_arousal == "predicted"
+        and manifest.outputs == ["logits", "valence_arousal"]
+    )
 
 
 def test_clip_model_trains_from_clip_manifest_and_serves_video(tmp_path, fer_root, make_client, face_photo):
     from benchmarks.synth import Appearance, write_clip
 
-    make_clips.main(make_clips.get_args_parser().parse_args(
-        ["--source", str(fer_root), "--output", str(tmp_path / "clips"), "--per-class", "2", "--frames", "8"]))
+    make_clips.main(
+        make_clips.get_args_parser().parse_args(
+            ["--source", str(fer_root), "--output", str(tmp_path / "clips"), "--per-class", "2", "--frames", "8"]
+        )
+    )
     out = tmp_path / "run"
-    run_train("--data", str(tmp_path / "clips" / "manifest.csv"), "--arch", "r3d18_bilstm", "--arch-args",
-              '{"width": 4, "hidden": 8}', "--epochs", "1", "--batch-size", "7", "--output", str(out))
+    run_train(
+        "--data",
+        str(tmp_path / "clips" / "manifest.csv"),
+        "--arch",
+        "r3d18_bilstm",
+        "--arch-args",
+        '{"width": 4, "hidden": 8}',
+        "--epochs",
+        "1",
+        "--batch-size",
+        "7",
+        "--output",
+        str(out),
+    )
     export_and_publish(out, tmp_path / "store", "clip")
     video = write_clip(tmp_path / "v.mp4", [Appearance(face_photo, 0, 3, (100, 60))], duration=3, fps=10)
     client = make_client(store_path=tmp_path / "store", default_model="clip")

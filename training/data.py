@@ -186,7 +186,9 @@ def _decode_all(samples: list[Sample], spec: InputSpec, workers: int = 4) -> lis
 def read_clip(path: Path, spec: InputSpec) -> np.ndarray:
     """A face-crop sequence (a video file or a folder of frame images) -> ``TxHxWxC`` uint8, T = ``spec.frames``."""
     if path.is_dir():
-        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        frames = [
+            cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
     else:
         cap, frames = cv2.VideoCapture(str(path)), []
         while True:

@@ -11,11 +11,18 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
-import torch
-
-from training.runs import SLIM_NAME, TORCH_PROGRAM_NAME, build_model, example_input, input_spec, load_config, load_weights
+from training.runs import (
+    SLIM_NAME,
+    TORCH_PROGRAM_NAME,
+    build_model,
+    example_input,
+    input_spec,
+    load_config,
+    load_weights,
+)
 
 log = logging.getLogger("training.export_slim")
 
@@ -25,7 +32,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="training run folder")
     p.add_argument("--checkpoint", default="best.pt", help="file in the run folder to take weights from")
     p.add_argument("--output", type=Path, help="default: <run>/export/model.safetensors")
-    p.add_argument("--torch-program", action="store_true", help=f"also write {TORCH_PROGRAM_NAME} for the torch backend")
+    p.add_argument(
+        "--torch-program", action="store_true", help=f"also write {TORCH_PROGRAM_NAME} for the torch backend"
+    )
     return p
 
 

@@ -66,8 +66,11 @@ def main(args: argparse.Namespace) -> Path:
         by_label: dict[str, list] = {}
         for s in samples:
             by_label.setdefault(s.label, []).append(s)
-        jobs = [(label, s) for label, items in sorted(by_label.items())
-                for s in rng.permutation(np.array(items, dtype=object))[: args.per_class]]
+        jobs = [
+            (label, s)
+            for label, items in sorted(by_label.items())
+            for s in rng.permutation(np.array(items, dtype=object))[: args.per_class]
+        ]
         (args.output / split).mkdir(exist_ok=True)
         for i, (label, sample) in enumerate(tqdm(jobs, desc=f"clips {split}", unit="clip")):
             face = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)

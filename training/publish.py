@@ -44,6 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=["derived", "predicted", "none"],
         help="default: predicted when the model has a valence/arousal head, else derived",
     )
+    p.add_argument("--face-margin", type=float, help="override the crop margin recorded at training time")
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -60,7 +61,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         architecture=cfg["architecture"],
         architecture_args=cfg["architecture_args"],
         labels=cfg["labels"],
-        input=cfg["input"],
+        input={**cfg["input"], **({"face_margin": args.face_margin} if args.face_margin is not None else {})},
         outputs=cfg["outputs"],
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),

@@ -8,7 +8,8 @@ from torch import nn
 from training.models.layers import conv_bn_relu, resnet_stages
 from training.models.registry import register_model
 
-GRAY48 = {"height": 48, "width": 48, "channels": 1, "mean": [0.5], "std": [0.25], "face_margin": 0.0}
+# FER2013 crops show more context than a face detector's tight box: 0.2 per side matches them best on real photos.
+GRAY48 = {"height": 48, "width": 48, "channels": 1, "mean": [0.5], "std": [0.25], "face_margin": 0.2}
 RGB112 = {
     "height": 112,
     "width": 112,

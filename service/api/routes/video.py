@@ -80,6 +80,7 @@ async def predict_video(
         min_face_size=min_face_size or settings.min_face_size,
         max_faces=min(max_faces or settings.max_faces, settings.max_faces),
         max_duration=settings.max_video_duration_s,
+        full_detect_every=max(1, round(sample_fps * settings.video_full_detect_every_s)),
     )
     started = time.perf_counter()
     path = await spool_upload(file, settings)

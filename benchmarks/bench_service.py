@@ -1,0 +1,144 @@
+"""HTTP benchmark: face crops and 640x480 photos through a live ``python -m service`` at several concurrencies.
+
+Prints req/s, p50 and p95 per scenario, and the ratio of HTTP face throughput to the raw model throughput measured
+in the same run (decode + shared preprocessing + onnxruntime, one face per call, in this process, no HTTP).
+
+    python -m benchmarks.bench_service [--seconds 5] [--concurrency 1 4 16] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import onnxruntime as ort
+
+from benchmarks.synth import photo_on_canvas
+from model_store import DEFAULT_ROOT, preprocess, scan, verify_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0, help="per scenario")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    return p
+
+
+def sample_inputs() -> tuple[bytes, bytes]:
+    """A FER2013 val crop, and a 640x480 JPEG with one real face (the first photo the detector accepts)."""
+    face = sorted((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))[0].read_bytes()
+    from service.detection import DlibHogDetector
+
+    detector = DlibHogDetector()
+    for path in sorted((DATA / "photos" / "images").glob("*.jpg")):
+        canvas = photo_on_canvas(cv2.imread(str(path)), 640, 480)
+        if len(detector.detect(canvas)) == 1:
+            return face, cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    raise SystemExit("no single-face photo found")
+
+
+def raw_model_throughput(model: str, face: bytes, seconds: float) -> float:
+    """Faces/s calling the model directly per face: decode, shared preprocessing (with mirror TTA), onnxruntime."""
+    entry = next(e for e in scan(DEFAULT_ROOT)[0] if e.manifest.name == model)
+    session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
+    spec, n, start = entry.manifest.input, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        image = cv2.imdecode(np.frombuffer(face, np.uint8), cv2.IMREAD_COLOR)
+        session.run(None, {"input": preprocess([image], spec, hflip_tta=True)})
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+async def load(url: str, data: bytes, concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            response = await client.post(url, files={"file": ("x.jpg", data, "image/jpeg")})
+            latencies.append(time.perf_counter() - t0)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await client.post(url, files={"file": ("x.jpg", data, "image/jpeg")})  # warm
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=20)
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p95_ms": q[18] * 1000,
+    }
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "EMOTION_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("server did not become ready")
+
+
+def main(args: argparse.Namespace) -> dict:
+    face, photo = sample_inputs()
+    proc, base = start_server()
+    results: dict = {"cpu_count": os.cpu_count()}
+    try:
+        for name, route, data in (("face", "/predict/face", face), ("image_640x480", "/predict/image", photo)):
+            for c in args.concurrency:
+                r = asyncio.run(load(f"{base}{route}?model={args.model}", data, c, args.seconds))
+                results[f"{name}_c{c}"] = r
+                print(
+                    f"{name:14s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms"
+                    f"  ({r['requests']} requests, {r['errors']} errors)"
+                )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    raw = raw_model_throughput(args.model, face, args.seconds)
+    best_http = max(v["rps"] for k, v in results.items() if k.startswith("face_c"))
+    results.update(raw_faces_per_s=raw, http_faces_per_s=best_http, ratio=best_http / raw)
+    print(f"raw model (decode+preprocess+onnxruntime, 1 face/call, no HTTP): {raw:.1f} faces/s")
+    print(f"HTTP /predict/face best: {best_http:.1f} faces/s  ->  ratio HTTP/raw = {best_http / raw:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

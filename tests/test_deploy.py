@@ -1,0 +1,104 @@
+"""The Dockerfile's command as a live server over real HTTP; compose and Prometheus config; settings validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+from tests.conftest import ROOT
+
+
+def dockerfile_cmd() -> list[str]:
+    line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    return json.loads(line[4:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    cmd = dockerfile_cmd()
+    assert cmd[:3] == ["python", "-m", "service"]
+    port = free_port()
+    args = [sys.executable, *cmd[1:]]
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, "EMOTION_LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_dockerfile_command_serves_predictions_over_real_http(live_server, happy_face_bytes):
+    response = httpx.post(f"{live_server}/predict/face", files={"file": ("f.jpg", happy_face_bytes, "image/jpeg")})
+    assert response.status_code == 200 and response.json()["dominant"] == "happy"
+    bad = httpx.post(f"{live_server}/predict/face", files={"file": ("f.jpg", b"\xff\xd8\xffjunk", "image/jpeg")})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/json"
+    assert "emotion_requests_total" in httpx.get(f"{live_server}/metrics").text
+
+
+def test_oversized_body_is_refused_before_parsing(live_server):
+    headers = {"content-type": "multipart/form-data; boundary=x", "content-length": str(50 * 1024 * 1024)}
+    with httpx.Client() as http:
+        response = http.post(f"{live_server}/predict/image", content=b"--x\r\n", headers=headers)
+    assert response.status_code == 413
+
+
+def test_compose_runs_the_image_and_prometheus_scrapes_it():
+    compose = (ROOT / "docker-compose.yml").read_text()
+    prometheus = (ROOT / "deploy" / "prometheus.yml").read_text()
+    assert "build: ." in compose and "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml" in compose
+    assert "metrics_path: /metrics" in prometheus and re.search(r'targets: \["emotion:8000"\]', prometheus)
+    assert "/health/ready" in (ROOT / "Dockerfile").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    command = "python -m pytest -q"
+    assert command in ci and command in readme
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"store_path": "/does/not/exist"}, "EMOTION_STORE_PATH"),
+        ({"default_model": "../x"}, "EMOTION_DEFAULT_MODEL"),
+        ({"temp_dir": "/does/not/exist"}, "EMOTION_TEMP_DIR"),
+        ({"max_faces": 0}, "max_faces"),
+        ({"backend": "tensorflow"}, "backend"),
+    ],
+)
+def test_invalid_settings_fail_at_start_with_a_fix_hint(env, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        Settings(_env_file=None, **env)

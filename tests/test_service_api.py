@@ -1,0 +1,331 @@
+"""The HTTP API on the real default model: happy paths, every error class, registry behaviour, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.synth import photo_on_canvas
+from service.config import Settings
+from service.metrics import Metrics, MetricsMiddleware
+from service.registry import ModelRegistry
+from tests.conftest import DEFAULT_MODEL, jpeg, upload
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def assert_prediction(body: dict) -> None:
+    assert set(body["emotions"]) == set(LABELS)
+    assert abs(sum(body["emotions"].values()) - 1) < 1e-4
+    assert body["dominant"] == max(body["emotions"], key=body["emotions"].get)
+    assert -1 <= body["valence"] <= 1 and -1 <= body["arousal"] <= 1
+
+
+# --- happy paths -----------------------------------------------------------------------------------------------
+
+
+def test_health_live_and_ready_with_default_model(client):
+    assert client.get("/health/live").json() == {"status": "ok", "model": None, "detail": None}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["model"]["name"] == DEFAULT_MODEL
+
+
+def test_predict_face_classifies_a_happy_crop_as_happy(client, happy_face_bytes):
+    response = client.post("/predict/face", files=upload(happy_face_bytes))
+    body = response.json()
+    assert response.status_code == 200
+    assert_prediction(body)
+    assert body["dominant"] == "happy" and body["valence"] > 0
+    assert body["model"]["name"] == DEFAULT_MODEL and body["valence_arousal_source"] == "derived"
+
+
+def test_predict_image_finds_the_face_in_a_real_photo(client, face_photo):
+    response = client.post("/predict/image", files=upload(jpeg(face_photo)))
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["width"], body["height"]) == (face_photo.shape[1], face_photo.shape[0])
+    assert len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert_prediction(face)
+    box = face["box"]
+    assert box["x"] >= 0 and box["x"] + box["width"] <= body["width"] and 0 < face["score"] <= 1
+
+
+def test_predict_image_orders_faces_largest_first_and_honours_max_faces(client, face_photo):
+    small = cv2.resize(face_photo, None, fx=0.6, fy=0.6)
+    canvas = photo_on_canvas(face_photo, 900, 480, (20, 60))
+    canvas[100 : 100 + small.shape[0], 560 : 560 + small.shape[1]] = small
+    body = client.post("/predict/image", files=upload(jpeg(canvas))).json()
+    areas = [f["box"]["width"] * f["box"]["height"] for f in body["faces"]]
+    assert len(areas) == 2 and areas[0] > areas[1]
+    assert len(client.post("/predict/image?max_faces=1", files=upload(jpeg(canvas))).json()["faces"]) == 1
+    assert client.post("/predict/image?min_face_size=2000", files=upload(jpeg(canvas))).json()["faces"] == []
+
+
+def test_predict_image_without_faces_returns_empty_list(client):
+    noise = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 4)
+    response = client.post("/predict/image", files=upload(jpeg(noise)))
+    assert response.status_code == 200 and response.json()["faces"] == []
+
+
+def test_predict_image_applies_exif_orientation(client, face_photo):
+    upright = cv2.cvtColor(photo_on_canvas(face_photo, 640, 400), cv2.COLOR_BGR2RGB)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # camera stored it rotated...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...and says "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", exif=exif.tobytes())
+    body = client.post("/predict/image", files=upload(buf.getvalue())).json()
+    assert (body["width"], body["height"]) == (640, 400)
+    assert len(body["faces"]) == 1
+
+
+def test_png_and_webp_uploads_are_accepted(client, happy_face_bytes, png_bytes):
+    face = cv2.imdecode(np.frombuffer(happy_face_bytes, np.uint8), cv2.IMREAD_GRAYSCALE)
+    _ok, webp = cv2.imencode(".webp", face)
+    for data in (png_bytes(face), webp.tobytes()):
+        assert client.post("/predict/face", files=upload(data, "f.bin", "application/octet-stream")).status_code == 200
+
+
+def test_models_lists_the_default_with_metrics_and_state(client):
+    body = client.get("/models").json()
+    assert body["default"] == DEFAULT_MODEL
+    info = next(m for m in body["models"] if m["name"] == DEFAULT_MODEL)
+    assert info["state"] == "loaded" and info["labels"] == LABELS and info["backend"] == "onnx"
+    assert info["input"]["height"] == 48 and info["size_bytes"] > 0 and "val" in info["metrics"]
+    assert client.get(f"/models/{DEFAULT_MODEL}").json()["version"] == info["version"]
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    assert "/predict/video" in client.get("/openapi.json").json()["paths"]
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "fragment"),
+    [
+        (b"plain text, not an image", 415, "unsupported image format"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 50, 422, "corrupt"),
+        (b"", 422, "empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, 422, "corrupt"),
+    ],
+)
+@pytest.mark.parametrize("route", ["/predict/face", "/predict/image"])
+def test_bad_image_gets_clear_4xx(client, route, data, status, fragment):
+    response = client.post(route, files=upload(data))
+    assert response.status_code == status and fragment in response.json()["detail"]
+
+
+def test_truncated_jpeg_is_422_not_500(client, face_photo):
+    data = jpeg(face_photo)
+    response = client.post("/predict/image", files=upload(data[: len(data) // 3]))
+    assert response.status_code in (200, 422)  # libjpeg may recover a partial image; it must never be a 500
+
+
+def test_missing_file_field_is_422(client):
+    response = client.post("/predict/face", data={"other": "x"})
+    assert response.status_code == 422 and "detail" in response.json()
+
+
+@pytest.mark.parametrize("name", ["nope", "..%2F..%2Fetc", "UPPER", "a" * 65])
+def test_unknown_or_unsafe_model_name_is_404(client, happy_face_bytes, name):
+    response = client.post(f"/predict/face?model={name}", files=upload(happy_face_bytes))
+    assert response.status_code in (404, 422) and "detail" in response.json()
+    assert client.get(f"/models/{name}").status_code == 404
+
+
+def test_upload_over_byte_limit_is_413(make_client, face_photo):
+    client = make_client(max_upload_bytes=4096)
+    response = client.post("/predict/image", files=upload(jpeg(face_photo) + b"\x00" * 100_000))
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+def test_image_over_pixel_limit_is_413_before_decoding(make_client, face_photo):
+    client = make_client(max_image_pixels=100 * 100)
+    response = client.post("/predict/image", files=upload(jpeg(face_photo)))
+    assert response.status_code == 413 and "pixels" in response.json()["detail"]
+
+
+def test_decompression_bomb_png_is_refused(client, png_bytes):
+    bomb = png_bytes(np.zeros((8000, 8000), np.uint8))  # 64 Mpx of zeros compress to ~60 kB
+    assert len(bomb) < 200_000
+    assert client.post("/predict/image", files=upload(bomb)).status_code == 413
+
+
+def test_api_key_is_required_when_configured(make_client, happy_face_bytes):
+    client = make_client(api_key="s3cret")
+    assert client.post("/predict/face", files=upload(happy_face_bytes)).status_code == 401
+    wrong = client.post("/predict/face", files=upload(happy_face_bytes), headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"].startswith("missing or invalid API key")
+    assert client.get("/models").status_code == 401
+    assert client.get("/health/live").status_code == 200 and client.get("/metrics").status_code == 200
+    ok = client.post("/predict/face", files=upload(happy_face_bytes), headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
+
+
+def test_request_timeout_is_503_with_retry_after(make_client, face_photo):
+    client = make_client(request_timeout_s=1e-9)
+    response = client.post("/predict/image", files=upload(jpeg(face_photo)))
+    assert response.status_code == 503 and response.headers["retry-after"] and "too long" in response.json()["detail"]
+
+
+def test_over_capacity_is_503_with_retry_after():
+    gate = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario():
+        middleware = MetricsMiddleware(slow_app, Metrics(), max_in_flight=1)
+        sent: list[list[dict]] = [[], []]
+        scope = {"type": "http", "method": "POST", "path": "/predict/face", "headers": []}
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        def sender(i):
+            async def send(message):
+                sent[i].append(message)
+
+            return send
+
+        first = asyncio.create_task(middleware(scope, receive, sender(0)))
+        await asyncio.sleep(0.01)
+        await middleware(scope, receive, sender(1))
+        gate.set()
+        await first
+        return sent
+
+    first, second = asyncio.run(scenario())
+    assert first[0]["status"] == 200
+    assert second[0]["status"] == 503 and (b"retry-after", b"1") in second[0]["headers"]
+    assert json.loads(second[1]["body"])["detail"].startswith("server is at capacity")
+
+
+def test_random_bytes_never_cause_a_server_error(client):
+    rng = np.random.default_rng(1)
+    prefixes = [b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBP", b"BM", b"II*\x00"]
+    for i in range(30):
+        data = prefixes[i % len(prefixes)] + rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes()
+        for route in ("/predict/face", "/predict/image"):
+            assert client.post(route, files=upload(data)).status_code < 500
+
+
+# --- registry ----------------------------------------------------------------------------------------------------
+
+
+def copy_model(root, source_name: str, new_name: str) -> None:
+    src = next((root / source_name).iterdir())
+    dst = root / new_name / src.name
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["name"] = new_name
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_concurrent_first_requests_load_the_model_once(store_copy):
+    async def scenario():
+        metrics = Metrics()
+        registry = ModelRegistry(Settings(_env_file=None, store_path=store_copy), metrics)
+        models = await asyncio.gather(*(registry.get() for _ in range(12)))
+        await registry.close()
+        return models, metrics
+
+    models, metrics = asyncio.run(scenario())
+    assert all(m is models[0] for m in models)
+    assert metrics.model_loads.labels(model=models[0].manifest.key)._value.get() == 1
+
+
+def test_corrupt_model_is_isolated_and_reported(store_copy, make_client, happy_face_bytes):
+    copy_model(store_copy, DEFAULT_MODEL, "broken")
+    onnx = next((store_copy / "broken").iterdir()) / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    copy_model(store_copy, DEFAULT_MODEL, "missing")
+    (next((store_copy / "missing").iterdir()) / "model.onnx").unlink()
+    client = make_client(store_path=store_copy)
+    for name, reason in (("broken", "checksum mismatch"), ("missing", "missing file")):
+        response = client.post(f"/predict/face?model={name}", files=upload(happy_face_bytes))
+        assert response.status_code == 503 and reason in response.json()["detail"]
+        info = client.get(f"/models/{name}").json()
+        assert info["state"] == "failed" and reason in info["error"]
+    assert client.post("/predict/face", files=upload(happy_face_bytes)).status_code == 200
+    assert 'emotion_model_load_failures_total{model="broken:' in client.get("/metrics").text
+
+
+def test_invalid_manifest_does_not_stop_the_service(store_copy, make_client):
+    (store_copy / "junk" / "1").mkdir(parents=True)
+    (store_copy / "junk" / "1" / "manifest.json").write_text("{")
+    client = make_client(store_path=store_copy)
+    assert [m["name"] for m in client.get("/models").json()["models"]] == [DEFAULT_MODEL]
+
+
+def test_least_recently_used_model_is_evicted_over_the_cap(store_copy, make_client, happy_face_bytes):
+    for name in ("second", "third"):
+        copy_model(store_copy, DEFAULT_MODEL, name)
+    client = make_client(store_path=store_copy, max_loaded_models=2)
+    for name in ("second", "third"):
+        assert client.post(f"/predict/face?model={name}", files=upload(happy_face_bytes)).status_code == 200
+    states = {m["name"]: m["state"] for m in client.get("/models").json()["models"]}
+    assert states == {DEFAULT_MODEL: "loaded", "second": "available", "third": "loaded"}
+    assert client.post("/predict/face?model=second", files=upload(happy_face_bytes)).status_code == 200
+
+
+def test_ready_is_503_when_default_model_cannot_load(store_copy, make_client):
+    (next((store_copy / DEFAULT_MODEL).iterdir()) / "model.onnx").write_bytes(b"broken")
+    client = make_client(store_path=store_copy, ready=False)
+    for _ in range(100):
+        body = client.get("/health/ready").json()
+        if body["status"] == "failed":
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    response = client.get("/health/ready")
+    assert response.status_code == 503 and response.json()["status"] == "failed"
+    assert client.get("/health/live").status_code == 200
+
+
+# --- batching and metrics ----------------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_share_batches(make_client, happy_face_bytes):
+    client = make_client(batch_max_wait_ms=30)
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(
+            pool.map(lambda _: client.post("/predict/face", files=upload(happy_face_bytes)).status_code, range(32))
+        )
+    assert codes == [200] * 32
+    metrics = client.get("/metrics").text
+    rows = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("emotion_inference_batch_rows_sum"))
+    )
+    calls = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("emotion_inference_batch_rows_count"))
+    )
+    assert rows / calls > 2  # 32 requests x 2 rows (mirror TTA) in fewer, larger calls
+
+
+def test_metrics_count_requests_latency_faces_and_models(client, face_photo):
+    client.post("/predict/image", files=upload(jpeg(face_photo)))
+    client.post("/predict/face", files=upload(b"nope"))
+    text = client.get("/metrics").text
+    assert 'emotion_requests_total{method="POST",route="/predict/image",status="200"}' in text
+    assert 'emotion_requests_total{method="POST",route="/predict/face",status="415"}' in text
+    assert 'emotion_request_duration_seconds_bucket{le="0.05",route="/predict/image"}' in text
+    assert f'emotion_inference_duration_seconds_count{{model="{DEFAULT_MODEL}:' in text
+    assert "emotion_models_loaded 1.0" in text and "emotion_requests_in_flight" in text
+    faces = float(
+        next(line.split()[-1] for line in text.splitlines() if line.startswith("emotion_faces_detected_total"))
+    )
+    assert faces >= 1

@@ -1,0 +1,175 @@
+"""POST /predict/video with generated clips of known content."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import pytest
+
+from benchmarks.synth import Appearance, write_clip
+from tests.conftest import jpeg, upload
+
+
+def post_video(client, path, query: str = "", name: str = "v.mp4"):
+    return client.post(f"/predict/video?{query}", files=upload(path.read_bytes(), name, "video/mp4"))
+
+
+@pytest.fixture(scope="module")
+def contrasting_faces(client, photo_paths):
+    """Two real photos whose faces the default model labels differently, each with one detected face."""
+    seen: dict[str, object] = {}
+    for path in photo_paths[:150]:
+        image = cv2.imread(str(path))
+        faces = client.post("/predict/image", files=upload(jpeg(image))).json()["faces"]
+        if len(faces) == 1 and faces[0]["emotions"][faces[0]["dominant"]] > 0.6:
+            seen.setdefault(faces[0]["dominant"], image)
+        if len(seen) >= 2:
+            break
+    assert len(seen) >= 2, "need two confidently different faces"
+    (label_a, a), (label_b, b) = list(seen.items())[:2]
+    return label_a, a, label_b, b
+
+
+def test_segment_boundary_lands_within_one_sample(client, contrasting_faces, tmp_path):
+    label_a, a, label_b, b = contrasting_faces
+    clip = write_clip(
+        tmp_path / "switch.mp4", [Appearance(a, 0, 2.0, (150, 80)), Appearance(b, 2.0, 4.0, (150, 80))], 4.0
+    )
+    body = post_video(client, clip, "sample_fps=5&smoothing=0").json()
+    assert len(body["tracks"]) == 1
+    segments = body["tracks"][0]["segments"]
+    assert [segments[0]["dominant"], segments[-1]["dominant"]] == [label_a, label_b]
+    boundary = next(s["start"] for s in segments if s["dominant"] == label_b)
+    assert abs(boundary - 2.0) <= 1 / 5 + 1e-6
+    assert body["tracks"][0]["summary"]["share"][label_a] == pytest.approx(0.5, abs=0.11)
+
+
+def test_timestamps_are_monotonic_and_within_duration(client, face_photo, tmp_path):
+    clip = write_clip(tmp_path / "move.mp4", [Appearance(face_photo, 0, 3.0, (20, 60), (60, 0))], 3.0, fps=30)
+    body = post_video(client, clip, "sample_fps=4").json()
+    assert body["duration_s"] == pytest.approx(3.0, abs=0.05) and body["fps"] == pytest.approx(30)
+    assert body["frames_analyzed"] == 12
+    timeline = body["tracks"][0]["timeline"]
+    times, frames = [p["t"] for p in timeline], [p["frame"] for p in timeline]
+    assert times == sorted(times) and frames == sorted(frames) and times[0] >= 0 and times[-1] <= body["duration_s"]
+    assert times[1] - times[0] == pytest.approx(0.25, abs=0.04)
+    xs = [p["box"]["x"] for p in timeline]
+    assert xs[-1] - xs[0] > 100  # the box follows the moving face
+
+
+@pytest.mark.parametrize(("gap", "tracks"), [(0.6, 1), (3.0, 2)])
+def test_face_leaving_and_returning_keeps_or_reacquires_track(client, face_photo, tmp_path, gap, tracks):
+    clip = write_clip(
+        tmp_path / "gap.mp4",
+        [Appearance(face_photo, 0, 1.5, (150, 80)), Appearance(face_photo, 1.5 + gap, 3.0 + gap, (170, 80))],
+        3.0 + gap,
+    )
+    body = post_video(client, clip, "sample_fps=5").json()
+    assert len(body["tracks"]) == tracks
+    assert sum(len(t["timeline"]) for t in body["tracks"]) >= 13
+    if tracks == 2:
+        first, second = sorted(body["tracks"], key=lambda t: t["first_seen"])
+        assert first["track_id"] != second["track_id"] and second["first_seen"] >= 1.5 + gap - 0.21
+
+
+def test_two_people_get_two_tracks_ordered_by_presence(client, face_photo, tmp_path):
+    small = cv2.resize(face_photo, None, fx=0.8, fy=0.8)
+    clip = write_clip(
+        tmp_path / "two.mp4",
+        [Appearance(face_photo, 0, 3, (10, 60)), Appearance(small, 1, 3, (380, 100))],
+        3.0,
+        size=(720, 480),
+    )
+    tracks = post_video(client, clip, "sample_fps=5").json()["tracks"]
+    assert len(tracks) == 2 and len(tracks[0]["timeline"]) > len(tracks[1]["timeline"])
+    assert tracks[1]["first_seen"] >= 0.8
+
+
+def test_start_end_and_max_frames_limit_the_analysis(client, face_photo, tmp_path):
+    clip = write_clip(tmp_path / "long.mp4", [Appearance(face_photo, 0, 4, (100, 60))], 4.0)
+    body = post_video(client, clip, "sample_fps=5&start=1&end=2").json()
+    times = [p["t"] for p in body["tracks"][0]["timeline"]]
+    assert min(times) >= 1.0 - 1e-6 and max(times) <= 2.0 + 1e-6
+    assert post_video(client, clip, "sample_fps=5&max_frames=3").json()["frames_analyzed"] == 3
+
+
+def test_smoothing_reduces_frame_to_frame_change(client, contrasting_faces, tmp_path):
+    _, a, _, b = contrasting_faces
+    flicker = [Appearance(a if i % 2 else b, i * 0.2, (i + 1) * 0.2, (150, 80)) for i in range(15)]
+    clip = write_clip(tmp_path / "flicker.mp4", flicker, 3.0)
+
+    def jitter(query):
+        timeline = post_video(client, clip, query).json()["tracks"][0]["timeline"]
+        vectors = [list(p["emotions"].values()) for p in timeline]
+        return sum(sum(abs(x - y) for x, y in zip(u, v, strict=True)) for u, v in itertools.pairwise(vectors))
+
+    assert jitter("sample_fps=5&smoothing=1.0") < jitter("sample_fps=5&smoothing=0") * 0.6
+
+
+def test_video_without_faces_returns_empty_tracks(client, tmp_path):
+    clip = write_clip(tmp_path / "empty.avi", [], 2.0, fourcc="MJPG")
+    response = post_video(client, clip, name="empty.avi")
+    body = response.json()
+    assert (
+        response.status_code == 200
+        and body["tracks"] == []
+        and body["summary"] is None
+        and body["frames_analyzed"] == 10
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "fragment"),
+    [
+        (b"", 422, "empty"),
+        (b"just some text, not a video at all", 415, "unsupported video container"),
+        (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000, 422, "could not be opened"),
+        (b"\x1a\x45\xdf\xa3" + b"\x13" * 4000, 422, "could not be opened"),
+    ],
+)
+def test_bad_video_gets_clear_4xx(client, data, status, fragment):
+    response = client.post("/predict/video", files=upload(data, "v.mp4", "video/mp4"))
+    assert response.status_code == status and fragment in response.json()["detail"]
+
+
+def test_video_limits_give_413(make_client, face_photo, tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", [Appearance(face_photo, 0, 3, (100, 60))], 3.0)
+    too_long = make_client(max_video_duration_s=1.0)
+    response = post_video(too_long, clip)
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+    too_big = make_client(max_video_bytes=2048)
+    assert post_video(too_big, clip).status_code == 413
+
+
+def test_bad_query_values_are_422(client, face_photo, tmp_path):
+    clip = write_clip(tmp_path / "q.mp4", [Appearance(face_photo, 0, 1, (100, 60))], 1.0)
+    for query in ("sample_fps=0", "start=2&end=1", "smoothing=-1", "max_frames=0"):
+        assert post_video(client, clip, query).status_code == 422, query
+
+
+def test_temp_files_are_removed_after_success_and_failure(make_client, face_photo, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    client = make_client(temp_dir=spool)
+    clip = write_clip(tmp_path / "t.mp4", [Appearance(face_photo, 0, 1, (100, 60))], 1.0)
+    assert post_video(client, clip).status_code == 200
+    assert (
+        client.post("/predict/video", files=upload(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 99, "v.mp4")).status_code
+        == 422
+    )
+    assert client.post("/predict/video", files=upload(b"text", "v.mp4")).status_code == 415
+    assert list(spool.iterdir()) == []
+
+
+def test_video_metrics_are_exported(client, face_photo, tmp_path):
+    clip = write_clip(tmp_path / "m.mp4", [Appearance(face_photo, 0, 1, (100, 60))], 1.0)
+    post_video(client, clip)
+    text = client.get("/metrics").text
+    for name in (
+        "emotion_video_frames_decoded_total",
+        "emotion_video_frames_analyzed_total",
+        "emotion_video_processing_seconds_count",
+    ):
+        value = float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+        assert value > 0, name
