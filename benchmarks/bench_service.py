@@ -3,7 +3,7 @@
 Prints req/s, p50 and p95 per scenario, and the ratio of HTTP face throughput to the raw model throughput measured
 in the same run (decode + shared preprocessing + onnxruntime, one face per call, in this process, no HTTP).
 
-    python -m benchmarks.bench_service [--seconds 5] [--concurrency 1 4 16] [--json out.json]
+    python -m benchmarks.bench_service [--seconds 5] [--concurrency 1 4 16] [--output runs/bench]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0, help="per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--model", default="fer_emotion_cnn")
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
     return p
 
 
@@ -135,9 +135,34 @@ def main(args: argparse.Namespace) -> dict:
     results.update(raw_faces_per_s=raw, http_faces_per_s=best_http, ratio=best_http / raw)
     print(f"raw model (decode+preprocess+onnxruntime, 1 face/call, no HTTP): {raw:.1f} faces/s")
     print(f"HTTP /predict/face best: {best_http:.1f} faces/s  ->  ratio HTTP/raw = {best_http / raw:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "bench_service.json").write_text(json.dumps(results, indent=2))
+        plot(results, args.concurrency, args.output / "bench_service.png")
     return results
+
+
+def plot(results: dict, concurrency: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in ("face", "image_640x480"):
+        rows = [results[f"{name}_c{c}"] for c in concurrency]
+        ax1.plot(concurrency, [r["rps"] for r in rows], marker="o", label=name)
+        ax2.plot(concurrency, [r["p50_ms"] for r in rows], marker="o", label=f"{name} p50")
+        ax2.plot(concurrency, [r["p95_ms"] for r in rows], marker="x", linestyle="--", label=f"{name} p95")
+    ax1.axhline(results["raw_faces_per_s"], color="grey", linestyle=":", label="raw model, 1 face/call")
+    ax1.set(xlabel="concurrent clients", ylabel="requests/s", xscale="log")
+    ax2.set(xlabel="concurrent clients", ylabel="latency (ms)", xscale="log")
+    ax1.legend()
+    ax2.legend()
+    fig.suptitle(f"HTTP throughput and latency ({results['cpu_count']} CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+class BatcherClosed(RuntimeError):
+    """The model behind this batcher was unloaded; the request may be retried."""
+
+
 @dataclass
 class _Job:
     batch: np.ndarray
@@ -36,12 +40,14 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._task: asyncio.Task | None = None
+        self._closed = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -49,11 +55,13 @@ class MicroBatcher:
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
-                job.future.set_exception(RuntimeError("model was unloaded"))
+                job.future.set_exception(BatcherClosed("model was unloaded"))
         self._executor.shutdown(wait=False)
 
     async def submit(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``batch`` (N rows) through the model together with whatever else is waiting."""
+        if self._closed:
+            raise BatcherClosed("model was unloaded")
         if len(batch) == 0:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
         self.start()

@@ -40,7 +40,9 @@ def image_size(data: bytes) -> tuple[int, int]:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
                 return img.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(413, "the image declares too many pixels") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageError(422, "the image header is corrupt or truncated") from exc
 
 

@@ -61,6 +61,25 @@ def test_training_writes_reports_and_resolved_config(tiny_run):
     assert len(json.loads((tiny_run / "metrics.json").read_text())["history"]) == 2
 
 
+def test_fp16_autocast_trains_with_gradient_scaling(tmp_path, fer_root):
+    result = run_train(
+        "--data",
+        str(fer_root),
+        "--limit",
+        "64",
+        "--val-limit",
+        "32",
+        "--epochs",
+        "1",
+        "--amp",
+        "fp16",
+        "--output",
+        str(tmp_path),
+        *TINY,
+    )
+    assert result["finished"] and json.loads((tmp_path / "config.json").read_text())["amp"] == "float16"
+
+
 def test_checkpoints_hold_weights_only(tiny_run):
     ckpt = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch"} <= set(ckpt)

@@ -87,8 +87,13 @@ def batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool = Tru
         yield order[start : start + batch_size]
 
 
-def train_one_epoch(model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype) -> dict:
-    """One pass over ``data`` with augmentation; returns mean loss and training accuracy."""
+def train_one_epoch(
+    model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None
+) -> dict:
+    """One pass over ``data`` with augmentation; returns mean loss and training accuracy.
+
+    ``scaler`` (a ``torch.amp.GradScaler``) guards fp16 autocast against gradient underflow; bf16 needs none.
+    """
     model.train()
     device = args.device
     va_all = torch.from_numpy(data.valence_arousal)
@@ -109,8 +114,13 @@ def train_one_epoch(model, data: FaceArrays, spec: InputSpec, opt, sched, args, 
             if known.any():
                 loss = loss + args.va_weight * F.mse_loss(va.float()[known], target[known])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         sched.step()
         loss_sum += loss.item() * len(idx)
         correct += (logits.argmax(1) == y).sum().item()

@@ -198,10 +198,11 @@ def fit(args, model, spec, train, val, amp_dtype, opt, sched, gen, state: dict) 
     weights = class_weights(train.class_counts(), args.class_weights)
     weights = weights.to(args.device) if weights is not None else None
     started = time.time()
+    scaler = torch.amp.GradScaler(args.device) if amp_dtype == torch.float16 else None
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         t0 = time.time()
         args.epoch_display = f"{epoch}/{args.epochs}"
-        stats = train_one_epoch(model, train, spec, opt, sched, args, gen, weights, amp_dtype)
+        stats = train_one_epoch(model, train, spec, opt, sched, args, gen, weights, amp_dtype, scaler)
         val_metrics = evaluate_split(model, val, spec, args, amp_dtype)
         state["history"].append(epoch_record(epoch, stats, val_metrics, opt.param_groups[0]["lr"], time.time() - t0))
         state["epoch"] = epoch
@@ -255,16 +256,35 @@ def final_report(args, model, spec, val, amp_dtype, state: dict) -> dict:
     return calibrated
 
 
-def main(args: argparse.Namespace) -> dict:
+def setup(args: argparse.Namespace) -> None:
+    """Logging, threads, seed, device, augmentation and the output folder."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.device = resolve_device(args.device)
-    args.augment = None if args.no_augment else AugmentCfg(rotate_deg=args.rotate_deg, erase_prob=args.erase_prob)
+    args.augment = AugmentCfg(rotate_deg=args.rotate_deg, erase_prob=args.erase_prob)
     if args.no_augment:
         args.augment = AugmentCfg(hflip=0, rotate_deg=0, shift=0, scale=0, brightness=0, contrast=0, erase_prob=0)
     args.output.mkdir(parents=True, exist_ok=True)
+
+
+def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) -> dict:
+    """The loop state: fresh, or restored with model, optimiser, schedule and RNG from ``checkpoint.pt``."""
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
+    if args.resume and (args.output / "checkpoint.pt").exists():
+        ckpt = torch.load(args.output / "checkpoint.pt", map_location=args.device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["rng"])
+        state = ckpt["state"]
+        log.info("resumed from epoch %d", state["epoch"])
+    return state
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup(args)
     spec, labels = build_spec(args), [s.strip() for s in args.labels.split(",")]
     train, val = load_splits(args, spec, labels)
     amp_dtype = resolve_amp(args.amp, args.device)
@@ -275,21 +295,14 @@ def main(args: argparse.Namespace) -> dict:
     opt = make_optimizer(model, args.opt, args.lr, args.weight_decay)
     sched = make_scheduler(opt, args.sched, args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(args.seed)
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
-    if args.resume and (args.output / "checkpoint.pt").exists():
-        ckpt = torch.load(args.output / "checkpoint.pt", map_location=args.device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["rng"])
-        state = ckpt["state"]
-        log.info("resumed from epoch %d", state["epoch"])
+    state = resume(args, model, opt, sched, gen)
+    n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "%s: %d train / %d val samples, %d parameters, device %s, amp %s",
+        "%s: %d train / %d val, %d parameters, %s, amp %s",
         args.arch,
         len(train),
         len(val),
-        sum(p.numel() for p in model.parameters()),
+        n_params,
         args.device,
         amp_dtype,
     )

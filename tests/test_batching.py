@@ -1,0 +1,70 @@
+"""The micro-batcher: grouping across callers, splitting results back in order, errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.batching import BatcherClosed, MicroBatcher
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_submits_share_one_call_and_get_their_own_rows():
+    calls: list[int] = []
+
+    def double(batch: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(batch))
+        return {"y": batch * 2}
+
+    async def scenario():
+        batcher = MicroBatcher(double, max_batch=64, max_wait_ms=50)
+        inputs = [np.full((i + 1, 3), i, np.float32) for i in range(5)]
+        outputs = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        await batcher.close()
+        return inputs, outputs
+
+    inputs, outputs = run(scenario())
+    assert calls == [15]
+    for x, out in zip(inputs, outputs, strict=True):
+        assert np.array_equal(out["y"], x * 2)
+
+
+def test_max_batch_splits_large_queues():
+    calls: list[int] = []
+
+    async def scenario():
+        batcher = MicroBatcher(lambda b: calls.append(len(b)) or {"y": b}, max_batch=4, max_wait_ms=20)
+        await asyncio.gather(*(batcher.submit(np.zeros((2, 1))) for _ in range(6)))
+        await batcher.close()
+
+    run(scenario())
+    assert sum(calls) == 12 and max(calls) <= 4
+
+
+def test_model_error_reaches_every_waiting_caller():
+    def broken(batch):
+        raise ValueError("bad batch")
+
+    async def scenario():
+        batcher = MicroBatcher(broken, max_batch=8, max_wait_ms=20)
+        results = await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(3)), return_exceptions=True)
+        await batcher.close()
+        return results
+
+    assert all(isinstance(r, ValueError) for r in run(scenario()))
+
+
+def test_closed_batcher_refuses_new_work():
+    async def scenario():
+        batcher = MicroBatcher(lambda b: {"y": b}, max_batch=8, max_wait_ms=1)
+        await batcher.submit(np.zeros((1, 1)))
+        await batcher.close()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(np.zeros((1, 1)))
+
+    run(scenario())
