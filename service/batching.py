@@ -34,9 +34,12 @@ class MicroBatcher:
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
+        pending: Callable[[], int] | None = None,
     ) -> None:
+        """``pending`` (optional) counts requests in flight: once every one has submitted, nobody else can join
+        the batch, so it runs without waiting out ``max_wait_ms`` (a lone request pays no batching delay)."""
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
-        self.on_batch = on_batch
+        self.on_batch, self.pending = on_batch, pending
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._task: asyncio.Task | None = None
@@ -74,6 +77,8 @@ class MicroBatcher:
         rows = len(jobs[0].batch)
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
+            if self.pending is not None and self._queue.empty() and len(jobs) >= self.pending():
+                break
             try:
                 job = (
                     self._queue.get_nowait()

@@ -36,9 +36,12 @@ class Settings(BaseSettings):
     max_faces: int = Field(20, ge=1, le=500)
     min_face_size: int = Field(20, ge=1)
     detector: Literal["dlib-hog"] = "dlib-hog"
-    detector_threshold: float = Field(-0.4, ge=-2.0, le=2.0, description="dlib HOG adjust_threshold (lower finds more)")
+    detector_threshold: float = Field(-0.2, ge=-2.0, le=2.0, description="dlib HOG adjust_threshold (lower finds more)")
     detector_max_side: int = Field(
-        640, ge=64, le=8192, description="images are shrunk to this longest side for detection"
+        480,
+        ge=64,
+        le=8192,
+        description="longest side images are shrunk to for detection; faces under ~80 px there are missed",
     )
     detector_rotation_fallback: bool = Field(
         False,

@@ -54,7 +54,7 @@ class DlibHogDetector:
     name = "dlib-hog"
 
     def __init__(
-        self, threshold: float = -0.4, max_side: int = 640, min_size: int = 20, rotation_fallback: bool = False
+        self, threshold: float = -0.2, max_side: int = 480, min_size: int = 20, rotation_fallback: bool = False
     ) -> None:
         import dlib
 

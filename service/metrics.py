@@ -13,6 +13,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 class Metrics:
     def __init__(self) -> None:
+        self.active = 0  # requests being handled now (the gauge below, readable without prometheus internals)
         r = self.registry = CollectorRegistry()
         self.requests = Counter("emotion_requests_total", "HTTP requests", ["method", "route", "status"], registry=r)
         self.latency = Histogram(
@@ -69,14 +70,13 @@ class MetricsMiddleware:
 
     def __init__(self, app, metrics: Metrics, max_in_flight: int) -> None:
         self.app, self.metrics, self.max_in_flight = app, metrics, max_in_flight
-        self.current = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         exempt = scope["path"].startswith(("/health", "/metrics"))
-        if not exempt and self.current >= self.max_in_flight:
+        if not exempt and self.metrics.active >= self.max_in_flight:
             self.metrics.rejected.inc()
             await _send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
             return
@@ -88,12 +88,12 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.current += 1
+        self.metrics.active += 1
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.current -= 1
+            self.metrics.active -= 1
             self.metrics.in_flight.dec()
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(method=scope["method"], route=route, status=str(status)).inc()

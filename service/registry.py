@@ -149,7 +149,13 @@ class ModelRegistry:
             log.exception("loading %s failed", key)
             return
         observe = self.metrics.inference_observer(key)
-        batcher = MicroBatcher(runner, self.settings.batch_max_size, self.settings.batch_max_wait_ms, observe)
+        batcher = MicroBatcher(
+            runner,
+            self.settings.batch_max_size,
+            self.settings.batch_max_wait_ms,
+            observe,
+            pending=lambda: self.metrics.active,
+        )
         record.loaded, record.state, record.error = LoadedModel(record.entry, runner, batcher), "loaded", None
         self.metrics.model_loads.labels(model=key).inc()
         self.metrics.models_loaded.set(len(self.loaded_records()))

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -290,7 +291,7 @@ def test_ready_is_503_when_default_model_cannot_load(store_copy, make_client):
         body = client.get("/health/ready").json()
         if body["status"] == "failed":
             break
-        asyncio.run(asyncio.sleep(0.05))
+        time.sleep(0.05)
     response = client.get("/health/ready")
     assert response.status_code == 503 and response.json()["status"] == "failed"
     assert client.get("/health/live").status_code == 200

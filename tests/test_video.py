@@ -17,12 +17,12 @@ def post_video(client, path, query: str = "", name: str = "v.mp4"):
 
 @pytest.fixture(scope="module")
 def contrasting_faces(client, photo_paths):
-    """Two real photos whose faces the default model labels differently, each with one detected face."""
+    """Two real photos whose faces the default model labels differently and confidently (one detected face each)."""
     seen: dict[str, object] = {}
-    for path in photo_paths[:150]:
+    for path in photo_paths[:300]:
         image = cv2.imread(str(path))
         faces = client.post("/predict/image", files=upload(jpeg(image))).json()["faces"]
-        if len(faces) == 1 and faces[0]["emotions"][faces[0]["dominant"]] > 0.6:
+        if len(faces) == 1 and faces[0]["emotions"][faces[0]["dominant"]] > 0.8:
             seen.setdefault(faces[0]["dominant"], image)
         if len(seen) >= 2:
             break
