@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.synth import photo_on_canvas
-from model_store import DEFAULT_ROOT, preprocess, scan, verify_file
+from model_store import find, preprocess, verify_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -55,7 +55,7 @@ def sample_inputs() -> tuple[bytes, bytes]:
 
 def raw_model_throughput(model: str, face: bytes, seconds: float) -> float:
     """Faces/s calling the model directly per face: decode, shared preprocessing (with mirror TTA), onnxruntime."""
-    entry = next(e for e in scan(DEFAULT_ROOT)[0] if e.manifest.name == model)
+    entry = find(model)
     session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
     spec, n, start = entry.manifest.input, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -20,7 +20,7 @@ import cv2
 from fastapi.testclient import TestClient
 
 from benchmarks.synth import Appearance, write_clip
-from model_store import DEFAULT_ROOT, crop_face, preprocess, scan, verify_file
+from model_store import crop_face, find, preprocess, verify_file
 from service.config import Settings
 from service.detection import DlibHogDetector
 from service.main import create_app
@@ -52,7 +52,7 @@ def naive_baseline(path: Path, sample_fps: float) -> float:
     """Seconds for the frame-by-frame way: read() every frame, full-resolution detection, one model call a face."""
     import onnxruntime as ort
 
-    entry = next(e for e in scan(DEFAULT_ROOT)[0] if e.manifest.name == "fer_emotion_cnn")
+    entry = find("fer_emotion_cnn")
     session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
     detector = DlibHogDetector(max_side=10_000, rotation_fallback=False)
     cap, started, index = cv2.VideoCapture(str(path)), time.perf_counter(), 0

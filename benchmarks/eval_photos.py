@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from model_store import DEFAULT_ROOT, crop_face, preprocess, scan, verify_file
+from model_store import crop_face, find, preprocess, verify_file
 from service.detection import DlibHogDetector
 from training.data import canonical_label
 from training.reports import classification_metrics, write_report
@@ -86,7 +86,7 @@ def detection_report(photos: list[np.ndarray], negatives: list[np.ndarray]) -> t
 
 
 def end_to_end(photos, labels, faces, model: str, margin: float | None) -> tuple[dict, list[str]]:
-    entry = next(e for e in scan(DEFAULT_ROOT)[0] if e.manifest.name == model)
+    entry = find(model)
     spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
     session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
     known = entry.manifest.labels

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from model_store import DEFAULT_ROOT, scan
+from model_store import find
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def table(val: dict, photos: dict | None) -> str:
 
 
 def main(args: argparse.Namespace) -> str:
-    entry = next(e for e in scan(DEFAULT_ROOT)[0] if e.manifest.name == args.model)
+    entry = find(args.model)
     photos = json.loads(args.photos.read_text()) if args.photos.is_file() else None
     text = table(entry.manifest.metrics["val"], photos)
     print(text)

@@ -15,11 +15,13 @@ from model_store.store import (
     DEFAULT_ROOT,
     StoreEntry,
     StoreError,
+    find,
     publish,
     read_manifest,
     scan,
     sha256_file,
     verify_file,
+    version_key,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "crop_face",
     "derive_valence_arousal",
     "expand_box",
+    "find",
     "is_valid_name",
     "normalize",
     "prepare_batch",
@@ -45,4 +48,5 @@ __all__ = [
     "sha256_file",
     "to_uint8_face",
     "verify_file",
+    "version_key",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,19 @@ def scan(root: Path = DEFAULT_ROOT) -> tuple[list[StoreEntry], dict[str, str]]:
             continue
         entries.append(StoreEntry(manifest, folder))
     return entries, errors
+
+
+def version_key(version: str) -> tuple:
+    """Sort key for versions: numeric parts numerically (``1.10.0`` after ``1.9.0``), others as text."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", version))
+
+
+def find(name: str, version: str | None = None, root: Path = DEFAULT_ROOT) -> StoreEntry:
+    """The entry for ``name`` (its newest version unless ``version`` is given); StoreError when absent."""
+    matches = [e for e in scan(root)[0] if e.manifest.name == name and version in (None, e.manifest.version)]
+    if not matches:
+        raise StoreError(f"no model {name!r}{f' version {version!r}' if version else ''} in {root}")
+    return max(matches, key=lambda e: version_key(e.manifest.version))
 
 
 def verify_file(entry: StoreEntry, role: FileRole) -> Path:

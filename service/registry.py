@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,6 +22,7 @@ from model_store import (
     resolve_device,
     scan,
     verify_file,
+    version_key,
 )
 from service.batching import MicroBatcher
 from service.config import Settings
@@ -39,10 +39,6 @@ class ModelNotFound(LookupError):
 
 class ModelUnavailable(RuntimeError):
     pass
-
-
-def version_key(version: str) -> tuple:
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", version))
 
 
 @dataclass
@@ -138,15 +134,10 @@ class ModelRegistry:
         record.state, started = "loading", time.perf_counter()
         try:
             runner = await asyncio.to_thread(self._build, record.entry)
-        except (StoreError, OSError, ValueError, RuntimeError, KeyError) as exc:
-            record.state, record.error = "failed", str(exc)
+        except Exception as exc:  # a missing or unreadable artifact fails this model, never the service
+            record.state, record.error = "failed", str(exc) or type(exc).__name__
             self.metrics.model_load_failures.labels(model=key).inc()
-            log.error("loading %s failed: %s", key, exc)
-            return
-        except Exception as exc:
-            record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"
-            self.metrics.model_load_failures.labels(model=key).inc()
-            log.exception("loading %s failed", key)
+            log.error("loading %s failed: %s", key, record.error, exc_info=not isinstance(exc, StoreError))
             return
         observe = self.metrics.inference_observer(key)
         batcher = MicroBatcher(

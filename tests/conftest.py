@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model_store import DEFAULT_ROOT, scan
+from model_store import find
 from service.config import Settings
 from service.main import create_app
 
@@ -41,8 +41,7 @@ def fer_root() -> Path:
 
 @pytest.fixture(scope="session")
 def default_entry():
-    entries, _ = scan(DEFAULT_ROOT)
-    return next(e for e in entries if e.manifest.name == DEFAULT_MODEL)
+    return find(DEFAULT_MODEL)
 
 
 def jpeg(image: np.ndarray, quality: int = 92) -> bytes:

@@ -14,12 +14,14 @@ from model_store import (
     StoreError,
     derive_valence_arousal,
     expand_box,
+    find,
     preprocess,
     probabilities,
     publish,
     resolve_device,
     scan,
     verify_file,
+    version_key,
 )
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -85,6 +87,18 @@ def test_publish_refuses_to_overwrite_without_flag(tmp_path):
     publish(manifest(), {"onnx": artifact}, tmp_path)
     with pytest.raises(StoreError, match="exists"):
         publish(manifest(), {"onnx": artifact}, tmp_path)
+
+
+def test_find_picks_the_newest_version_numerically(tmp_path):
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"w")
+    for version in ("1.9.0", "1.10.0", "1.2.0"):
+        publish(manifest(version=version), {"onnx": artifact}, tmp_path / "store")
+    assert find("m", root=tmp_path / "store").manifest.version == "1.10.0"
+    assert find("m", "1.2.0", tmp_path / "store").manifest.version == "1.2.0"
+    assert sorted(["1.10.0", "1.9.0", "1.2.0"], key=version_key) == ["1.2.0", "1.9.0", "1.10.0"]
+    with pytest.raises(StoreError, match="no model 'x'"):
+        find("x", root=tmp_path / "store")
 
 
 def test_scan_reports_invalid_and_misplaced_manifests(tmp_path):
