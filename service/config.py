@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         le=8192,
         description="longest side images are shrunk to for detection; faces under ~80 px there are missed",
     )
+    whole_image_fallback_max_side: int = Field(
+        256,
+        ge=0,
+        le=4096,
+        description="an image or frame this small with no face found is taken as one face crop; 0 = off",
+    )
     detector_rotation_fallback: bool = Field(
         False,
         description="retry at +-20 degrees when no face is found (finds a few more tilted faces, adds false ones)",

@@ -20,7 +20,7 @@ from model_store import (
     normalize,
     to_uint8_face,
 )
-from service.detection import Detection, FaceDetector
+from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.inference import affect, classify_faces, postprocess
 from service.registry import LoadedModel
 from service.schemas import (
@@ -63,6 +63,7 @@ class VideoOptions:
     min_face_size: int = 20
     max_faces: int = 20
     max_duration: float = 600.0
+    whole_image_fallback_max_side: int = 256
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
 
 
@@ -142,7 +143,7 @@ def _dedupe(found: list[Detection]) -> list[Detection]:
 def _detect(frame: np.ndarray, scan: VideoScan, detector: FaceDetector, tracker: IouTracker, opts: VideoOptions):
     """Full-frame detection every ``full_detect_every`` samples (or with no live track), else around live tracks."""
     if not tracker.live or scan.frames_analyzed % max(1, opts.full_detect_every) == 0:
-        return detector.detect(frame)
+        return whole_image_if_small(frame, detector.detect(frame), opts.whole_image_fallback_max_side)
     return _dedupe([d for track in tracker.live for d in detect_near(detector, frame, track.box)])
 
 

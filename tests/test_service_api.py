@@ -77,6 +77,25 @@ def test_predict_image_without_faces_returns_empty_list(client):
     assert response.status_code == 200 and response.json()["faces"] == []
 
 
+def test_predict_image_on_tight_small_crops_finds_or_falls_back_to_the_whole_crop(client, fer_root):
+    crops = sorted((fer_root / "val" / "surprise").glob("*.jpg"))[:12]
+    scores = []
+    for path in crops:
+        body = client.post("/predict/image", files=upload(path.read_bytes())).json()
+        assert len(body["faces"]) == 1 and (body["width"], body["height"]) == (48, 48)
+        assert_prediction(body["faces"][0])
+        scores.append(body["faces"][0]["score"])
+    assert any(s > 0 for s in scores)  # enlarged before detection, HOG finds most tight crops itself
+
+
+def test_whole_image_fallback_can_be_switched_off(make_client):
+    blank = jpeg(np.full((64, 64, 3), 127, np.uint8))
+    on = make_client().post("/predict/image", files=upload(blank)).json()["faces"]
+    assert len(on) == 1 and on[0]["score"] == 0 and on[0]["box"] == {"x": 0, "y": 0, "width": 64, "height": 64}
+    off = make_client(whole_image_fallback_max_side=0)
+    assert off.post("/predict/image", files=upload(blank)).json()["faces"] == []
+
+
 def test_predict_image_applies_exif_orientation(client, face_photo):
     upright = cv2.cvtColor(photo_on_canvas(face_photo, 640, 400), cv2.COLOR_BGR2RGB)
     stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # camera stored it rotated...

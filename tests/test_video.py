@@ -107,6 +107,20 @@ def test_smoothing_reduces_frame_to_frame_change(client, contrasting_faces, tmp_
     assert jitter("sample_fps=5&smoothing=1.0") < jitter("sample_fps=5&smoothing=0") * 0.6
 
 
+def test_video_of_small_face_crops_gets_a_timeline(client, fer_root, tmp_path):
+    faces = [cv2.resize(cv2.imread(str(p)), (96, 96)) for p in sorted((fer_root / "val" / "happy").glob("*.jpg"))[:3]]
+    clip = write_clip(
+        tmp_path / "crops.mp4",
+        [Appearance(f, i, i + 1, (0, 0)) for i, f in enumerate(faces)],
+        3.0,
+        fps=10,
+        size=(96, 96),
+    )
+    body = post_video(client, clip, "sample_fps=5").json()
+    assert sum(len(t["timeline"]) for t in body["tracks"]) == 15
+    assert body["summary"]["dominant"] == "happy"
+
+
 def test_video_without_faces_returns_empty_tracks(client, tmp_path):
     clip = write_clip(tmp_path / "empty.avi", [], 2.0, fourcc="MJPG")
     response = post_video(client, clip, name="empty.avi")

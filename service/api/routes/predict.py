@@ -18,6 +18,7 @@ from service.api.deps import (
     read_upload,
 )
 from service.config import Settings
+from service.detection import whole_image_if_small
 from service.imaging import ImageError, decode_image
 from service.inference import affect, classify_faces
 from service.registry import LoadedModel
@@ -92,6 +93,7 @@ async def predict_image(
     smallest = min_face_size or settings.min_face_size
     async with asyncio.timeout(settings.request_timeout_s):
         faces = await asyncio.to_thread(detector.detect, image)
+        faces = whole_image_if_small(image, faces, settings.whole_image_fallback_max_side)
         faces = [f for f in faces if min(f.width, f.height) >= smallest][:limit]
         metrics.faces.inc(len(faces))
         probs, va = await classify_faces(
