@@ -94,6 +94,23 @@ async def load(url: str, data: bytes, concurrency: int, seconds: float) -> dict:
     }
 
 
+def server_histogram(base: str, route: str) -> dict[str, float]:
+    """The service's own latency histogram for ``route`` (cumulative bucket counts by upper bound, seconds)."""
+    text = httpx.get(f"{base}/metrics").text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("emotion_request_duration_seconds_bucket") and f'route="{route}"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_share_under(before: dict, after: dict, le: str) -> float:
+    """Share of the requests between two snapshots that the server finished within ``le`` seconds."""
+    total = after["+Inf"] - before.get("+Inf", 0.0)
+    return (after[le] - before.get(le, 0.0)) / total if total else float("nan")
+
+
 def start_server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,11 +138,14 @@ def main(args: argparse.Namespace) -> dict:
     try:
         for name, route, data in (("face", "/predict/face", face), ("image_640x480", "/predict/image", photo)):
             for c in args.concurrency:
+                before = server_histogram(base, route)
                 r = asyncio.run(load(f"{base}{route}?model={args.model}", data, c, args.seconds))
+                r["server_share_within_15ms"] = server_share_under(before, server_histogram(base, route), "0.015")
                 results[f"{name}_c{c}"] = r
                 print(
                     f"{name:14s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms"
-                    f"  ({r['requests']} requests, {r['errors']} errors)"
+                    f"  ({r['requests']} requests, {r['errors']} errors;"
+                    f" server-side {r['server_share_within_15ms']:.0%} within 15 ms)"
                 )
     finally:
         proc.terminate()
