@@ -57,7 +57,6 @@ class DlibHogDetector:
         self,
         threshold: float = -0.2,
         max_side: int = 480,
-        min_size: int = 20,
         rotation_fallback: bool = False,
         min_side: int = 256,
     ) -> None:
@@ -67,7 +66,7 @@ class DlibHogDetector:
 
         self._detector = dlib.get_frontal_face_detector()
         self._lock = threading.Lock()  # the dlib detector object is not documented as thread-safe
-        self.threshold, self.max_side, self.min_size, self.min_side = threshold, max_side, min_size, min_side
+        self.threshold, self.max_side, self.min_side = threshold, max_side, min_side
         self.rotation_fallback = rotation_fallback
 
     def _run(self, gray: np.ndarray) -> list[tuple[float, float, float, float, float]]:
@@ -99,7 +98,7 @@ class DlibHogDetector:
         for x0, y0, x1, y1, s in found:
             x0, y0 = max(0, round(x0 / scale)), max(0, round(y0 / scale))
             x1, y1 = min(w, round(x1 / scale)), min(h, round(y1 / scale))
-            if min(x1 - x0, y1 - y0) >= self.min_size:
+            if x1 > x0 and y1 > y0:  # callers filter by size, in the pixels of the image they passed
                 faces.append(Detection(x0, y0, x1 - x0, y1 - y0, float(1.0 / (1.0 + np.exp(-2.0 * (s + 0.5))))))
         return sorted(faces, key=lambda d: d.area, reverse=True)
 

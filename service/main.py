@@ -28,7 +28,6 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
             settings.detector,
             threshold=settings.detector_threshold,
             max_side=settings.detector_max_side,
-            min_size=settings.min_face_size,
             rotation_fallback=settings.detector_rotation_fallback,
         )
         warm = asyncio.create_task(_load_default(registry))
