@@ -151,7 +151,7 @@ def resolved_config(args, spec: InputSpec, train: FaceArrays, val: FaceArrays, a
         "outputs": list(cfg.outputs),
         "labels": train.labels,
         "input": spec.model_dump(),
-        "augment": dataclasses.asdict(args.augment) if args.augment else None,
+        "augment": dataclasses.asdict(args.augment),
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "torch": torch.__version__,
         "dataset": {
@@ -263,9 +263,9 @@ def setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.device = resolve_device(args.device)
-    args.augment = AugmentCfg(rotate_deg=args.rotate_deg, erase_prob=args.erase_prob)
-    if args.no_augment:
-        args.augment = AugmentCfg(hflip=0, rotate_deg=0, shift=0, scale=0, brightness=0, contrast=0, erase_prob=0)
+    off = {"hflip": 0, "rotate_deg": 0, "shift": 0, "scale": 0, "brightness": 0, "contrast": 0, "erase_prob": 0}
+    on = {"rotate_deg": args.rotate_deg, "erase_prob": args.erase_prob}
+    args.augment = AugmentCfg(**(off if args.no_augment else on))
     args.output.mkdir(parents=True, exist_ok=True)
 
 
