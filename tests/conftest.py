@@ -132,5 +132,10 @@ def store_copy(tmp_path: Path, default_entry) -> Path:
     return root
 
 
+def metric(text: str, prefix: str) -> float:
+    """The value of the first Prometheus sample line starting with ``prefix``."""
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(prefix)))
+
+
 def upload(data: bytes, name: str = "file.jpg", content_type: str = "image/jpeg") -> dict:
     return {"file": (name, io.BytesIO(data), content_type)}

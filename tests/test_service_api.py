@@ -18,7 +18,7 @@ from benchmarks.synth import photo_on_canvas
 from service.config import Settings
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
-from tests.conftest import DEFAULT_MODEL, jpeg, upload
+from tests.conftest import DEFAULT_MODEL, jpeg, metric, upload
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -327,12 +327,8 @@ def test_concurrent_requests_share_batches(make_client, happy_face_bytes):
         )
     assert codes == [200] * 32
     metrics = client.get("/metrics").text
-    rows = float(
-        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("emotion_inference_batch_rows_sum"))
-    )
-    calls = float(
-        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("emotion_inference_batch_rows_count"))
-    )
+    rows = metric(metrics, "emotion_inference_batch_rows_sum")
+    calls = metric(metrics, "emotion_inference_batch_rows_count")
     assert rows / calls > 2  # 32 requests x 2 rows (mirror TTA) in fewer, larger calls
 
 
@@ -345,7 +341,4 @@ def test_metrics_count_requests_latency_faces_and_models(client, face_photo):
     assert 'emotion_request_duration_seconds_bucket{le="0.05",route="/predict/image"}' in text
     assert f'emotion_inference_duration_seconds_count{{model="{DEFAULT_MODEL}:' in text
     assert "emotion_models_loaded 1.0" in text and "emotion_requests_in_flight" in text
-    faces = float(
-        next(line.split()[-1] for line in text.splitlines() if line.startswith("emotion_faces_detected_total"))
-    )
-    assert faces >= 1
+    assert metric(text, "emotion_faces_detected_total") >= 1

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from benchmarks.synth import Appearance, write_clip
-from tests.conftest import jpeg, upload
+from tests.conftest import jpeg, metric, upload
 
 
 def post_video(client, path, query: str = "", name: str = "v.mp4"):
@@ -185,5 +185,4 @@ def test_video_metrics_are_exported(client, face_photo, tmp_path):
         "emotion_video_frames_analyzed_total",
         "emotion_video_processing_seconds_count",
     ):
-        value = float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
-        assert value > 0, name
+        assert metric(text, name) > 0, name
