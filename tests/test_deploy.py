@@ -76,8 +76,20 @@ def test_oversized_body_is_refused_before_parsing(live_server):
     ).encode()
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(request)  # declares 50 MiB, sends a few bytes: the answer must come without the rest
-        reply = conn.recv(4096).decode()
+        reply = _read_response(conn)
     assert reply.startswith("HTTP/1.1 413") and "byte limit" in reply
+
+
+def _read_response(conn: socket.socket) -> str:
+    """Read one HTTP response whole: headers and body may arrive in separate segments."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length and (chunk := conn.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def test_compose_runs_the_image_and_prometheus_scrapes_it():
