@@ -26,7 +26,11 @@ class _Job:
 
 
 class MicroBatcher:
-    """Collects submitted row blocks until ``max_batch`` rows or ``max_wait_ms``, runs them as one call."""
+    """Collects submitted row blocks until ``max_batch`` rows or ``max_wait_ms``, runs them as one call.
+
+    Up to ``workers`` calls run at once, each in its own thread; a batch is collected as soon as a worker is
+    free, so rows that arrive while every worker is busy join the next batch.
+    """
 
     def __init__(
         self,
@@ -35,13 +39,17 @@ class MicroBatcher:
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
         pending: Callable[[], int] | None = None,
+        workers: int = 1,
     ) -> None:
         """``pending`` (optional) counts requests in flight: once every one has submitted, nobody else can join
         the batch, so it runs without waiting out ``max_wait_ms`` (a lone request pays no batching delay)."""
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.on_batch, self.pending = on_batch, pending
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="inference")
+        self._free = asyncio.Semaphore(workers)
+        self._running: set[asyncio.Task] = set()
+        self._running_jobs = 0  # jobs inside batches that are running now
         self._task: asyncio.Task | None = None
         self._closed = False
 
@@ -55,6 +63,7 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await asyncio.gather(*self._running, return_exceptions=True)  # batches already running finish
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -77,7 +86,7 @@ class MicroBatcher:
         rows = len(jobs[0].batch)
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
-            if self.pending is not None and self._queue.empty() and len(jobs) >= self.pending():
+            if self.pending is not None and self._queue.empty() and len(jobs) + self._running_jobs >= self.pending():
                 break
             try:
                 job = (
@@ -94,20 +103,33 @@ class MicroBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._collect()
-            jobs = [j for j in jobs if not j.future.cancelled()]
+            await self._free.acquire()
+            try:
+                jobs = [j for j in await self._collect() if not j.future.cancelled()]
+            except BaseException:
+                self._free.release()
+                raise
             if not jobs:
+                self._free.release()
                 continue
+            task = loop.create_task(self._run(jobs))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        """One model call over the jobs' rows; each job's future gets its own slice of every output."""
+        self._running_jobs += len(jobs)
+        try:
             batch = np.concatenate([j.batch for j in jobs])
             started = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(self._executor, self.fn, batch)
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
             except Exception as exc:
                 log.exception("batched inference failed")
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
-                continue
+                return
             if self.on_batch:
                 self.on_batch(len(batch), time.perf_counter() - started)
             offset = 0
@@ -116,3 +138,6 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
                 offset += n
+        finally:
+            self._running_jobs -= len(jobs)
+            self._free.release()

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(3, ge=1, le=64)
     warmup: bool = True
     inference_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = its default")
+    inference_workers: int = Field(
+        1, ge=1, le=64, description="model calls run at once per model (threads sharing one session)"
+    )
     tta: bool = Field(
         True, description="average each face with its mirror image (the setting the models were measured with)"
     )
@@ -52,6 +55,9 @@ class Settings(BaseSettings):
     detector_rotation_fallback: bool = Field(
         False,
         description="retry at +-20 degrees when no face is found (finds a few more tilted faces, adds false ones)",
+    )
+    detector_instances: int = Field(
+        0, ge=0, le=64, description="detections run at once (one detector object each); 0 = one per CPU core, <= 8"
     )
 
     batch_max_size: int = Field(64, ge=1, le=4096)

@@ -42,12 +42,23 @@ def postprocess(
     return probs, None
 
 
+def prepare(crops: list[np.ndarray], manifest: Manifest, tta: bool) -> np.ndarray:
+    """Face crops -> the model's input batch (the shared preprocessing; mirrors appended with ``tta``)."""
+    if not crops:
+        return np.zeros((0, manifest.input.channels, manifest.input.height, manifest.input.width), np.float32)
+    return preprocess(crops, manifest.input, hflip_tta=tta)
+
+
+async def classify(model: LoadedModel, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A prepared batch -> probabilities ``N x labels`` and valence/arousal ``N x 2`` (or None)."""
+    n = len(batch) // 2 if tta else len(batch)
+    if n == 0:
+        return np.zeros((0, len(model.manifest.labels)), np.float32), None
+    return postprocess(await model.infer(batch), model.manifest, n, tta)
+
+
 async def classify_faces(
     model: LoadedModel, crops: list[np.ndarray], tta: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities ``N x labels`` and valence/arousal ``N x 2`` (or None) for face crops."""
-    manifest = model.manifest
-    if not crops:
-        return np.zeros((0, len(manifest.labels)), np.float32), None
-    outputs = await model.infer(preprocess(crops, manifest.input, hflip_tta=tta))
-    return postprocess(outputs, manifest, len(crops), tta)
+    return await classify(model, prepare(crops, model.manifest, tta), tta)

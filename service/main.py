@@ -29,6 +29,7 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
             threshold=settings.detector_threshold,
             max_side=settings.detector_max_side,
             rotation_fallback=settings.detector_rotation_fallback,
+            instances=settings.detector_instances,
         )
         warm = asyncio.create_task(_load_default(registry))
         yield

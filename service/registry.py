@@ -146,6 +146,7 @@ class ModelRegistry:
             self.settings.batch_max_wait_ms,
             observe,
             pending=lambda: self.metrics.active,
+            workers=self.settings.inference_workers,
         )
         record.loaded, record.state, record.error = LoadedModel(record.entry, runner, batcher), "loaded", None
         self.metrics.model_loads.labels(model=key).inc()

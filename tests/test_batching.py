@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,3 +70,35 @@ def test_closed_batcher_refuses_new_work():
             await batcher.submit(np.zeros((1, 1)))
 
     run(scenario())
+
+
+def test_two_workers_run_batches_at_once_and_queue_behind_busy_ones():
+    running, peak, calls = 0, 0, []
+    lock = threading.Lock()
+
+    def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+            calls.append(len(batch))
+        return {"y": batch + 1}
+
+    async def scenario():
+        batcher = MicroBatcher(slow, max_batch=64, max_wait_ms=0, workers=2)
+        first = []
+        for _ in range(2):  # one call each, side by side
+            first.append(asyncio.create_task(batcher.submit(np.zeros((1, 1)))))
+            await asyncio.sleep(0.01)
+        # both workers busy: the next five queue and go as one batch
+        rest = [asyncio.create_task(batcher.submit(np.full((1, 1), i))) for i in range(5)]
+        outputs = await asyncio.gather(*first, *rest)
+        await batcher.close()
+        return outputs
+
+    outputs = run(scenario())
+    assert peak == 2 and sorted(calls) == [1, 1, 5]
+    assert [float(o["y"][0, 0]) for o in outputs[2:]] == [1, 2, 3, 4, 5]

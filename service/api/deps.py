@@ -1,4 +1,8 @@
-"""Request dependencies as ``Annotated`` aliases."""
+"""Request dependencies as ``Annotated`` aliases.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per dependency
+per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +18,19 @@ from service.metrics import Metrics
 from service.registry import LoadedModel, ModelNotFound, ModelRegistry, ModelUnavailable
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def _detector(request: Request) -> FaceDetector:
+async def _detector(request: Request) -> FaceDetector:
     return request.app.state.detector
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -36,7 +40,7 @@ DetectorDep = Annotated[FaceDetector, Depends(_detector)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
 
-def check_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def check_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """401 unless the ``X-API-Key`` header matches ``EMOTION_API_KEY`` (when that is set)."""
     if settings.api_key is None:
         return

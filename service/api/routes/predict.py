@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, UploadFile
 
-from model_store import crop_face
+from model_store import Manifest, crop_face
 from service.api.deps import (
     ApiKeyDep,
     DetectorDep,
@@ -18,9 +19,9 @@ from service.api.deps import (
     read_upload,
 )
 from service.config import Settings
-from service.detection import whole_image_if_small
+from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.imaging import ImageError, decode_image
-from service.inference import affect, classify_faces
+from service.inference import affect, classify, prepare
 from service.registry import LoadedModel
 from service.schemas import (
     Box,
@@ -30,6 +31,7 @@ from service.schemas import (
     ModelRef,
 )
 
+T = TypeVar("T")
 router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKeyDep])
 ERRORS = {
     code: {"description": text}
@@ -53,21 +55,37 @@ def require_still_model(model: LoadedModel) -> None:
         raise HTTPException(422, f"model {model.manifest.name!r} classifies clips; send videos to /predict/video")
 
 
-async def decode_upload(file: UploadFile, settings: Settings) -> np.ndarray:
-    data = await read_upload(file, settings.max_upload_bytes)
+async def off_loop(fn: Callable[..., T], *args) -> T:
+    """Run the CPU-bound part of a request in a worker thread; image problems become their 4xx."""
     try:
-        return await asyncio.to_thread(decode_image, data, settings.max_image_pixels)
+        return await asyncio.to_thread(fn, *args)
     except ImageError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
+
+
+def face_batch(data: bytes, settings: Settings, manifest: Manifest) -> np.ndarray:
+    """Decode an uploaded face crop and preprocess it: one thread hop for the whole CPU-bound part."""
+    return prepare([decode_image(data, settings.max_image_pixels)], manifest, settings.tta)
+
+
+def find_faces(
+    data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int
+) -> tuple[np.ndarray, list[Detection], np.ndarray]:
+    """Decode a photo, detect its faces (largest first, size-filtered) and preprocess their crops."""
+    image = decode_image(data, settings.max_image_pixels)
+    faces = whole_image_if_small(image, detector.detect(image), settings.whole_image_fallback_max_side)
+    faces = [f for f in faces if min(f.width, f.height) >= smallest][:limit]
+    return image, faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, settings.tta)
 
 
 @router.post("/face", response_model=FacePredictionResponse, responses=ERRORS)
 async def predict_face(file: UploadFile, model: ModelDep, settings: SettingsDep) -> FacePredictionResponse:
     """Classify an already-cropped face (no detection): the whole image is the face."""
     require_still_model(model)
-    image = await decode_upload(file, settings)
+    data = await read_upload(file, settings.max_upload_bytes)
     async with asyncio.timeout(settings.request_timeout_s):
-        probs, va = await classify_faces(model, [image], settings.tta)
+        batch = await off_loop(face_batch, data, settings, model.manifest)
+        probs, va = await classify(model, batch, settings.tta)
     pred = affect(probs, va, model.manifest.labels)[0]
     return FacePredictionResponse(
         **pred.model_dump(), model=model_ref(model), valence_arousal_source=model.manifest.valence_arousal
@@ -88,17 +106,13 @@ async def predict_image(
 ) -> ImagePredictionResponse:
     """Detect every face in a photo and classify each; faces are ordered largest first."""
     require_still_model(model)
-    image = await decode_upload(file, settings)
+    data = await read_upload(file, settings.max_upload_bytes)
     limit = min(max_faces or settings.max_faces, settings.max_faces)
     smallest = min_face_size or settings.min_face_size
     async with asyncio.timeout(settings.request_timeout_s):
-        faces = await asyncio.to_thread(detector.detect, image)
-        faces = whole_image_if_small(image, faces, settings.whole_image_fallback_max_side)
-        faces = [f for f in faces if min(f.width, f.height) >= smallest][:limit]
+        image, faces, batch = await off_loop(find_faces, data, settings, detector, model.manifest, limit, smallest)
         metrics.faces.inc(len(faces))
-        probs, va = await classify_faces(
-            model, [crop_face(image, f.box, model.manifest.input) for f in faces], settings.tta
-        )
+        probs, va = await classify(model, batch, settings.tta)
     preds = affect(probs, va, model.manifest.labels)
     return ImagePredictionResponse(
         width=image.shape[1],
