@@ -81,7 +81,7 @@ def test_two_workers_run_batches_at_once_and_queue_behind_busy_ones():
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.05)
+        time.sleep(0.2)
         with lock:
             running -= 1
             calls.append(len(batch))
@@ -92,7 +92,7 @@ def test_two_workers_run_batches_at_once_and_queue_behind_busy_ones():
         first = []
         for _ in range(2):  # one call each, side by side
             first.append(asyncio.create_task(batcher.submit(np.zeros((1, 1)))))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         # both workers busy: the next five queue and go as one batch
         rest = [asyncio.create_task(batcher.submit(np.full((1, 1), i))) for i in range(5)]
         outputs = await asyncio.gather(*first, *rest)
