@@ -155,7 +155,32 @@ def test_truncated_jpeg_is_422_not_500(client, face_photo):
 
 def test_missing_file_field_is_422(client):
     response = client.post("/predict/face", data={"other": "x"})
-    assert response.status_code == 422 and "detail" in response.json()
+    assert response.status_code == 422 and "field 'file'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream"])
+def test_raw_image_body_predicts_like_multipart(client, face_photo, content_type):
+    data = jpeg(face_photo)
+    raw = client.post("/predict/image", content=data, headers={"Content-Type": content_type})
+    form = client.post("/predict/image", files=upload(data))
+    assert raw.status_code == 200 and raw.json()["faces"] and raw.json() == form.json()
+
+
+def test_raw_face_body_predicts_like_multipart(client, happy_face_bytes):
+    raw = client.post("/predict/face", content=happy_face_bytes, headers={"Content-Type": "image/jpeg"})
+    assert raw.status_code == 200 and raw.json() == client.post("/predict/face", files=upload(happy_face_bytes)).json()
+
+
+def test_raw_body_of_another_content_type_is_415(client, happy_face_bytes):
+    response = client.post("/predict/face", content=happy_face_bytes, headers={"Content-Type": "application/json"})
+    assert response.status_code == 415 and "multipart field 'file'" in response.json()["detail"]
+    assert client.post("/predict/face", content=b"").status_code == 415  # no content type at all
+
+
+def test_raw_body_over_the_upload_limit_is_413(make_client, face_photo):
+    client = make_client(max_upload_bytes=4096)
+    response = client.post("/predict/image", content=jpeg(face_photo) * 2, headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 413 and "byte limit" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("name", ["nope", "..%2F..%2Fetc", "UPPER", "a" * 65])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, File, Header, HTTPException, Query, Request, UploadFile
 
 from model_store import is_valid_name
 from service.config import Settings
@@ -84,3 +84,39 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise HTTPException(413, f"upload is larger than the {limit} byte limit")
     return data
+
+
+RAW_BODY_TYPES = ("image/", "application/octet-stream")
+
+
+async def _image_bytes(
+    request: Request,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile | None,
+        File(
+            description="the image as multipart field `file`; or send the bytes as the raw request body with "
+            "`Content-Type: image/jpeg` (any `image/*`) or `application/octet-stream`"
+        ),
+    ] = None,
+) -> bytes:
+    """The uploaded image: multipart field ``file``, or the raw body (no multipart parsing, for per-frame callers)."""
+    limit = settings.max_upload_bytes
+    if file is not None:
+        return await read_upload(file, limit)
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise HTTPException(422, "the form has no field 'file'; send the image as multipart field 'file'")
+    if not content_type.startswith(RAW_BODY_TYPES):
+        raise HTTPException(
+            415,
+            "send the image as multipart field 'file' or as the raw body with Content-Type image/* or "
+            "application/octet-stream",
+        )
+    data = await request.body()  # BodyLimitMiddleware has already refused bodies over the limit while streaming
+    if len(data) > limit:
+        raise HTTPException(413, f"upload is larger than the {limit} byte limit")
+    return data
+
+
+ImageBytesDep = Annotated[bytes, Depends(_image_bytes)]

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, UploadFile
+from fastapi import APIRouter, HTTPException, Query
 
 from model_store import Manifest, crop_face
 from service.api.deps import (
     ApiKeyDep,
     DetectorDep,
+    ImageBytesDep,
     MetricsDep,
     ModelDep,
     SettingsDep,
-    read_upload,
 )
 from service.config import Settings
 from service.detection import Detection, FaceDetector, whole_image_if_small
@@ -32,6 +32,9 @@ from service.schemas import (
 )
 
 T = TypeVar("T")
+RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
+# Documents the raw-body alternative next to the multipart form FastAPI derives from ImageBytesDep.
+RAW_IMAGE_BODY = {"requestBody": {"content": {"image/*": RAW_BODY, "application/octet-stream": RAW_BODY}}}
 router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKeyDep])
 ERRORS = {
     code: {"description": text}
@@ -78,11 +81,10 @@ def find_faces(
     return image, faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, settings.tta)
 
 
-@router.post("/face", response_model=FacePredictionResponse, responses=ERRORS)
-async def predict_face(file: UploadFile, model: ModelDep, settings: SettingsDep) -> FacePredictionResponse:
+@router.post("/face", response_model=FacePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
+async def predict_face(data: ImageBytesDep, model: ModelDep, settings: SettingsDep) -> FacePredictionResponse:
     """Classify an already-cropped face (no detection): the whole image is the face."""
     require_still_model(model)
-    data = await read_upload(file, settings.max_upload_bytes)
     async with asyncio.timeout(settings.request_timeout_s):
         batch = await off_loop(face_batch, data, settings, model.manifest)
         probs, va = await classify(model, batch, settings.tta)
@@ -92,9 +94,9 @@ async def predict_face(file: UploadFile, model: ModelDep, settings: SettingsDep)
     )
 
 
-@router.post("/image", response_model=ImagePredictionResponse, responses=ERRORS)
+@router.post("/image", response_model=ImagePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
 async def predict_image(
-    file: UploadFile,
+    data: ImageBytesDep,
     model: ModelDep,
     settings: SettingsDep,
     detector: DetectorDep,
@@ -106,7 +108,6 @@ async def predict_image(
 ) -> ImagePredictionResponse:
     """Detect every face in a photo and classify each; faces are ordered largest first."""
     require_still_model(model)
-    data = await read_upload(file, settings.max_upload_bytes)
     limit = min(max_faces or settings.max_faces, settings.max_faces)
     smallest = min_face_size or settings.min_face_size
     async with asyncio.timeout(settings.request_timeout_s):
