@@ -37,7 +37,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64)
     max_faces: int = Field(20, ge=1, le=500)
-    min_face_size: int = Field(20, ge=1)
+    min_face_size: int | None = Field(
+        None,
+        ge=1,
+        description="smallest face searched for and returned (pixels); unset = what EMOTION_DETECTOR_MAX_SIDE "
+        "allows: faces from 1/6 of the longest side",
+    )
+    detector_max_pixels: int = Field(
+        2_000_000, ge=10_000, description="most pixels scanned when min_face_size asks for small faces"
+    )
     detector: Literal["dlib-hog"] = "dlib-hog"
     detector_threshold: float = Field(-0.2, ge=-2.0, le=2.0, description="dlib HOG adjust_threshold (lower finds more)")
     detector_max_side: int = Field(

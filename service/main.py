@@ -30,6 +30,7 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
             max_side=settings.detector_max_side,
             rotation_fallback=settings.detector_rotation_fallback,
             instances=settings.detector_instances,
+            max_pixels=settings.detector_max_pixels,
         )
         warm = asyncio.create_task(_load_default(registry))
         yield

@@ -60,7 +60,7 @@ class VideoOptions:
     start: float = 0.0
     end: float | None = None
     smoothing: float = 0.25
-    min_face_size: int = 20
+    min_face_size: int | None = None  # also how small a face full-frame detection searches for
     max_faces: int = 20
     max_duration: float = 600.0
     whole_image_fallback_max_side: int = 256
@@ -143,7 +143,8 @@ def _dedupe(found: list[Detection]) -> list[Detection]:
 def _detect(frame: np.ndarray, scan: VideoScan, detector: FaceDetector, tracker: IouTracker, opts: VideoOptions):
     """Full-frame detection every ``full_detect_every`` samples (or with no live track), else around live tracks."""
     if not tracker.live or scan.frames_analyzed % max(1, opts.full_detect_every) == 0:
-        return whole_image_if_small(frame, detector.detect(frame), opts.whole_image_fallback_max_side)
+        found = detector.detect(frame, opts.min_face_size)
+        return whole_image_if_small(frame, found, opts.whole_image_fallback_max_side)
     return _dedupe([d for track in tracker.live for d in detect_near(detector, frame, track.box)])
 
 
@@ -158,7 +159,8 @@ def _analyse_frame(
     opts: VideoOptions,
 ) -> None:
     started = time.perf_counter()
-    found = [d for d in _detect(frame, scan, detector, tracker, opts) if min(d.width, d.height) >= opts.min_face_size]
+    smallest = opts.min_face_size or 0
+    found = [d for d in _detect(frame, scan, detector, tracker, opts) if min(d.width, d.height) >= smallest]
     found = found[: opts.max_faces]
     ids = tracker.update(t, [d.box for d in found])
     for det, track_id in zip(found, ids, strict=True):

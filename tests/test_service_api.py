@@ -71,6 +71,30 @@ def test_predict_image_orders_faces_largest_first_and_honours_max_faces(client, 
     assert client.post("/predict/image?min_face_size=2000", files=upload(jpeg(canvas))).json()["faces"] == []
 
 
+def test_small_face_in_a_large_photo_is_found_only_when_min_face_size_asks_for_it(client, face_photo):
+    small = cv2.resize(face_photo, None, fx=0.4, fy=0.4)  # its face is about 100 px
+    canvas = photo_on_canvas(small, 1600, 1200)
+    data = jpeg(canvas)
+    assert client.post("/predict/image", files=upload(data)).json()["faces"] == []  # scanned at 480 px: ~30 px
+    faces = client.post("/predict/image?min_face_size=60", files=upload(data)).json()["faces"]
+    assert len(faces) == 1 and 60 <= faces[0]["box"]["width"] <= 200
+
+
+@pytest.mark.parametrize(
+    ("shape", "min_face", "expected"),
+    [
+        ((1200, 1600), None, 480 / 1600),  # large: shrunk to EMOTION_DETECTOR_MAX_SIDE
+        ((48, 48), None, 256 / 48),  # tight crop: enlarged so its face reaches the HOG window
+        ((1200, 1600), 160, 0.5),  # big faces only: scanned smaller, faster
+        ((1200, 1600), 20, (2_000_000 / (1200 * 1600)) ** 0.5),  # tiny faces: capped by the pixel budget
+    ],
+)
+def test_detection_scale_follows_min_face_within_the_pixel_budget(shape, min_face, expected):
+    from service.detection import DlibHogDetector
+
+    assert DlibHogDetector(instances=1).scale_for(*shape, min_face) == pytest.approx(expected)
+
+
 def test_predict_image_without_faces_returns_empty_list(client):
     noise = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 4)
     response = client.post("/predict/image", files=upload(jpeg(noise)))

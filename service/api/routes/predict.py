@@ -72,12 +72,12 @@ def face_batch(data: bytes, settings: Settings, manifest: Manifest) -> np.ndarra
 
 
 def find_faces(
-    data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int
+    data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int | None
 ) -> tuple[np.ndarray, list[Detection], np.ndarray]:
-    """Decode a photo, detect its faces (largest first, size-filtered) and preprocess their crops."""
+    """Decode a photo, detect its faces (largest first, down to ``smallest`` px) and preprocess their crops."""
     image = decode_image(data, settings.max_image_pixels)
-    faces = whole_image_if_small(image, detector.detect(image), settings.whole_image_fallback_max_side)
-    faces = [f for f in faces if min(f.width, f.height) >= smallest][:limit]
+    faces = whole_image_if_small(image, detector.detect(image, smallest), settings.whole_image_fallback_max_side)
+    faces = [f for f in faces if smallest is None or min(f.width, f.height) >= smallest][:limit]
     return image, faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, settings.tta)
 
 
@@ -103,7 +103,13 @@ async def predict_image(
     metrics: MetricsDep,
     max_faces: Annotated[int | None, Query(ge=1, le=500, description="keep the largest N faces")] = None,
     min_face_size: Annotated[
-        int | None, Query(ge=1, le=10000, description="ignore faces smaller than this (pixels)")
+        int | None,
+        Query(
+            ge=1,
+            le=10000,
+            description="smallest face to search for and return (pixels); default: faces from 1/6 of the longest "
+            "side (EMOTION_DETECTOR_MAX_SIDE). Smaller values find smaller faces and take longer",
+        ),
     ] = None,
 ) -> ImagePredictionResponse:
     """Detect every face in a photo and classify each; faces are ordered largest first."""

@@ -66,7 +66,10 @@ async def predict_video(
     end: Annotated[float | None, Query(gt=0, description="seconds")] = None,
     smoothing: Annotated[float, Query(ge=0, le=10, description="EMA time constant in seconds; 0 = off")] = 0.25,
     max_faces: Annotated[int | None, Query(ge=1, le=100)] = None,
-    min_face_size: Annotated[int | None, Query(ge=1, le=10000)] = None,
+    min_face_size: Annotated[
+        int | None,
+        Query(ge=1, le=10000, description="smallest face to search for and return (pixels); as /predict/image"),
+    ] = None,
 ) -> VideoPredictionResponse:
     """Per-face emotion timelines for a video; clip models (``clip-classification``) add window predictions."""
     if end is not None and end <= start:
