@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     max_video_duration_s: float = Field(600.0, gt=0)
     max_video_frames: int = Field(3000, ge=1, description="frames analysed per video at most")
     video_timeout_s: float = Field(300.0, gt=0)
+    video_detector_max_side: int = Field(
+        640,
+        ge=64,
+        le=8192,
+        description="longest side video frames are scanned at on full-frame passes (faces from 1/8 of it); video "
+        "is scored offline, so it looks deeper than EMOTION_DETECTOR_MAX_SIDE",
+    )
     video_full_detect_every_s: float = Field(
         1.0,
         ge=0.0,

@@ -20,7 +20,7 @@ from model_store import (
     normalize,
     to_uint8_face,
 )
-from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.detection import HOG_WINDOW, Detection, FaceDetector, whole_image_if_small
 from service.inference import affect, classify_faces, postprocess
 from service.registry import LoadedModel
 from service.schemas import (
@@ -65,6 +65,7 @@ class VideoOptions:
     max_duration: float = 600.0
     whole_image_fallback_max_side: int = 256
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
+    detect_max_side: int = 640  # full-frame passes scan larger frames at this longest side
 
 
 @dataclass
@@ -140,10 +141,18 @@ def _dedupe(found: list[Detection]) -> list[Detection]:
     return sorted(kept, key=lambda d: d.area, reverse=True)
 
 
+def full_frame_min_face(frame: np.ndarray, opts: VideoOptions) -> int | None:
+    """The face size a full-frame pass searches down to: the request's, or what ``detect_max_side`` allows."""
+    side = max(frame.shape[:2])
+    if opts.min_face_size or side <= opts.detect_max_side:
+        return opts.min_face_size
+    return math.ceil(HOG_WINDOW * side / opts.detect_max_side)
+
+
 def _detect(frame: np.ndarray, scan: VideoScan, detector: FaceDetector, tracker: IouTracker, opts: VideoOptions):
     """Full-frame detection every ``full_detect_every`` samples (or with no live track), else around live tracks."""
     if not tracker.live or scan.frames_analyzed % max(1, opts.full_detect_every) == 0:
-        found = detector.detect(frame, opts.min_face_size)
+        found = detector.detect(frame, full_frame_min_face(frame, opts))
         return whole_image_if_small(frame, found, opts.whole_image_fallback_max_side)
     return _dedupe([d for track in tracker.live for d in detect_near(detector, frame, track.box)])
 

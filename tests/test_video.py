@@ -186,3 +186,12 @@ def test_video_metrics_are_exported(client, face_photo, tmp_path):
         "emotion_video_processing_seconds_count",
     ):
         assert metric(text, name) > 0, name
+
+
+def test_wide_frame_with_a_medium_face_is_tracked_by_default(client, make_client, face_photo, tmp_path):
+    face = cv2.resize(face_photo, None, fx=0.45, fy=0.45)  # a face of ~110 px in a 1280 px frame
+    clip = write_clip(tmp_path / "wide.mp4", [Appearance(face, 0, 2.0, (500, 200))], 2.0, size=(1280, 720))
+    body = post_video(client, clip, "sample_fps=5").json()
+    assert len(body["tracks"]) == 1 and len(body["tracks"][0]["timeline"]) >= 9
+    assert post_video(make_client(video_detector_max_side=480), clip, "sample_fps=5").json()["tracks"] == []
+    assert post_video(client, clip, "sample_fps=5&min_face_size=400").json()["tracks"] == []

@@ -85,6 +85,7 @@ async def predict_video(
         max_duration=settings.max_video_duration_s,
         full_detect_every=max(1, round(sample_fps * settings.video_full_detect_every_s)),
         whole_image_fallback_max_side=settings.whole_image_fallback_max_side,
+        detect_max_side=settings.video_detector_max_side,
     )
     started = time.perf_counter()
     path = await spool_upload(file, settings)
