@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_store import Manifest, derive_valence_arousal, preprocess, probabilities
+from model_store import Manifest, crop_face, derive_valence_arousal, preprocess, probabilities
+from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.imaging import decode_image
 from service.registry import LoadedModel
-from service.schemas import AffectPrediction
+from service.schemas import AffectPrediction, Box, DetectedFace, ImagePredictionResponse
 
 
 def affect(probs: np.ndarray, va: np.ndarray | None, labels: list[str]) -> list[AffectPrediction]:
@@ -62,3 +64,42 @@ async def classify_faces(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities ``N x labels`` and valence/arousal ``N x 2`` (or None) for face crops."""
     return await classify(model, prepare(crops, model.manifest, tta), tta)
+
+
+def face_batch(data: bytes, max_pixels: int, manifest: Manifest, tta: bool) -> np.ndarray:
+    """Decode an uploaded face crop and preprocess it (the CPU-bound part of a face request, for one thread hop)."""
+    return prepare([decode_image(data, max_pixels)], manifest, tta)
+
+
+def find_faces(
+    image: np.ndarray,
+    detector: FaceDetector,
+    manifest: Manifest,
+    tta: bool,
+    limit: int,
+    smallest: int | None = None,
+    fallback_max_side: int = 0,
+) -> tuple[list[Detection], np.ndarray]:
+    """Faces in a photo (largest first, down to ``smallest`` px, at most ``limit``) and their preprocessed crops."""
+    faces = whole_image_if_small(image, detector.detect(image, smallest), fallback_max_side)
+    faces = [f for f in faces if smallest is None or min(f.width, f.height) >= smallest][:limit]
+    return faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, tta)
+
+
+def image_response(
+    image: np.ndarray, faces: list[Detection], probs: np.ndarray, va: np.ndarray | None, model: LoadedModel
+) -> ImagePredictionResponse:
+    """The ``/predict/image`` answer for detected faces and their predictions."""
+    preds = affect(probs, va, model.manifest.labels)
+    return ImagePredictionResponse(
+        width=image.shape[1],
+        height=image.shape[0],
+        model=model.ref,
+        valence_arousal_source=model.manifest.valence_arousal,
+        faces=[
+            DetectedFace(
+                **p.model_dump(), box=Box(x=f.x, y=f.y, width=f.width, height=f.height), score=round(f.score, 4)
+            )
+            for f, p in zip(faces, preds, strict=True)
+        ],
+    )

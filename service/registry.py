@@ -28,6 +28,7 @@ from service.batching import MicroBatcher
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import FILE_ROLE, Runner, create_runner
+from service.schemas import ModelRef
 
 log = logging.getLogger(__name__)
 State = Literal["available", "loading", "loaded", "failed"]
@@ -50,6 +51,10 @@ class LoadedModel:
     @property
     def manifest(self) -> Manifest:
         return self.entry.manifest
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.manifest.name, version=self.manifest.version)
 
     async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return await self.batcher.submit(batch)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,6 +32,7 @@ from service.schemas import (
     Segment,
     TimelinePoint,
     Track,
+    VideoPredictionResponse,
 )
 from service.tracking import IouTracker, iou
 
@@ -66,6 +69,7 @@ class VideoOptions:
     whole_image_fallback_max_side: int = 256
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
     detect_max_side: int = 640  # full-frame passes scan larger frames at this longest side
+    progress: Callable[[float], None] | None = None  # called with each analysed sample's time (seconds)
 
 
 @dataclass
@@ -229,6 +233,8 @@ def scan_video(path: str, spec: InputSpec, detector: FaceDetector, opts: VideoOp
                 raise item
             t, index, frame = item
             _analyse_frame(frame, t, index, scan, detector, spec, tracker, opts)
+            if opts.progress is not None:
+                opts.progress(t)
     finally:
         stop.set()
         while producer.is_alive():
@@ -371,3 +377,37 @@ def build_tracks(
 
 def _box(box: tuple[int, int, int, int]) -> dict[str, int]:
     return dict(zip(("x", "y", "width", "height"), (int(v) for v in box), strict=True))
+
+
+async def analyse_video(
+    path: str, model: LoadedModel, detector: FaceDetector, opts: VideoOptions, tta: bool
+) -> VideoPredictionResponse:
+    """A video file -> the ``/predict/video`` answer: scan (decode, detect, track, crop), classify, build tracks."""
+    manifest = model.manifest
+    scan = await asyncio.to_thread(scan_video, path, manifest.input, detector, opts)
+    t0 = time.perf_counter()
+    clips = []
+    if manifest.task == "clip-classification":
+        probs, va, clips = await classify_clips(model, scan.faces)
+    else:
+        probs, va = await classify_samples(model, scan.faces, tta)
+    scan.timings["classify"] = time.perf_counter() - t0
+    tracks = build_tracks(scan.faces, probs, va, manifest.labels, manifest.valence_arousal, opts, scan.duration)
+    all_probs = np.concatenate([[list(p.emotions.values()) for p in t.timeline] for t in tracks]) if tracks else None
+    all_va = None
+    if tracks and manifest.valence_arousal != "none":
+        all_va = np.array([[p.valence, p.arousal] for t in tracks for p in t.timeline], np.float32)
+    return VideoPredictionResponse(
+        duration_s=round(scan.duration, 3),
+        fps=round(scan.fps, 3),
+        width=scan.width,
+        height=scan.height,
+        frames_analyzed=scan.frames_analyzed,
+        sample_fps=opts.sample_fps,
+        model=model.ref,
+        valence_arousal_source=manifest.valence_arousal,
+        tracks=tracks,
+        clips=clips,
+        summary=summarize(all_probs, all_va, manifest.labels) if all_probs is not None else None,
+        timings={**{k: round(v, 4) for k, v in scan.timings.items()}, "frames_decoded": scan.frames_decoded},
+    )

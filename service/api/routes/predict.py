@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from model_store import Manifest, crop_face
+from model_store import Manifest
 from service.api.deps import (
     ApiKeyDep,
     DetectorDep,
@@ -19,17 +19,11 @@ from service.api.deps import (
     SettingsDep,
 )
 from service.config import Settings
-from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.detection import Detection, FaceDetector
 from service.imaging import ImageError, decode_image
-from service.inference import affect, classify, prepare
+from service.inference import affect, classify, face_batch, find_faces, image_response
 from service.registry import LoadedModel
-from service.schemas import (
-    Box,
-    DetectedFace,
-    FacePredictionResponse,
-    ImagePredictionResponse,
-    ModelRef,
-)
+from service.schemas import FacePredictionResponse, ImagePredictionResponse
 
 T = TypeVar("T")
 RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -49,10 +43,6 @@ ERRORS = {
 }
 
 
-def model_ref(model: LoadedModel) -> ModelRef:
-    return ModelRef(name=model.manifest.name, version=model.manifest.version)
-
-
 def require_still_model(model: LoadedModel) -> None:
     if model.manifest.task == "clip-classification":
         raise HTTPException(422, f"model {model.manifest.name!r} classifies clips; send videos to /predict/video")
@@ -66,19 +56,13 @@ async def off_loop(fn: Callable[..., T], *args) -> T:
         raise HTTPException(exc.status, exc.detail) from exc
 
 
-def face_batch(data: bytes, settings: Settings, manifest: Manifest) -> np.ndarray:
-    """Decode an uploaded face crop and preprocess it: one thread hop for the whole CPU-bound part."""
-    return prepare([decode_image(data, settings.max_image_pixels)], manifest, settings.tta)
-
-
-def find_faces(
+def decode_and_find(
     data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int | None
 ) -> tuple[np.ndarray, list[Detection], np.ndarray]:
-    """Decode a photo, detect its faces (largest first, down to ``smallest`` px) and preprocess their crops."""
+    """Decode a photo, find its faces and preprocess them: the CPU-bound part of an image request."""
     image = decode_image(data, settings.max_image_pixels)
-    faces = whole_image_if_small(image, detector.detect(image, smallest), settings.whole_image_fallback_max_side)
-    faces = [f for f in faces if smallest is None or min(f.width, f.height) >= smallest][:limit]
-    return image, faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, settings.tta)
+    fallback = settings.whole_image_fallback_max_side
+    return image, *find_faces(image, detector, manifest, settings.tta, limit, smallest, fallback)
 
 
 @router.post("/face", response_model=FacePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
@@ -86,11 +70,11 @@ async def predict_face(data: ImageBytesDep, model: ModelDep, settings: SettingsD
     """Classify an already-cropped face (no detection): the whole image is the face."""
     require_still_model(model)
     async with asyncio.timeout(settings.request_timeout_s):
-        batch = await off_loop(face_batch, data, settings, model.manifest)
+        batch = await off_loop(face_batch, data, settings.max_image_pixels, model.manifest, settings.tta)
         probs, va = await classify(model, batch, settings.tta)
     pred = affect(probs, va, model.manifest.labels)[0]
     return FacePredictionResponse(
-        **pred.model_dump(), model=model_ref(model), valence_arousal_source=model.manifest.valence_arousal
+        **pred.model_dump(), model=model.ref, valence_arousal_source=model.manifest.valence_arousal
     )
 
 
@@ -117,19 +101,7 @@ async def predict_image(
     limit = min(max_faces or settings.max_faces, settings.max_faces)
     smallest = min_face_size or settings.min_face_size
     async with asyncio.timeout(settings.request_timeout_s):
-        image, faces, batch = await off_loop(find_faces, data, settings, detector, model.manifest, limit, smallest)
+        image, faces, batch = await off_loop(decode_and_find, data, settings, detector, model.manifest, limit, smallest)
         metrics.faces.inc(len(faces))
         probs, va = await classify(model, batch, settings.tta)
-    preds = affect(probs, va, model.manifest.labels)
-    return ImagePredictionResponse(
-        width=image.shape[1],
-        height=image.shape[0],
-        model=model_ref(model),
-        valence_arousal_source=model.manifest.valence_arousal,
-        faces=[
-            DetectedFace(
-                **p.model_dump(), box=Box(x=f.x, y=f.y, width=f.width, height=f.height), score=round(f.score, 4)
-            )
-            for f, p in zip(faces, preds, strict=True)
-        ],
-    )
+    return image_response(image, faces, probs, va, model)

@@ -8,23 +8,13 @@ import tempfile
 import time
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, UploadFile
 
 from service.api.deps import ApiKeyDep, DetectorDep, MetricsDep, ModelDep, SettingsDep
-from service.api.routes.predict import ERRORS, model_ref
+from service.api.routes.predict import ERRORS
 from service.config import Settings
 from service.schemas import VideoPredictionResponse
-from service.video import (
-    VideoError,
-    VideoOptions,
-    build_tracks,
-    classify_clips,
-    classify_samples,
-    scan_video,
-    sniff_video,
-    summarize,
-)
+from service.video import VideoError, VideoOptions, analyse_video, sniff_video
 
 router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKeyDep])
 CHUNK = 1 << 20
@@ -91,7 +81,7 @@ async def predict_video(
     path = await spool_upload(file, settings)
     try:
         async with asyncio.timeout(settings.video_timeout_s):
-            response = await _process(path, model, detector, settings, opts)
+            response = await analyse_video(path, model, detector, opts, settings.tta)
     except VideoError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
     finally:
@@ -101,34 +91,3 @@ async def predict_video(
     metrics.faces.inc(sum(len(t.timeline) for t in response.tracks))
     metrics.video_seconds.observe(time.perf_counter() - started)
     return response
-
-
-async def _process(path: str, model, detector, settings: Settings, opts: VideoOptions) -> VideoPredictionResponse:
-    manifest = model.manifest
-    scan = await asyncio.to_thread(scan_video, path, manifest.input, detector, opts)
-    t0 = time.perf_counter()
-    clips = []
-    if manifest.task == "clip-classification":
-        probs, va, clips = await classify_clips(model, scan.faces)
-    else:
-        probs, va = await classify_samples(model, scan.faces, settings.tta)
-    scan.timings["classify"] = time.perf_counter() - t0
-    tracks = build_tracks(scan.faces, probs, va, manifest.labels, manifest.valence_arousal, opts, scan.duration)
-    all_probs = np.concatenate([[list(p.emotions.values()) for p in t.timeline] for t in tracks]) if tracks else None
-    all_va = None
-    if tracks and manifest.valence_arousal != "none":
-        all_va = np.array([[p.valence, p.arousal] for t in tracks for p in t.timeline], np.float32)
-    return VideoPredictionResponse(
-        duration_s=round(scan.duration, 3),
-        fps=round(scan.fps, 3),
-        width=scan.width,
-        height=scan.height,
-        frames_analyzed=scan.frames_analyzed,
-        sample_fps=opts.sample_fps,
-        model=model_ref(model),
-        valence_arousal_source=manifest.valence_arousal,
-        tracks=tracks,
-        clips=clips,
-        summary=summarize(all_probs, all_va, manifest.labels) if all_probs is not None else None,
-        timings={**{k: round(v, 4) for k, v in scan.timings.items()}, "frames_decoded": scan.frames_decoded},
-    )
