@@ -11,10 +11,13 @@ import math
 import os
 import queue
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 @dataclass(frozen=True)
@@ -145,3 +148,15 @@ def create_detector(name: str, **kwargs) -> FaceDetector:
     if name == "dlib-hog":
         return DlibHogDetector(**kwargs)
     raise ValueError(f"unknown face detector {name!r}; available: dlib-hog")
+
+
+def detector_from_settings(settings: Settings) -> FaceDetector:
+    """The detector the settings describe (the app's lifespan and the offline scorer both build it here)."""
+    return create_detector(
+        settings.detector,
+        threshold=settings.detector_threshold,
+        max_side=settings.detector_max_side,
+        rotation_fallback=settings.detector_rotation_fallback,
+        instances=settings.detector_instances,
+        max_pixels=settings.detector_max_pixels,
+    )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from service import errors
 from service.api.routes import health, metrics, models, predict, video
 from service.config import Settings, get_settings
-from service.detection import create_detector
+from service.detection import detector_from_settings
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
@@ -24,14 +24,7 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
     async def lifespan(app: FastAPI):
         app.state.settings, app.state.metrics = settings, app_metrics
         app.state.registry = registry = ModelRegistry(settings, app_metrics)
-        app.state.detector = create_detector(
-            settings.detector,
-            threshold=settings.detector_threshold,
-            max_side=settings.detector_max_side,
-            rotation_fallback=settings.detector_rotation_fallback,
-            instances=settings.detector_instances,
-            max_pixels=settings.detector_max_pixels,
-        )
+        app.state.detector = detector_from_settings(settings)
         warm = asyncio.create_task(_load_default(registry))
         yield
         warm.cancel()
