@@ -12,6 +12,7 @@ import torch
 
 from model_store import scan, verify_file
 from training import evaluate, export_onnx, export_slim, make_clips, publish, train
+from training.augment import AugmentCfg, augment_batch
 from training.runs import load_config
 
 TINY = ["--arch-args", '{"width": 4, "hidden": 8}', "--batch-size", "32", "--threads", "2"]
@@ -107,12 +108,32 @@ def test_export_publish_gives_a_servable_store_entry(tiny_run, tmp_path, make_cl
 
 def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):
     folder = export_and_publish(tiny_run, tmp_path / "store", "tiny")
-    metrics = evaluate.main(
-        evaluate.get_args_parser().parse_args(
-            ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]
-        )
-    )
+    args = ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]
+    metrics = evaluate.main(evaluate.get_args_parser().parse_args([*args, "--robustness"]))
     assert metrics["samples"] == 64 and (tmp_path / "eval" / "eval_confusion.png").is_file()
+    assert set(metrics["robustness"]) == set(evaluate.PERTURBATIONS) and metrics["robustness"]["clean"] == {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "recall": {label: c["recall"] for label, c in metrics["per_class"].items()},
+    }
+    assert (tmp_path / "eval" / "eval_robustness.png").is_file()
+
+
+@pytest.mark.parametrize("name", list(evaluate.PERTURBATIONS))
+def test_every_perturbation_keeps_the_face_shape_and_dtype(name):
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+    out = evaluate.degrade(faces, name)
+    assert all(f.shape == (48, 48, 1) and f.dtype == np.uint8 for f in out)
+    assert (name == "clean") == all(np.array_equal(a, b) for a, b in zip(faces, out, strict=True))
+
+
+def test_augmentation_shows_some_faces_at_low_resolution():
+    faces = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1), dtype=np.uint8))
+    off = {"hflip": 0, "rotate_deg": 0, "shift": 0, "scale": 0, "brightness": 0, "contrast": 0, "erase_prob": 0}
+    gen = torch.Generator().manual_seed(0)
+    out = augment_batch(faces, AugmentCfg(**off, lowres_prob=0.5, lowres_min=16), gen)
+    changed = [not torch.allclose(o, f.float(), atol=1e-3) for o, f in zip(out, faces, strict=True)]
+    assert 16 <= sum(changed) <= 48  # about half, each smoothed: high-frequency noise cannot survive
 
 
 def test_multitask_model_learns_valence_arousal_head(tmp_path):

@@ -1,4 +1,5 @@
-"""Batch augmentation on tensors (fast on CPU): flip, shift/scale/rotation, brightness/contrast, erasing."""
+"""Batch augmentation on tensors (fast on CPU): flip, shift/scale/rotation, brightness/contrast, low resolution,
+erasing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ class AugmentCfg:
     contrast: float = 0.25
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
+    zoom_out: float = 0.0  # extra zoom-out on top of ``scale``: faces shrink to as little as 1 - scale - zoom_out
+    lowres_prob: float = 0.0  # share of images shown at a lower resolution (a small or distant face, upsampled)
+    lowres_min: int = 16  # the smallest side they are reduced to
 
 
 def _affine(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
@@ -28,7 +32,8 @@ def _affine(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Ten
         return torch.rand(n, generator=gen) * 2 - 1
 
     angle = u() * math.radians(cfg.rotate_deg)
-    scale = 1.0 + u() * cfg.scale
+    low, high = 1.0 - cfg.scale - cfg.zoom_out, 1.0 + cfg.scale  # face size relative to the crop
+    scale = low + torch.rand(n, generator=gen) * (high - low)
     flip = torch.where(torch.rand(n, generator=gen) < cfg.hflip, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
@@ -71,6 +76,19 @@ def _erase(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tens
     return torch.where(mask.unsqueeze(1), noise, x)
 
 
+def _lowres(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
+    """Down to a random side in ``[lowres_min, H)`` and back up, for a ``lowres_prob`` share of the batch."""
+    n, _, h, w = x.shape
+    pick = torch.rand(n, generator=gen) < cfg.lowres_prob
+    if cfg.lowres_prob <= 0 or not pick.any() or cfg.lowres_min >= h:
+        return x
+    side = int(torch.randint(cfg.lowres_min, h, (1,), generator=gen))  # one size per batch keeps it one call
+    small = F.interpolate(x[pick], size=(side, max(1, round(side * w / h))), mode="area")
+    out = x.clone()
+    out[pick] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
     """``NxHxWxC`` uint8 -> augmented ``NxHxWxC`` float in 0..255 (normalised later by the shared function).
 
@@ -82,5 +100,5 @@ def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -
         folded = augment_batch(images.permute(0, 2, 3, 1, 4).reshape(n, h, w, t * c), cfg, gen)
         return folded.reshape(n, h, w, t, c).permute(0, 3, 1, 2, 4)
     x = images.permute(0, 3, 1, 2).float() / 255.0
-    x = _erase(_photometric(_affine(x, cfg, gen), cfg, gen), cfg, gen)
+    x = _erase(_photometric(_lowres(_affine(x, cfg, gen), cfg, gen), cfg, gen), cfg, gen)
     return x.permute(0, 2, 3, 1) * 255.0

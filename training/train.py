@@ -67,6 +67,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--rotate-deg", type=float, default=15.0)
     p.add_argument("--erase-prob", type=float, default=0.5)
+    p.add_argument("--zoom-out", type=float, default=0.0, help="extra zoom-out: faces shrink to 0.9 - this")
+    p.add_argument("--lowres-prob", type=float, default=0.0, help="share of images shown at a lower resolution")
+    p.add_argument("--lowres-min", type=int, default=16, help="smallest side for --lowres-prob")
+    p.add_argument(
+        "--finetune", type=Path, help="start from these weights (slim safetensors or best.pt) with a fresh schedule"
+    )
     p.add_argument(
         "--patience", type=int, default=15, help="early stop after this many epochs without a better val score"
     )
@@ -264,14 +270,33 @@ def setup(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     args.device = resolve_device(args.device)
     off = {"hflip": 0, "rotate_deg": 0, "shift": 0, "scale": 0, "brightness": 0, "contrast": 0, "erase_prob": 0}
-    on = {"rotate_deg": args.rotate_deg, "erase_prob": args.erase_prob}
+    on = {
+        "rotate_deg": args.rotate_deg,
+        "erase_prob": args.erase_prob,
+        "zoom_out": args.zoom_out,
+        "lowres_prob": args.lowres_prob,
+        "lowres_min": args.lowres_min,
+    }
     args.augment = AugmentCfg(**(off if args.no_augment else on))
     args.output.mkdir(parents=True, exist_ok=True)
+
+
+def load_weights(path: Path, device: str) -> dict:
+    """A state_dict from slim ``.safetensors`` weights or a training checkpoint (``best.pt``/``checkpoint.pt``)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=device)
+    state = torch.load(path, map_location=device, weights_only=True)
+    return state.get("model", state)
 
 
 def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) -> dict:
     """The loop state: fresh, or restored with model, optimiser, schedule and RNG from ``checkpoint.pt``."""
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
+    if args.finetune and not (args.resume and (args.output / "checkpoint.pt").exists()):
+        model.load_state_dict(load_weights(args.finetune, args.device))
+        log.info("fine-tuning from %s", args.finetune)
     if args.resume and (args.output / "checkpoint.pt").exists():
         ckpt = torch.load(args.output / "checkpoint.pt", map_location=args.device, weights_only=True)
         model.load_state_dict(ckpt["model"])
