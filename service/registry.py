@@ -99,11 +99,17 @@ class ModelRegistry:
         return versions[version]
 
     def all_records(self) -> list[ModelRecord]:
+        """Every model version, by name and newest version first."""
         return [
             rec
             for name in sorted(self.records)
-            for _, rec in sorted(self.records[name].items(), key=lambda kv: version_key(kv[0]))
+            for _, rec in sorted(self.records[name].items(), key=lambda kv: version_key(kv[0]), reverse=True)
         ]
+
+    def is_default(self, record: ModelRecord) -> bool:
+        """Whether requests naming no model get this version."""
+        versions = self.records.get(self.settings.default_model)
+        return bool(versions) and record is versions[max(versions, key=version_key)]
 
     def loaded_records(self) -> list[ModelRecord]:
         return [rec for rec in self.all_records() if rec.state == "loaded"]

@@ -51,7 +51,7 @@ class ImagePredictionResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
-    default: bool
+    default: bool = Field(description="requests that name no model get this version")
     task: str
     architecture: str
     labels: list[str]

@@ -142,7 +142,11 @@ def test_png_and_webp_uploads_are_accepted(client, happy_face_bytes, png_bytes):
 def test_models_lists_the_default_with_metrics_and_state(client):
     body = client.get("/models").json()
     assert body["default"] == DEFAULT_MODEL
-    info = next(m for m in body["models"] if m["name"] == DEFAULT_MODEL)
+    defaults = [m for m in body["models"] if m["default"]]
+    assert len(defaults) == 1 and defaults[0]["name"] == DEFAULT_MODEL
+    info = defaults[0]
+    versions = [m["version"] for m in body["models"] if m["name"] == DEFAULT_MODEL]
+    assert versions[0] == info["version"]  # newest first, and the newest is the default
     assert info["state"] == "loaded" and info["labels"] == LABELS and info["backend"] == "onnx"
     assert info["input"]["height"] == 48 and info["size_bytes"] > 0 and "val" in info["metrics"]
     assert client.get(f"/models/{DEFAULT_MODEL}").json()["version"] == info["version"]

@@ -14,7 +14,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
     return ModelInfo(
         name=m.name,
         version=m.version,
-        default=m.name == registry.settings.default_model,
+        default=registry.is_default(record),
         task=m.task,
         architecture=m.architecture,
         labels=m.labels,
