@@ -98,16 +98,14 @@ async def score_video(path: Path, model: LoadedModel, detector: FaceDetector, ar
         def advance(t: float) -> None:
             bar.update(max(0.0, round(t, 1) - bar.n))
 
-        opts = VideoOptions(
-            sample_fps=args.sample_fps,
+        opts = VideoOptions.from_settings(
+            settings,
+            args.sample_fps,
             max_frames=sys.maxsize,
             smoothing=args.smoothing,
             min_face_size=args.min_face_size,
             max_faces=args.max_faces,
             max_duration=math.inf,
-            full_detect_every=max(1, round(args.sample_fps * settings.video_full_detect_every_s)),
-            whole_image_fallback_max_side=settings.whole_image_fallback_max_side,
-            detect_max_side=settings.video_detector_max_side,
             progress=advance,
         )
         return await analyse_video(str(path), model, detector, opts, settings.tta)

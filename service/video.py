@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -35,6 +36,9 @@ from service.schemas import (
     VideoPredictionResponse,
 )
 from service.tracking import IouTracker, iou
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 CLASSIFY_CHUNK = 256
 
@@ -70,6 +74,17 @@ class VideoOptions:
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
     detect_max_side: int = 640  # full-frame passes scan larger frames at this longest side
     progress: Callable[[float], None] | None = None  # called with each analysed sample's time (seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sample_fps: float = 5.0, **kwargs) -> VideoOptions:
+        """Options whose detection cadence, detection scale and crop fallback come from the service settings."""
+        return cls(
+            sample_fps=sample_fps,
+            full_detect_every=max(1, round(sample_fps * settings.video_full_detect_every_s)),
+            whole_image_fallback_max_side=settings.whole_image_fallback_max_side,
+            detect_max_side=settings.video_detector_max_side,
+            **kwargs,
+        )
 
 
 @dataclass

@@ -64,8 +64,9 @@ async def predict_video(
     """Per-face emotion timelines for a video; clip models (``clip-classification``) add window predictions."""
     if end is not None and end <= start:
         raise HTTPException(422, "end must be after start")
-    opts = VideoOptions(
-        sample_fps=sample_fps,
+    opts = VideoOptions.from_settings(
+        settings,
+        sample_fps,
         max_frames=min(max_frames or settings.max_video_frames, settings.max_video_frames),
         start=start,
         end=end,
@@ -73,9 +74,6 @@ async def predict_video(
         min_face_size=min_face_size or settings.min_face_size,
         max_faces=min(max_faces or settings.max_faces, settings.max_faces),
         max_duration=settings.max_video_duration_s,
-        full_detect_every=max(1, round(sample_fps * settings.video_full_detect_every_s)),
-        whole_image_fallback_max_side=settings.whole_image_fallback_max_side,
-        detect_max_side=settings.video_detector_max_side,
     )
     started = time.perf_counter()
     path = await spool_upload(file, settings)
