@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from model_store import Manifest, crop_face, derive_valence_arousal, preprocess, probabilities
@@ -9,6 +11,9 @@ from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.imaging import decode_image
 from service.registry import LoadedModel
 from service.schemas import AffectPrediction, Box, DetectedFace, ImagePredictionResponse
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def affect(probs: np.ndarray, va: np.ndarray | None, labels: list[str]) -> list[AffectPrediction]:
@@ -72,18 +77,14 @@ def face_batch(data: bytes, max_pixels: int, manifest: Manifest, tta: bool) -> n
 
 
 def find_faces(
-    image: np.ndarray,
-    detector: FaceDetector,
-    manifest: Manifest,
-    tta: bool,
-    limit: int,
-    smallest: int | None = None,
-    fallback_max_side: int = 0,
-) -> tuple[list[Detection], np.ndarray]:
-    """Faces in a photo (largest first, down to ``smallest`` px, at most ``limit``) and their preprocessed crops."""
-    faces = whole_image_if_small(image, detector.detect(image, smallest), fallback_max_side)
+    data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int | None
+) -> tuple[np.ndarray, list[Detection], np.ndarray]:
+    """Decode a photo, detect its faces (largest first, down to ``smallest`` px, at most ``limit``) and
+    preprocess their crops: the CPU-bound part of an image request, for one thread hop."""
+    image = decode_image(data, settings.max_image_pixels)
+    faces = whole_image_if_small(image, detector.detect(image, smallest), settings.whole_image_fallback_max_side)
     faces = [f for f in faces if smallest is None or min(f.width, f.height) >= smallest][:limit]
-    return faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, tta)
+    return image, faces, prepare([crop_face(image, f.box, manifest.input) for f in faces], manifest, settings.tta)
 
 
 def image_response(

@@ -108,8 +108,7 @@ class ModelRegistry:
 
     def is_default(self, record: ModelRecord) -> bool:
         """Whether requests naming no model get this version."""
-        versions = self.records.get(self.settings.default_model)
-        return bool(versions) and record is versions[max(versions, key=version_key)]
+        return self.settings.default_model in self.records and record is self.resolve()
 
     def loaded_records(self) -> list[ModelRecord]:
         return [rec for rec in self.all_records() if rec.state == "loaded"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import math
 import sys
 from collections import Counter
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from service.config import get_settings
 from service.detection import FaceDetector, detector_from_settings
-from service.imaging import ImageError, decode_image, sniff_format
+from service.imaging import ImageError, sniff_format
 from service.inference import classify, find_faces, image_response
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelNotFound, ModelRegistry, ModelUnavailable
@@ -74,11 +75,9 @@ def output_names(files: list[Path]) -> list[str]:
 
 
 async def score_image(path: Path, model: LoadedModel, detector: FaceDetector, args, settings):
-    image = decode_image(path.read_bytes(), settings.max_image_pixels)
-    faces, batch = await asyncio.to_thread(
-        find_faces, image, detector, model.manifest, settings.tta, args.max_faces, args.min_face_size,
-        settings.whole_image_fallback_max_side,
-    )  # fmt: skip
+    image, faces, batch = await asyncio.to_thread(
+        find_faces, path.read_bytes(), settings, detector, model.manifest, args.max_faces, args.min_face_size
+    )
     probs, va = await classify(model, batch, settings.tta)
     return image, image_response(image, faces, probs, va, model)
 
@@ -203,6 +202,7 @@ async def score_file(path: Path, name: str, model, detector, args, settings) -> 
     return result
 
 
+@functools.cache
 def _can_plot() -> bool:
     try:
         import matplotlib  # noqa: F401

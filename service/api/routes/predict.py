@@ -6,10 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from model_store import Manifest
 from service.api.deps import (
     ApiKeyDep,
     DetectorDep,
@@ -18,9 +16,7 @@ from service.api.deps import (
     ModelDep,
     SettingsDep,
 )
-from service.config import Settings
-from service.detection import Detection, FaceDetector
-from service.imaging import ImageError, decode_image
+from service.imaging import ImageError
 from service.inference import affect, classify, face_batch, find_faces, image_response
 from service.registry import LoadedModel
 from service.schemas import FacePredictionResponse, ImagePredictionResponse
@@ -54,15 +50,6 @@ async def off_loop(fn: Callable[..., T], *args) -> T:
         return await asyncio.to_thread(fn, *args)
     except ImageError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
-
-
-def decode_and_find(
-    data: bytes, settings: Settings, detector: FaceDetector, manifest: Manifest, limit: int, smallest: int | None
-) -> tuple[np.ndarray, list[Detection], np.ndarray]:
-    """Decode a photo, find its faces and preprocess them: the CPU-bound part of an image request."""
-    image = decode_image(data, settings.max_image_pixels)
-    fallback = settings.whole_image_fallback_max_side
-    return image, *find_faces(image, detector, manifest, settings.tta, limit, smallest, fallback)
 
 
 @router.post("/face", response_model=FacePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
@@ -101,7 +88,7 @@ async def predict_image(
     limit = min(max_faces or settings.max_faces, settings.max_faces)
     smallest = min_face_size or settings.min_face_size
     async with asyncio.timeout(settings.request_timeout_s):
-        image, faces, batch = await off_loop(decode_and_find, data, settings, detector, model.manifest, limit, smallest)
+        image, faces, batch = await off_loop(find_faces, data, settings, detector, model.manifest, limit, smallest)
         metrics.faces.inc(len(faces))
         probs, va = await classify(model, batch, settings.tta)
     return image_response(image, faces, probs, va, model)
