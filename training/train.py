@@ -36,6 +36,7 @@ from training.reports import (
     regression_metrics,
     write_report,
 )
+from training.runs import load_weights
 
 log = logging.getLogger("training.train")
 
@@ -281,21 +282,11 @@ def setup(args: argparse.Namespace) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
 
 
-def load_weights(path: Path, device: str) -> dict:
-    """A state_dict from slim ``.safetensors`` weights or a training checkpoint (``best.pt``/``checkpoint.pt``)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device=device)
-    state = torch.load(path, map_location=device, weights_only=True)
-    return state.get("model", state)
-
-
 def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) -> dict:
     """The loop state: fresh, or restored with model, optimiser, schedule and RNG from ``checkpoint.pt``."""
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
     if args.finetune and not (args.resume and (args.output / "checkpoint.pt").exists()):
-        model.load_state_dict(load_weights(args.finetune, args.device))
+        load_weights(model, args.finetune)  # train_one_epoch switches it back to train mode
         log.info("fine-tuning from %s", args.finetune)
     if args.resume and (args.output / "checkpoint.pt").exists():
         ckpt = torch.load(args.output / "checkpoint.pt", map_location=args.device, weights_only=True)
