@@ -1,8 +1,10 @@
-"""The model store: manifest schema, store read/write with sha256 checks, and the shared preprocessing."""
+"""The model store: manifest schema, store read/write with sha256 checks, the shared preprocessing, and the
+Predictor that runs what the store holds."""
 
 from model_store.affect import CIRCUMPLEX, derive_valence_arousal, probabilities
 from model_store.device import resolve_device
 from model_store.manifest import FileEntry, InputSpec, Manifest, is_valid_name
+from model_store.predictor import FacePrediction, Predictions, Predictor, Prepared, merge_mirror
 from model_store.preprocess import (
     crop_face,
     expand_box,
@@ -11,6 +13,7 @@ from model_store.preprocess import (
     preprocess,
     to_uint8_face,
 )
+from model_store.runtime import BACKENDS, Runner, create_runner
 from model_store.store import (
     DEFAULT_ROOT,
     StoreEntry,
@@ -25,18 +28,26 @@ from model_store.store import (
 )
 
 __all__ = [
+    "BACKENDS",
     "CIRCUMPLEX",
     "DEFAULT_ROOT",
+    "FacePrediction",
     "FileEntry",
     "InputSpec",
     "Manifest",
+    "Predictions",
+    "Predictor",
+    "Prepared",
+    "Runner",
     "StoreEntry",
     "StoreError",
+    "create_runner",
     "crop_face",
     "derive_valence_arousal",
     "expand_box",
     "find",
     "is_valid_name",
+    "merge_mirror",
     "normalize",
     "prepare_batch",
     "preprocess",

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.errors import ModelUnloaded
+
 log = logging.getLogger(__name__)
 
 
-class BatcherClosed(RuntimeError):
+class BatcherClosed(ModelUnloaded):
     """The model behind this batcher was unloaded; the request may be retried."""
+
+    def __init__(self, detail: str = "the model was unloaded while serving; retry") -> None:
+        super().__init__(detail)
 
 
 @dataclass
@@ -67,13 +72,13 @@ class MicroBatcher:
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
-                job.future.set_exception(BatcherClosed("model was unloaded"))
+                job.future.set_exception(BatcherClosed())
         self._executor.shutdown(wait=False)
 
     async def submit(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``batch`` (N rows) through the model together with whatever else is waiting."""
         if self._closed:
-            raise BatcherClosed("model was unloaded")
+            raise BatcherClosed()
         if len(batch) == 0:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
         self.start()

@@ -1,98 +1,204 @@
-"""One ``Settings`` object, from ``EMOTION_*`` environment variables, validated at start."""
+"""One ``Settings`` object from ``EMOTION_*`` environment variables, in nested groups, validated at start.
+
+Groups are set with a double underscore: ``EMOTION_LIMITS__MAX_FACES=10``, ``EMOTION_DETECTOR__MAX_SIDE=640``,
+``EMOTION_DETECTOR__DLIB_HOG__THRESHOLD=-0.3``. The flat names of earlier releases (``EMOTION_MAX_FACES``,
+``EMOTION_DETECTOR_THRESHOLD``, ...) keep working as aliases (``ALIASES``); where both are set, the nested one wins.
+"""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from model_store import DEFAULT_ROOT, is_valid_name
+from model_store import BACKENDS, DEFAULT_ROOT, is_valid_name
+from service.detection import DETECTORS
 
 MiB = 1024 * 1024
+ENV_PREFIX = "EMOTION_"
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsSettings(Group):
+    """What one request may ask of the service."""
+
+    max_upload_bytes: int = Field(10 * MiB, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=64 * 64)
+    max_faces: int = Field(20, ge=1, le=500, description="faces per image or video frame at most")
+    max_in_flight: int = Field(64, ge=1, description="concurrent requests before 503 + Retry-After")
+    request_timeout_s: float = Field(30.0, gt=0)
+
+
+# One field per registered detector backend, holding that backend's own settings (``DETECTORS`` in
+# service/detection): adding a backend adds its group here without touching this file.
+_BackendGroups = create_model(
+    "_BackendGroups",
+    __base__=Group,
+    **{name.replace("-", "_"): (cls.Settings, Field(default_factory=cls.Settings)) for name, cls in DETECTORS.items()},
+)
+
+
+class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
+    """Which face detector runs and how deep it looks; backend-specific knobs sit in the backend's own group."""
+
+    backend: str = Field("dlib-hog", description=f"one of: {', '.join(DETECTORS)}")
+    max_side: int = Field(
+        480, ge=64, le=8192, description="longest side photos are scanned at; faces from 1/6 of it are found"
+    )
+    max_pixels: int = Field(2_000_000, ge=10_000, description="most pixels scanned when small faces are asked for")
+    min_face_size: int | None = Field(
+        None, ge=1, description="smallest face searched for and returned (pixels); unset: what max_side allows"
+    )
+    whole_image_fallback_max_side: int = Field(
+        256, ge=0, le=4096, description="an image or frame this small with no face found is one face crop; 0 = off"
+    )
+    instances: int = Field(0, ge=0, le=64, description="detections run at once; 0 = one per CPU core, <= 8")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in DETECTORS:
+            raise ValueError(
+                f"EMOTION_DETECTOR__BACKEND={value!r} is not a detector; use one of: {', '.join(DETECTORS)}"
+            )
+        return value
+
+    def backend_settings(self) -> BaseModel:
+        """The selected backend's own group."""
+        return getattr(self, self.backend.replace("-", "_"))
+
+
+class BatchingSettings(Group):
+    """Micro-batching of model calls across concurrent requests."""
+
+    max_size: int = Field(64, ge=1, le=4096, description="rows per model call at most")
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long a batch waits for more rows")
+    workers: int = Field(1, ge=1, le=64, description="model calls run at once per model (threads sharing one session)")
+
+
+class VideoSettings(Group):
+    """Limits and detection cadence of ``/predict/video``."""
+
+    max_bytes: int = Field(200 * MiB, ge=1024)
+    max_duration_s: float = Field(600.0, gt=0)
+    max_frames: int = Field(3000, ge=1, description="frames analysed per video at most")
+    timeout_s: float = Field(300.0, gt=0)
+    detector_max_side: int = Field(
+        640, ge=64, le=8192, description="longest side full-frame passes scan at (faces from 1/8 of it)"
+    )
+    full_detect_every_s: float = Field(
+        1.0, ge=0.0, le=60.0, description="seconds between full-frame detections; in between only around tracks"
+    )
+
+
+# Flat names of earlier releases -> (group, field[, subfield]).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "max_upload_bytes": ("limits", "max_upload_bytes"),
+    "max_image_pixels": ("limits", "max_image_pixels"),
+    "max_faces": ("limits", "max_faces"),
+    "max_in_flight": ("limits", "max_in_flight"),
+    "request_timeout_s": ("limits", "request_timeout_s"),
+    "min_face_size": ("detector", "min_face_size"),
+    "detector_max_pixels": ("detector", "max_pixels"),
+    "detector_max_side": ("detector", "max_side"),
+    "detector_instances": ("detector", "instances"),
+    "whole_image_fallback_max_side": ("detector", "whole_image_fallback_max_side"),
+    "detector_threshold": ("detector", "dlib_hog", "threshold"),
+    "detector_rotation_fallback": ("detector", "dlib_hog", "rotation_fallback"),
+    "batch_max_size": ("batching", "max_size"),
+    "batch_max_wait_ms": ("batching", "max_wait_ms"),
+    "inference_workers": ("batching", "workers"),
+    "max_video_bytes": ("video", "max_bytes"),
+    "max_video_duration_s": ("video", "max_duration_s"),
+    "max_video_frames": ("video", "max_frames"),
+    "video_timeout_s": ("video", "timeout_s"),
+    "video_detector_max_side": ("video", "detector_max_side"),
+    "video_full_detect_every_s": ("video", "full_detect_every_s"),
+}
+
+
+def nest_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """Move flat alias keys into their groups, unless the nested key is set already (nested names win)."""
+    data = dict(data)
+    for flat, path in ALIASES.items():
+        if flat not in data:
+            continue
+        value = data.pop(flat)
+        node = data
+        for key in path[:-1]:
+            node[key] = node = dict(node.get(key) or {})
+        node.setdefault(path[-1], value)
+    return data
+
+
+class _AliasEnvSource(PydanticBaseSettingsSource):
+    """The flat ``EMOTION_*`` names of earlier releases, read from the environment."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - the whole mapping comes from __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items()}
+        found = {flat: env[f"{ENV_PREFIX}{flat.upper()}"] for flat in ALIASES if f"{ENV_PREFIX}{flat.upper()}" in env}
+        return {k: v for k, v in found.items() if v != ""}
+
+
+class _EnvSource(EnvSettingsSource):
+    """``EMOTION_DETECTOR=dlib-hog`` (the backend's name, as in earlier releases) as well as a JSON group."""
+
+    def decode_complex_value(self, field_name, field, value):
+        if field_name == "detector" and isinstance(value, str) and not value.lstrip().startswith("{"):
+            return {"backend": value}
+        return super().decode_complex_value(field_name, field, value)
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each is ``EMOTION_<NAME>`` in the environment (or a ``.env`` file)."""
+    """Every knob of the service; each is ``EMOTION_<NAME>`` (``EMOTION_<GROUP>__<NAME>`` in a group)."""
 
-    model_config = SettingsConfigDict(env_prefix="EMOTION_", env_file=".env", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_file=".env", extra="ignore", protected_namespaces=()
+    )
 
     store_path: Path = Field(DEFAULT_ROOT, description="folder holding <name>/<version>/manifest.json")
     default_model: str = Field("fer_emotion_cnn", description="model used when a request names none")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: Literal["onnx", "torch"] = "onnx"
+    backend: str = Field("onnx", description=f"model runtime, one of: {', '.join(BACKENDS)}")
     max_loaded_models: int = Field(3, ge=1, le=64)
     warmup: bool = True
-    inference_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 = its default")
-    inference_workers: int = Field(
-        1, ge=1, le=64, description="model calls run at once per model (threads sharing one session)"
-    )
-    tta: bool = Field(
-        True, description="average each face with its mirror image (the setting the models were measured with)"
-    )
+    inference_threads: int = Field(0, ge=0, le=256, description="runtime intra-op threads; 0 = its default")
+    tta: bool = Field(True, description="average each face with its mirror image (as the models were measured)")
     api_key: SecretStr | None = Field(None, description="when set, /predict and /models need header X-API-Key")
-
-    max_upload_bytes: int = Field(10 * MiB, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=64 * 64)
-    max_faces: int = Field(20, ge=1, le=500)
-    min_face_size: int | None = Field(
-        None,
-        ge=1,
-        description="smallest face searched for and returned (pixels); unset = what EMOTION_DETECTOR_MAX_SIDE "
-        "allows: faces from 1/6 of the longest side",
-    )
-    detector_max_pixels: int = Field(
-        2_000_000, ge=10_000, description="most pixels scanned when min_face_size asks for small faces"
-    )
-    detector: Literal["dlib-hog"] = "dlib-hog"
-    detector_threshold: float = Field(-0.2, ge=-2.0, le=2.0, description="dlib HOG adjust_threshold (lower finds more)")
-    detector_max_side: int = Field(
-        480,
-        ge=64,
-        le=8192,
-        description="longest side images are shrunk to for detection; faces under ~80 px there are missed",
-    )
-    whole_image_fallback_max_side: int = Field(
-        256,
-        ge=0,
-        le=4096,
-        description="an image or frame this small with no face found is taken as one face crop; 0 = off",
-    )
-    detector_rotation_fallback: bool = Field(
-        False,
-        description="retry at +-20 degrees when no face is found (finds a few more tilted faces, adds false ones)",
-    )
-    detector_instances: int = Field(
-        0, ge=0, le=64, description="detections run at once (one detector object each); 0 = one per CPU core, <= 8"
-    )
-
-    batch_max_size: int = Field(64, ge=1, le=4096)
-    batch_max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
-    max_in_flight: int = Field(64, ge=1, description="concurrent requests before 503 + Retry-After")
-    request_timeout_s: float = Field(30.0, gt=0)
-
-    max_video_bytes: int = Field(200 * MiB, ge=1024)
-    max_video_duration_s: float = Field(600.0, gt=0)
-    max_video_frames: int = Field(3000, ge=1, description="frames analysed per video at most")
-    video_timeout_s: float = Field(300.0, gt=0)
-    video_detector_max_side: int = Field(
-        640,
-        ge=64,
-        le=8192,
-        description="longest side video frames are scanned at on full-frame passes (faces from 1/8 of it); video "
-        "is scored offline, so it looks deeper than EMOTION_DETECTOR_MAX_SIDE",
-    )
-    video_full_detect_every_s: float = Field(
-        1.0,
-        ge=0.0,
-        le=60.0,
-        description="seconds between full-frame detections; in between only around tracks (0 = always)",
-    )
     temp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
-
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        env = _EnvSource(settings_cls)
+        return init_settings, env, _AliasEnvSource(settings_cls), dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return nest_aliases(data) if isinstance(data, dict) else data
 
     @field_validator("default_model")
     @classmethod
@@ -101,6 +207,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"EMOTION_DEFAULT_MODEL={value!r} is not a model name; use the folder name of a model in the store"
             )
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"EMOTION_BACKEND={value!r} is not a runtime; use one of: {', '.join(BACKENDS)}")
         return value
 
     @field_validator("store_path")

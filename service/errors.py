@@ -1,36 +1,40 @@
-"""The second tier of errors: anything a route did not turn into an HTTPException."""
+"""Domain errors: what went wrong, in words a client can act on. Only ``service/api/errors.py`` knows which HTTP
+status each one becomes; the offline scorer reports the same ``detail`` per file."""
 
 from __future__ import annotations
 
-import logging
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+class ServiceError(Exception):
+    """A request that cannot be served as asked; ``detail`` says why."""
 
-from service.batching import BatcherClosed
-
-log = logging.getLogger("service.errors")
-
-
-async def timeout_handler(request: Request, exc: TimeoutError) -> JSONResponse:
-    log.warning("%s %s timed out", request.method, request.url.path)
-    return JSONResponse(
-        {"detail": "the request took too long; retry later"}, status_code=503, headers={"Retry-After": "5"}
-    )
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
-async def unloaded_handler(request: Request, exc: BatcherClosed) -> JSONResponse:
-    return JSONResponse(
-        {"detail": "the model was unloaded while serving; retry"}, status_code=503, headers={"Retry-After": "1"}
-    )
+class InvalidInput(ServiceError):
+    """The input is empty, corrupt or truncated, or the options contradict each other."""
 
 
-async def unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
+class UnsupportedFormat(ServiceError):
+    """The input is of a kind this service does not read (image format, video container, content type)."""
 
 
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(TimeoutError, timeout_handler)
-    app.add_exception_handler(BatcherClosed, unloaded_handler)
-    app.add_exception_handler(Exception, unhandled_handler)
+class InputTooLarge(ServiceError):
+    """The input is over a configured limit (bytes, pixels, duration)."""
+
+
+class WrongModelKind(ServiceError):
+    """The model cannot take this input (e.g. a clip model given a photo)."""
+
+
+class ModelNotFound(ServiceError, LookupError):
+    """No such model or version in the store."""
+
+
+class ModelUnavailable(ServiceError):
+    """The model exists but cannot serve now (failed to load, unloaded); retrying may help."""
+
+
+class ModelUnloaded(ModelUnavailable):
+    """The model was unloaded while this request waited for it; retry at once."""

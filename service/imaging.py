@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from service.errors import InputTooLarge, InvalidInput, UnsupportedFormat
+
 SIGNATURES = {
     b"\xff\xd8\xff": "jpeg",
     b"\x89PNG\r\n\x1a\n": "png",
@@ -16,15 +18,6 @@ SIGNATURES = {
     b"II*\x00": "tiff",
     b"MM\x00*": "tiff",
 }
-
-
-class ImageError(ValueError):
-    """A client-side image problem; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -41,22 +34,22 @@ def image_size(data: bytes) -> tuple[int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 return img.size
     except Image.DecompressionBombError as exc:
-        raise ImageError(413, "the image declares too many pixels") from exc
+        raise InputTooLarge("the image declares too many pixels") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(422, "the image header is corrupt or truncated") from exc
+        raise InvalidInput("the image header is corrupt or truncated") from exc
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes -> BGR uint8 image, EXIF orientation applied; 415 for unsupported formats, 413/422 for bad ones."""
+    """Bytes -> BGR uint8 image, EXIF orientation applied; UnsupportedFormat, InputTooLarge or InvalidInput."""
     if not data:
-        raise ImageError(422, "the uploaded file is empty")
+        raise InvalidInput("the uploaded file is empty")
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageError(415, "unsupported image format; send JPEG, PNG, WebP, BMP or TIFF")
+        raise UnsupportedFormat("unsupported image format; send JPEG, PNG, WebP, BMP or TIFF")
     width, height = image_size(data)
     if width * height > max_pixels:
-        raise ImageError(413, f"image has {width}x{height} pixels; the limit is {max_pixels} pixels")
+        raise InputTooLarge(f"image has {width}x{height} pixels; the limit is {max_pixels} pixels")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation
     if image is None or image.size == 0:
-        raise ImageError(422, f"the {fmt} image could not be decoded (corrupt or truncated)")
+        raise InvalidInput(f"the {fmt} image could not be decoded (corrupt or truncated)")
     return image

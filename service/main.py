@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors
+from service.api import errors
+from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.routes import health, metrics, models, predict, video
 from service.config import Settings, get_settings
-from service.detection import detector_from_settings
-from service.limits import BodyLimitMiddleware
-from service.metrics import Metrics, MetricsMiddleware
+from service.metrics import Metrics
+from service.pipelines import build_pipelines
 from service.registry import ModelRegistry
 
 log = logging.getLogger("service")
@@ -24,7 +24,7 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
     async def lifespan(app: FastAPI):
         app.state.settings, app.state.metrics = settings, app_metrics
         app.state.registry = registry = ModelRegistry(settings, app_metrics)
-        app.state.detector = detector_from_settings(settings)
+        app.state.pipelines = build_pipelines(settings, app_metrics)
         warm = asyncio.create_task(_load_default(registry))
         yield
         warm.cancel()
@@ -53,10 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(
         BodyLimitMiddleware,
-        default_limit=settings.max_upload_bytes,
-        limits={"/predict/video": settings.max_video_bytes},
+        default_limit=settings.limits.max_upload_bytes,
+        limits={"/predict/video": settings.video.max_bytes},
     )
-    app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.max_in_flight)
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.limits.max_in_flight)
     errors.install(app)
     for module in (health, models, predict, video, metrics):
         app.include_router(module.router)

@@ -1,12 +1,15 @@
-"""Prometheus metrics (one registry per app) and the ASGI middleware that counts requests and sheds load."""
+"""Prometheus metrics, one registry per app: every metric is defined and observed here; the HTTP middleware and
+the pipelines call these methods rather than touching metric objects of their own."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from service.pipelines.results import VideoResult
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -63,54 +66,13 @@ class Metrics:
 
         return observe
 
+    def observe_video(self, result: VideoResult, seconds: float) -> None:
+        """One analysed video: frames decoded and analysed, faces classified, and the time it took."""
+        self.video_frames_decoded.inc(result.frames_decoded)
+        self.video_frames_analyzed.inc(result.frames_analyzed)
+        self.faces.inc(result.faces)
+        self.video_seconds.observe(seconds)
 
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts and times every request by route template, and answers 503 with
-    ``Retry-After`` when more than ``max_in_flight`` requests are already being handled."""
-
-    def __init__(self, app, metrics: Metrics, max_in_flight: int) -> None:
-        self.app, self.metrics, self.max_in_flight = app, metrics, max_in_flight
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        exempt = scope["path"].startswith(("/health", "/metrics"))
-        if not exempt and self.metrics.active >= self.max_in_flight:
-            self.metrics.rejected.inc()
-            await _send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
-            return
-        status, started = 500, time.perf_counter()
-
-        async def send_wrapper(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.active += 1
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.active -= 1
-            self.metrics.in_flight.dec()
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(method=scope["method"], route=route, status=str(status)).inc()
-            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-
-
-async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)

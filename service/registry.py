@@ -13,39 +13,33 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
 from model_store import (
     Manifest,
+    Predictions,
+    Predictor,
+    Prepared,
     StoreEntry,
     StoreError,
+    is_valid_name,
     resolve_device,
     scan,
-    verify_file,
     version_key,
 )
 from service.batching import MicroBatcher
 from service.config import Settings
+from service.errors import ModelNotFound, ModelUnavailable, WrongModelKind
 from service.metrics import Metrics
-from service.runtime import FILE_ROLE, Runner, create_runner
-from service.schemas import ModelRef
 
 log = logging.getLogger(__name__)
 State = Literal["available", "loading", "loaded", "failed"]
 
 
-class ModelNotFound(LookupError):
-    pass
-
-
-class ModelUnavailable(RuntimeError):
-    pass
-
-
 @dataclass
 class LoadedModel:
+    """A Predictor whose model calls go through the micro-batcher (shared with concurrent requests)."""
+
     entry: StoreEntry
-    runner: Runner
+    predictor: Predictor
     batcher: MicroBatcher
 
     @property
@@ -53,11 +47,19 @@ class LoadedModel:
         return self.entry.manifest
 
     @property
-    def ref(self) -> ModelRef:
-        return ModelRef(name=self.manifest.name, version=self.manifest.version)
+    def key(self) -> str:
+        return self.manifest.key
 
-    async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return await self.batcher.submit(batch)
+    def require_still(self) -> None:
+        """Photos and face crops need a per-image model."""
+        if self.predictor.is_clip_model:
+            raise WrongModelKind(f"model {self.manifest.name!r} classifies clips; send videos to /predict/video")
+
+    async def infer(self, prepared: Prepared) -> Predictions:
+        """Predictions for a prepared batch, its rows batched with other requests' rows."""
+        if not prepared.n:
+            return self.predictor.empty()
+        return self.predictor.postprocess(await self.batcher.submit(prepared.x), prepared)
 
 
 @dataclass
@@ -88,14 +90,15 @@ class ModelRegistry:
         log.info("model store %s: %d model version(s)", self.settings.store_path, len(entries))
 
     def resolve(self, name: str | None = None, version: str | None = None) -> ModelRecord:
+        """The record for ``name`` (default: the default model) at ``version`` (default: its newest); an empty
+        string counts as not given. Raises ModelNotFound naming what is missing."""
         name = name or self.settings.default_model
-        versions = self.records.get(name)
+        versions = self.records.get(name) if is_valid_name(name) else None
         if not versions:
-            raise ModelNotFound(f"unknown model {name!r}")
-        if version is None:
-            version = max(versions, key=version_key)
+            raise ModelNotFound(f"unknown model {name[:64]!r}")
+        version = version or max(versions, key=version_key)
         if version not in versions:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+            raise ModelNotFound(f"model {name!r} has no version {version[:64]!r}")
         return versions[version]
 
     def all_records(self) -> list[ModelRecord]:
@@ -127,40 +130,37 @@ class ModelRegistry:
         await self._evict(keep=record)
         return record.loaded
 
-    def _build(self, entry: StoreEntry) -> Runner:
-        role = FILE_ROLE[self.settings.backend]
-        path = verify_file(entry, role)  # raises StoreError on a missing file or checksum mismatch
-        runner = create_runner(
-            self.settings.backend, path, entry.manifest, self.device, self.settings.inference_threads
-        )
-        if self.settings.warmup:
-            spec = entry.manifest.input
-            shape = (1, spec.channels, *((spec.frames,) if spec.frames else ()), spec.height, spec.width)
-            runner(np.zeros(shape, np.float32))
-        return runner
+    def _build(self, entry: StoreEntry) -> Predictor:
+        s = self.settings  # Predictor.load raises StoreError on a missing file or checksum mismatch
+        predictor = Predictor.load(entry, s.backend, self.device, s.inference_threads, tta=s.tta)
+        if s.warmup:
+            predictor.warmup()
+        return predictor
 
     async def _load(self, record: ModelRecord) -> None:
         key = record.entry.manifest.key
         record.state, started = "loading", time.perf_counter()
         try:
-            runner = await asyncio.to_thread(self._build, record.entry)
+            predictor = await asyncio.to_thread(self._build, record.entry)
         except Exception as exc:  # a missing or unreadable artifact fails this model, never the service
             record.state, record.error = "failed", str(exc) or type(exc).__name__
             self.metrics.model_load_failures.labels(model=key).inc()
             log.error("loading %s failed: %s", key, record.error, exc_info=not isinstance(exc, StoreError))
             return
         observe = self.metrics.inference_observer(key)
+        batching = self.settings.batching
         batcher = MicroBatcher(
-            runner,
-            self.settings.batch_max_size,
-            self.settings.batch_max_wait_ms,
+            predictor.run,
+            batching.max_size,
+            batching.max_wait_ms,
             observe,
             pending=lambda: self.metrics.active,
-            workers=self.settings.inference_workers,
+            workers=batching.workers,
         )
-        record.loaded, record.state, record.error = LoadedModel(record.entry, runner, batcher), "loaded", None
+        record.loaded, record.state, record.error = LoadedModel(record.entry, predictor, batcher), "loaded", None
         self.metrics.model_loads.labels(model=key).inc()
         self.metrics.models_loaded.set(len(self.loaded_records()))
+        runner = predictor.runner
         log.info("loaded %s (%s on %s) in %.2fs", key, runner.backend, runner.device, time.perf_counter() - started)
 
     async def _evict(self, keep: ModelRecord) -> None:

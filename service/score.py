@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import csv
 import functools
-import math
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,14 +24,15 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from service.config import get_settings
-from service.detection import FaceDetector, detector_from_settings
-from service.imaging import ImageError, sniff_format
-from service.inference import classify, find_faces, image_response
+from service.config import Settings, get_settings
+from service.errors import ModelNotFound, ModelUnavailable, ServiceError, UnsupportedFormat
+from service.imaging import sniff_format
 from service.metrics import Metrics
-from service.registry import LoadedModel, ModelNotFound, ModelRegistry, ModelUnavailable
-from service.schemas import ImagePredictionResponse, VideoPredictionResponse
-from service.video import VideoError, VideoOptions, analyse_video, sniff_video
+from service.options import Requested, resolve_options
+from service.pipelines import Pipelines, build_pipelines
+from service.registry import LoadedModel, ModelRegistry
+from service.schemas import ImagePredictionResponse, VideoPredictionResponse, image_response, video_response
+from service.video.decode import sniff_video
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv"}
 MAX_PLOTTED_TRACKS = 6
@@ -48,7 +47,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-fps", type=float, default=5.0, help="video samples analysed per second")
     p.add_argument("--smoothing", type=float, default=0.25, help="video EMA time constant in seconds; 0 = off")
     p.add_argument("--min-face-size", type=int, help="smallest face to search for, in pixels")
-    p.add_argument("--max-faces", type=int, default=20, help="per image or video frame")
+    p.add_argument("--max-faces", type=int, help="per image or video frame (default: EMOTION_LIMITS__MAX_FACES)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     return p
 
@@ -74,12 +73,10 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
-async def score_image(path: Path, model: LoadedModel, detector: FaceDetector, args, settings):
-    image, faces, batch = await asyncio.to_thread(
-        find_faces, path.read_bytes(), settings, detector, model.manifest, args.max_faces, args.min_face_size
+def requested(args: argparse.Namespace) -> Requested:
+    return Requested(
+        max_faces=args.max_faces, min_face_size=args.min_face_size, sample_fps=args.sample_fps, smoothing=args.smoothing
     )
-    probs, va = await classify(model, batch, settings.tta)
-    return image, image_response(image, faces, probs, va, model)
 
 
 def video_duration(path: Path) -> float:
@@ -91,23 +88,15 @@ def video_duration(path: Path) -> float:
     return frames / fps if fps > 0 and frames > 0 else 0.0
 
 
-async def score_video(path: Path, model: LoadedModel, detector: FaceDetector, args, settings):
+async def score_video(path: Path, model: LoadedModel, pipelines: Pipelines, settings: Settings, args):
+    """The video pipeline with no frame or duration limit, a progress bar per second of footage."""
+    opts = resolve_options(settings, requested(args), capped=False)
     with tqdm(total=round(video_duration(path), 1), unit="s", desc=path.name, leave=False) as bar:
 
         def advance(t: float) -> None:
             bar.update(max(0.0, round(t, 1) - bar.n))
 
-        opts = VideoOptions.from_settings(
-            settings,
-            args.sample_fps,
-            max_frames=sys.maxsize,
-            smoothing=args.smoothing,
-            min_face_size=args.min_face_size,
-            max_faces=args.max_faces,
-            max_duration=math.inf,
-            progress=advance,
-        )
-        return await analyse_video(str(path), model, detector, opts, settings.tta)
+        return await pipelines.video.analyse(str(path), model, opts, progress=advance)
 
 
 def face_rows(source: str, result: BaseModel) -> list[dict]:
@@ -183,20 +172,23 @@ def summary_row(source: str, result: BaseModel | None, error: str | None) -> dic
     return row
 
 
-async def score_file(path: Path, name: str, model, detector, args, settings) -> BaseModel:
-    """Score one input and write its JSON, CSV and PNG; raises ImageError/VideoError/OSError on bad input."""
+async def score_file(path: Path, name: str, model: LoadedModel, pipelines: Pipelines, settings: Settings, args):
+    """Score one input and write its JSON, CSV and PNG; raises ServiceError or OSError on bad input."""
     with path.open("rb") as f:
         head = f.read(16)
+    result: BaseModel
     if sniff_video(head):
-        result = await score_video(path, model, detector, args, settings)
+        result = video_response(await score_video(path, model, pipelines, settings, args))
         if not args.no_plot and _can_plot():
             plot_timeline(result, args.output / f"{name}.png", path.name)
     elif sniff_format(head):
-        image, result = await score_image(path, model, detector, args, settings)
+        opts = resolve_options(settings, requested(args), capped=False)
+        found = await pipelines.face.analyse_image(path.read_bytes(), model, opts)
+        result = image_response(found)
         if not args.no_plot:
-            draw_faces(image, result, args.output / f"{name}.png")
+            draw_faces(found.image, result, args.output / f"{name}.png")
     else:
-        raise ImageError(415, "neither an image nor a video this service reads")
+        raise UnsupportedFormat("neither an image nor a video this service reads")
     (args.output / f"{name}.json").write_text(result.model_dump_json(indent=1))
     write_csv(args.output / f"{name}.csv", face_rows(str(path), result))
     return result
@@ -221,13 +213,13 @@ async def run(args: argparse.Namespace) -> int:
         model = await registry.get(args.model, args.version)
     except (ModelNotFound, ModelUnavailable) as exc:
         raise SystemExit(f"model: {exc}") from None
-    detector = detector_from_settings(settings)
+    pipelines = build_pipelines(settings)
     rows = []
     try:
         for path, name in tqdm(list(zip(files, output_names(files), strict=True)), unit="file", desc="scoring"):
             try:
-                result, error = await score_file(path, name, model, detector, args, settings), None
-            except (ImageError, VideoError) as exc:
+                result, error = await score_file(path, name, model, pipelines, settings, args), None
+            except ServiceError as exc:
                 result, error = None, exc.detail
             except OSError as exc:
                 result, error = None, f"cannot read: {exc.strerror or exc}"

@@ -16,7 +16,8 @@ from PIL import Image
 
 from benchmarks.synth import photo_on_canvas
 from service.config import Settings
-from service.metrics import Metrics, MetricsMiddleware
+from service.api.middleware import MetricsMiddleware
+from service.metrics import Metrics
 from service.registry import ModelRegistry
 from tests.conftest import DEFAULT_MODEL, jpeg, metric, upload
 

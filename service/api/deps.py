@@ -11,11 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, File, Header, HTTPException, Query, Request, UploadFile
 
-from model_store import is_valid_name
 from service.config import Settings
-from service.detection import FaceDetector
 from service.metrics import Metrics
-from service.registry import LoadedModel, ModelNotFound, ModelRegistry, ModelUnavailable
+from service.options import Requested
+from service.pipelines import Pipelines
+from service.registry import LoadedModel, ModelRegistry
 
 
 async def _settings(request: Request) -> Settings:
@@ -26,8 +26,8 @@ async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-async def _detector(request: Request) -> FaceDetector:
-    return request.app.state.detector
+async def _pipelines(request: Request) -> Pipelines:
+    return request.app.state.pipelines
 
 
 async def _metrics(request: Request) -> Metrics:
@@ -36,7 +36,7 @@ async def _metrics(request: Request) -> Metrics:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
-DetectorDep = Annotated[FaceDetector, Depends(_detector)]
+PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
 
@@ -54,25 +54,15 @@ async def check_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, 
 ApiKeyDep = Depends(check_api_key)
 
 
-def valid_model_name(name: str | None) -> str | None:
-    if name is not None and not is_valid_name(name):
-        raise HTTPException(404, f"unknown model {name[:64]!r}")
-    return name
+ModelName = Annotated[
+    str | None, Query(max_length=64, description="model name; default (or empty): the service's default model")
+]
+ModelVersion = Annotated[str | None, Query(max_length=64, description="model version; default (or empty): the newest")]
 
 
-async def _model(
-    registry: RegistryDep,
-    model: Annotated[
-        str | None, Query(max_length=64, description="model name; default: the service's default model")
-    ] = None,
-    version: Annotated[str | None, Query(max_length=64, description="model version; default: the newest")] = None,
-) -> LoadedModel:
-    try:
-        return await registry.get(valid_model_name(model), valid_model_name(version))
-    except ModelNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except ModelUnavailable as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
+async def _model(registry: RegistryDep, model: ModelName = None, version: ModelVersion = None) -> LoadedModel:
+    """The requested model, loaded (ModelNotFound and ModelUnavailable become 404 and 503 in api/errors)."""
+    return await registry.get(model, version)
 
 
 ModelDep = Annotated[LoadedModel, Depends(_model)]
@@ -101,7 +91,7 @@ async def _image_bytes(
     ] = None,
 ) -> bytes:
     """The uploaded image: multipart field ``file``, or the raw body (no multipart parsing, for per-frame callers)."""
-    limit = settings.max_upload_bytes
+    limit = settings.limits.max_upload_bytes
     if file is not None:
         return await read_upload(file, limit)
     content_type = request.headers.get("content-type", "").lower()
@@ -120,3 +110,39 @@ async def _image_bytes(
 
 
 ImageBytesDep = Annotated[bytes, Depends(_image_bytes)]
+
+
+MaxFaces = Annotated[int | None, Query(ge=1, le=500, description="keep the largest N faces (capped by the server)")]
+MinFaceSize = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=10000,
+        description="smallest face to search for and return (pixels); default: faces from 1/6 of the longest side "
+        "(EMOTION_DETECTOR__MAX_SIDE). Smaller values find smaller faces and take longer",
+    ),
+]
+
+
+async def _image_request(max_faces: MaxFaces = None, min_face_size: MinFaceSize = None) -> Requested:
+    return Requested(max_faces=max_faces, min_face_size=min_face_size)
+
+
+async def _video_request(
+    sample_fps: Annotated[float, Query(gt=0, le=60, description="frames analysed per second of video")] = 5.0,
+    max_frames: Annotated[
+        int | None, Query(ge=1, description="frames analysed at most (capped by the server limit)")
+    ] = None,
+    start: Annotated[float, Query(ge=0, description="seconds")] = 0.0,
+    end: Annotated[float | None, Query(gt=0, description="seconds")] = None,
+    smoothing: Annotated[float, Query(ge=0, le=10, description="EMA time constant in seconds; 0 = off")] = 0.25,
+    max_faces: Annotated[int | None, Query(ge=1, le=100)] = None,
+    min_face_size: Annotated[
+        int | None, Query(ge=1, le=10000, description="smallest face to search for and return (pixels)")
+    ] = None,
+) -> Requested:
+    return Requested(max_faces, min_face_size, sample_fps, max_frames, start, end, smoothing)
+
+
+ImageRequestDep = Annotated[Requested, Depends(_image_request)]
+VideoRequestDep = Annotated[Requested, Depends(_video_request)]

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import RegistryDep
-from service.registry import ModelNotFound
+from service.errors import ModelNotFound
 from service.schemas import Health, ModelRef
 
 router = APIRouter(prefix="/health", tags=["health"])

@@ -1,9 +1,9 @@
 """What the store holds and what is loaded."""
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from service.api.deps import ApiKeyDep, RegistryDep, valid_model_name
-from service.registry import ModelNotFound, ModelRecord, ModelRegistry
+from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
+from service.registry import ModelRecord, ModelRegistry
 from service.schemas import ModelInfo, ModelList
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
@@ -31,7 +31,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, responses={401: {"description": "missing or wrong API key"}})
 async def list_models(registry: RegistryDep) -> ModelList:
     """Every model version in the store, with its state (available, loading, loaded, failed)."""
     return ModelList(
@@ -39,10 +39,11 @@ async def list_models(registry: RegistryDep) -> ModelList:
     )
 
 
-@router.get("/{name}", response_model=ModelInfo)
-async def get_model(name: str, registry: RegistryDep, version: str | None = None) -> ModelInfo:
+@router.get(
+    "/{name}",
+    response_model=ModelInfo,
+    responses={401: {"description": "missing or wrong API key"}, 404: {"description": "unknown model or version"}},
+)
+async def get_model(name: str, registry: RegistryDep, version: ModelVersion = None) -> ModelInfo:
     """One model (its newest version unless ``version`` is given)."""
-    try:
-        return model_info(registry.resolve(valid_model_name(name), valid_model_name(version)), registry)
-    except ModelNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return model_info(registry.resolve(name, version), registry)

@@ -1,8 +1,8 @@
-"""Face detection behind a small interface; the shipped implementation is dlib's built-in HOG detector.
+"""dlib's frontal HOG + linear SVM detector (5 pose filters), the shipped default.
 
-Chosen by measurement on the 500 real photos in ``shared/data/photos`` (see ``scripts/eval_detector.py``):
-it needs no downloaded model file (the detector is compiled into ``dlib-bin``) and finds no faces in
-faceless images at the default threshold.
+Chosen by measurement on the real photos in ``shared/data/photos`` (``benchmarks/eval_photos.py``): it needs no
+downloaded model file (the detector is compiled into ``dlib-bin``) and finds no faces in faceless images at the
+default threshold.
 """
 
 from __future__ import annotations
@@ -10,44 +10,28 @@ from __future__ import annotations
 import math
 import os
 import queue
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:
-    from service.config import Settings
-
-
-@dataclass(frozen=True)
-class Detection:
-    """A face box in pixels of the original image, and a confidence in 0..1."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-    score: float
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        return self.x, self.y, self.width, self.height
-
-    @property
-    def area(self) -> int:
-        return self.width * self.height
-
-
-class FaceDetector(Protocol):
-    name: str
-
-    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
-        """Faces in a BGR image, largest first; ``min_face`` (pixels): search down to faces this small."""
-        ...
-
+from service.detection.base import Detection
 
 HOG_WINDOW = 80  # dlib's frontal detector finds faces from about this size, in pixels of the image it scans
+
+
+class DlibHogSettings(BaseModel):
+    """``EMOTION_DETECTOR__DLIB_HOG__*``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(-0.2, ge=-2.0, le=2.0, description="dlib's adjust_threshold (lower finds more)")
+    rotation_fallback: bool = Field(
+        False,
+        description="retry at +-20 degrees when no face is found (finds a few more tilted faces, adds false ones)",
+    )
+    min_side: int = Field(256, ge=0, le=4096, description="smaller images are enlarged to this before scanning")
 
 
 def _rotate(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +41,10 @@ def _rotate(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DlibHogDetector:
-    """dlib's frontal HOG + linear SVM detector (5 pose filters), on a downscaled grayscale copy."""
+    """HOG on a rescaled grayscale copy, from a pool of detector objects (dlib releases the GIL while scanning)."""
 
     name = "dlib-hog"
+    Settings = DlibHogSettings
 
     def __init__(
         self,
@@ -76,13 +61,27 @@ class DlibHogDetector:
         pixels scanned when a caller asks for small faces (time grows with it)."""
         import dlib
 
-        # dlib releases the GIL while it scans, so concurrent requests detect in parallel, each on its own
-        # detector object (one object is not documented as thread-safe).
+        # Concurrent requests detect in parallel, each on its own object (one is not documented as thread-safe).
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(instances or min(8, os.cpu_count() or 1)):
             self._pool.put(dlib.get_frontal_face_detector())
         self.threshold, self.max_side, self.min_side, self.max_pixels = threshold, max_side, min_side, max_pixels
         self.rotation_fallback = rotation_fallback
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DlibHogDetector:
+        own: DlibHogSettings = settings.dlib_hog
+        return cls(
+            threshold=own.threshold,
+            max_side=settings.max_side,
+            rotation_fallback=own.rotation_fallback,
+            min_side=own.min_side,
+            instances=settings.instances,
+            max_pixels=settings.max_pixels,
+        )
+
+    def smallest_face(self, scale: float = 1.0) -> float:
+        return HOG_WINDOW / scale
 
     def _run(self, gray: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         detector = self._pool.get()
@@ -134,29 +133,3 @@ class DlibHogDetector:
             if x1 > x0 and y1 > y0:  # callers filter by size, in the pixels of the image they passed
                 faces.append(Detection(x0, y0, x1 - x0, y1 - y0, float(1.0 / (1.0 + np.exp(-2.0 * (s + 0.5))))))
         return sorted(faces, key=lambda d: d.area, reverse=True)
-
-
-def whole_image_if_small(image: np.ndarray, faces: list[Detection], max_side: int) -> list[Detection]:
-    """No face found in an image no larger than ``max_side``: take it for a face crop (box = image, score 0)."""
-    h, w = image.shape[:2]
-    if faces or max_side <= 0 or max(h, w) > max_side:
-        return faces
-    return [Detection(0, 0, w, h, 0.0)]
-
-
-def create_detector(name: str, **kwargs) -> FaceDetector:
-    if name == "dlib-hog":
-        return DlibHogDetector(**kwargs)
-    raise ValueError(f"unknown face detector {name!r}; available: dlib-hog")
-
-
-def detector_from_settings(settings: Settings) -> FaceDetector:
-    """The detector the settings describe (the app's lifespan and the offline scorer both build it here)."""
-    return create_detector(
-        settings.detector,
-        threshold=settings.detector_threshold,
-        max_side=settings.detector_max_side,
-        rotation_fallback=settings.detector_rotation_fallback,
-        instances=settings.detector_instances,
-        max_pixels=settings.detector_max_pixels,
-    )

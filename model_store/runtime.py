@@ -1,0 +1,138 @@
+"""Backends that run a store entry: onnxruntime over ``model.onnx``, torch over a ``torch.export`` program.
+
+Neither needs the training code: the ONNX graph and the exported program carry the architecture. A backend is a
+callable ``model input -> outputs by name`` with the manifest's output names; add one by writing a class with
+that shape and a line in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from model_store.manifest import FileRole, Manifest
+from model_store.store import StoreEntry, StoreError, verify_file
+
+
+class Runner(Protocol):
+    backend: str
+    device: str
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``NxCxHxW`` (or ``NxCxTxHxW``) float32 -> outputs by name."""
+        ...
+
+
+class OnnxRunner:
+    backend = "onnx"
+
+    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # Idle pool threads spin-wait by default: that burns the cores the HTTP side and the detector need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.outputs = list(manifest.outputs)
+        self.device = device
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.outputs, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return dict(zip(self.outputs, values, strict=True))
+
+
+# constants torch.export.load unpickles whatever their config says (torchbind and opaque objects)
+_PICKLED_CONSTANT_PREFIXES = ("custom_obj_", "opaque_obj_")
+
+
+def check_tensors_only(path: Path) -> None:
+    """Refuse a ``torch.export`` archive that ``torch.export.load`` would unpickle arbitrary objects from.
+
+    It unpickles with ``weights_only=False`` weights and constants marked ``use_pickle``, torchbind/opaque constants,
+    and any ``.pt`` member (sample inputs, legacy payloads) that fails to load weights-only: it retries those
+    unrestricted. Checking first keeps loading weights-only without patching ``torch.load`` for the process.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _check_payload_configs(archive, path.name)
+            _check_pt_members(archive, path.name)
+    except zipfile.BadZipFile as exc:
+        raise StoreError(f"{path.name} is not a torch.export archive: {exc}") from exc
+
+
+def _check_payload_configs(archive: zipfile.ZipFile, name: str) -> None:
+    configs = [n for n in archive.namelist() if n.endswith(("_weights_config.json", "_constants_config.json"))]
+    if not configs:
+        raise StoreError(f"{name} is not a torch.export archive of this format (no payload config)")
+    for config in configs:
+        entries = json.loads(archive.read(config)).get("config", {})
+        pickled = [
+            key
+            for key, meta in entries.items()
+            if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(_PICKLED_CONSTANT_PREFIXES)
+        ]
+        if pickled:
+            raise StoreError(f"{name} holds pickled payloads ({', '.join(pickled[:3])}); re-export it")
+
+
+def _check_pt_members(archive: zipfile.ZipFile, name: str) -> None:
+    """Every ``.pt`` member must load with ``weights_only=True`` (torch falls back to unrestricted otherwise)."""
+    members = [n for n in archive.namelist() if n.endswith(".pt")]
+    if not members:
+        return
+    import torch
+
+    for member in members:
+        try:
+            torch.load(io.BytesIO(archive.read(member)), weights_only=True)
+        except Exception as exc:
+            reason = type(exc).__name__
+            raise StoreError(f"{name}: {member} does not load weights-only ({reason}); re-export it") from exc
+
+
+class TorchRunner:
+    backend = "torch"
+
+    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        check_tensors_only(path)
+        self._torch = torch
+        self.module = torch.export.load(str(path)).module().to(device)
+        self.outputs = list(manifest.outputs)
+        self.device = device
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device))
+        out = out if isinstance(out, tuple | list) else (out,)
+        return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, out, strict=True)}
+
+
+RunnerFactory = Callable[[Path, Manifest, str, int], Runner]
+# backend name -> (the store file it runs, its class)
+BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
+    "onnx": ("onnx", OnnxRunner),
+    "torch": ("torch_program", TorchRunner),
+}
+
+
+def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0) -> Runner:
+    """The runner for ``entry`` on ``backend``, after checking its file's size and sha256."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    role, factory = BACKENDS[backend]
+    return factory(verify_file(entry, role), entry.manifest, device, threads)

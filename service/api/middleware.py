@@ -1,0 +1,114 @@
+"""Pure ASGI middleware: request-body limits enforced while the body streams in, and request metrics with load
+shedding. Neither parses a body; both answer in the same ``{"detail": ...}`` JSON as every other error."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from service.metrics import Metrics
+
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyLimitMiddleware:
+    """413 when ``Content-Length`` or the streamed body exceeds the limit for the path, before anything is parsed
+    or spooled to disk."""
+
+    def __init__(self, app, default_limit: int, limits: dict[str, int]) -> None:
+        self.app, self.default_limit, self.limits = app, default_limit, limits
+
+    def _too_large(self, limit: int) -> dict:
+        return {"detail": f"request body is larger than the {limit - MULTIPART_SLACK} byte limit"}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"], self.default_limit) + MULTIPART_SLACK
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_json(send, 413, self._too_large(limit))
+            return
+        received, started = 0, False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await send_json(send, 413, self._too_large(limit))
+
+
+def route_template(scope) -> str:
+    """The matched route's path template (``/models/{name}``), so metrics have one series per route, not per URL;
+    ``unmatched`` for paths no route serves."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template, and answers 503 with ``Retry-After`` when more than
+    ``max_in_flight`` requests are already being handled."""
+
+    def __init__(self, app, metrics: Metrics, max_in_flight: int) -> None:
+        self.app, self.metrics, self.max_in_flight = app, metrics, max_in_flight
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exempt = scope["path"].startswith(("/health", "/metrics"))
+        if not exempt and self.metrics.active >= self.max_in_flight:
+            self.metrics.rejected.inc()
+            await send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
+            return
+        status, started = 500, time.perf_counter()
+
+        async def send_wrapper(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.active += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.active -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.observe_request(scope["method"], route_template(scope), status, time.perf_counter() - started)

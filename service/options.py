@@ -1,0 +1,73 @@
+"""What a request asks (``Requested``) merged with the service settings into what the pipelines run (``Options``).
+
+One function, ``resolve_options``, applies defaults and caps for the routes, and defaults without caps for the
+offline scorer, so a clamp is written once.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A request's own choices; ``None`` means the service default."""
+
+    max_faces: int | None = None
+    min_face_size: int | None = None
+    sample_fps: float = 5.0
+    max_frames: int | None = None
+    start: float = 0.0
+    end: float | None = None
+    smoothing: float = 0.25
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the face and video pipelines need to know about one request."""
+
+    max_faces: int
+    min_face_size: int | None  # also how small a face detection searches for
+    whole_image_fallback_max_side: int
+    sample_fps: float = 5.0
+    max_frames: int = 3000
+    start: float = 0.0
+    end: float | None = None
+    smoothing: float = 0.25
+    max_duration: float = 600.0
+    full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
+    detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
+
+
+def _capped(asked: int | None, limit: int, capped: bool) -> int:
+    return min(asked or limit, limit) if capped else (asked or limit)
+
+
+def resolve_options(settings: Settings, requested: Requested = Requested(), capped: bool = True) -> Options:
+    """Merge ``requested`` with ``settings``; ``capped=False`` (the offline scorer) lifts the per-request limits
+    on faces, frames and duration."""
+    if requested.end is not None and requested.end <= requested.start:
+        raise InvalidInput("end must be after start")
+    if requested.sample_fps <= 0:
+        raise InvalidInput("sample_fps must be positive")
+    video = settings.video
+    return Options(
+        max_faces=_capped(requested.max_faces, settings.limits.max_faces, capped),
+        min_face_size=requested.min_face_size or settings.detector.min_face_size,
+        whole_image_fallback_max_side=settings.detector.whole_image_fallback_max_side,
+        sample_fps=requested.sample_fps,
+        max_frames=_capped(requested.max_frames, video.max_frames, True)
+        if capped
+        else requested.max_frames or sys.maxsize,
+        start=requested.start,
+        end=requested.end,
+        smoothing=requested.smoothing,
+        max_duration=video.max_duration_s if capped else math.inf,
+        full_detect_every=max(1, round(requested.sample_fps * video.full_detect_every_s)),
+        detect_max_side=video.detector_max_side,
+    )

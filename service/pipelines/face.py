@@ -1,0 +1,59 @@
+"""The face pipeline: decode -> detect -> crop -> predict, for photos; decode -> predict for face crops.
+
+The CPU-bound part of a request (decode, detection, cropping, preprocessing) runs in one worker-thread hop; the
+model call goes through the model's micro-batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from model_store import Predictor, Prepared, crop_face
+from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.imaging import decode_image
+from service.metrics import Metrics
+from service.options import Options
+from service.pipelines.results import DetectedFace, FaceResult, ImageResult, ModelId
+from service.registry import LoadedModel
+
+
+class FacePipeline:
+    def __init__(self, detector: FaceDetector, max_image_pixels: int, metrics: Metrics | None = None) -> None:
+        self.detector, self.max_image_pixels, self.metrics = detector, max_image_pixels, metrics
+
+    def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
+        """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``."""
+        smallest = opts.min_face_size
+        found = self.detector.detect(image, smallest)
+        found = whole_image_if_small(image, found, opts.whole_image_fallback_max_side)
+        return [f for f in found if smallest is None or min(f.width, f.height) >= smallest][: opts.max_faces]
+
+    def prepare_image(
+        self, data: bytes, predictor: Predictor, opts: Options
+    ) -> tuple[np.ndarray, list[Detection], Prepared]:
+        """Decode, detect, crop with the model's margin and preprocess (the CPU-bound part, for one thread hop)."""
+        image = decode_image(data, self.max_image_pixels)
+        faces = self.find(image, opts)
+        return image, faces, predictor.prepare([crop_face(image, f.box, predictor.manifest.input) for f in faces])
+
+    def prepare_face(self, data: bytes, predictor: Predictor) -> Prepared:
+        """Decode a face crop and preprocess it; the whole image is the face."""
+        return predictor.prepare([decode_image(data, self.max_image_pixels)])
+
+    async def analyse_image(self, data: bytes, model: LoadedModel, opts: Options) -> ImageResult:
+        """Every face in a photo with its prediction."""
+        model.require_still()
+        image, faces, prepared = await asyncio.to_thread(self.prepare_image, data, model.predictor, opts)
+        preds = await model.infer(prepared)
+        if self.metrics is not None:
+            self.metrics.faces.inc(len(faces))
+        found = [DetectedFace(f, p) for f, p in zip(faces, preds, strict=True)]
+        return ImageResult(ModelId.of(model.manifest), image.shape[1], image.shape[0], found, image)
+
+    async def analyse_face(self, data: bytes, model: LoadedModel) -> FaceResult:
+        """The prediction for an already-cropped face."""
+        model.require_still()
+        prepared = await asyncio.to_thread(self.prepare_face, data, model.predictor)
+        return FaceResult(ModelId.of(model.manifest), (await model.infer(prepared))[0])

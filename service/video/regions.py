@@ -1,0 +1,63 @@
+"""Where to look in each sampled frame: the whole frame every few samples (or with nothing tracked), otherwise only
+a region around each live track, scaled so its face has a size the detector finds cheaply."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from model_store import expand_box
+from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.options import Options
+from service.tracking import iou
+
+ROI_CONTEXT = 0.6  # a track's search region: its box grown by this per side (2.2x its size)
+ROI_FACE_SCALE = 1.5  # the face in a region is scaled to this many times the detector's smallest face
+
+
+def dedupe(found: list[Detection], overlap: float = 0.5) -> list[Detection]:
+    """One box per face when regions overlap: the highest-scoring of boxes with IoU >= ``overlap``, largest first."""
+    kept: list[Detection] = []
+    for det in sorted(found, key=lambda d: d.score, reverse=True):
+        if all(iou(det.box, k.box) < overlap for k in kept):
+            kept.append(det)
+    return sorted(kept, key=lambda d: d.area, reverse=True)
+
+
+class FrameDetector:
+    """Detection with a cadence, for one video."""
+
+    def __init__(self, detector: FaceDetector, opts: Options) -> None:
+        self.detector, self.opts = detector, opts
+        # a region's longest side: 2.2 face sizes, the face at ROI_FACE_SCALE x the smallest findable face
+        self.roi_side = round((1 + 2 * ROI_CONTEXT) * ROI_FACE_SCALE * detector.smallest_face())
+
+    def full_frame_min_face(self, frame: np.ndarray) -> int | None:
+        """The face size a full-frame pass searches down to: the request's, or what ``detect_max_side`` allows."""
+        side = max(frame.shape[:2])
+        if self.opts.min_face_size or side <= self.opts.detect_max_side:
+            return self.opts.min_face_size
+        return math.ceil(self.detector.smallest_face(self.opts.detect_max_side / side))
+
+    def near(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
+        """Faces in the region around ``box``, in frame pixels."""
+        h, w = frame.shape[:2]
+        x, y, rw, rh = expand_box(box, ROI_CONTEXT, (w, h))
+        scale = min(1.0, self.roi_side / max(rw, rh))
+        roi = frame[y : y + rh, x : x + rw]
+        if scale < 1.0:
+            size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
+            roi = cv2.resize(roi, size, interpolation=cv2.INTER_AREA)
+        return [d.moved(x, y, scale) for d in self.detector.detect(roi)]
+
+    def detect(self, frame: np.ndarray, sample: int, live: list[tuple[int, int, int, int]]) -> list[Detection]:
+        """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``."""
+        if not live or sample % self.opts.full_detect_every == 0:
+            found = self.detector.detect(frame, self.full_frame_min_face(frame))
+            found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)
+        else:
+            found = dedupe([d for box in live for d in self.near(frame, box)])
+        smallest = self.opts.min_face_size or 0
+        return [d for d in found if min(d.width, d.height) >= smallest][: self.opts.max_faces]

@@ -1,0 +1,46 @@
+"""From per-sample predictions to per-track timelines: smoothing, segments and summaries, and the whole clip's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model_store import Manifest, Predictions
+from model_store.predictor import valence_arousal
+from service.pipelines.results import Box, Summary, TimelineSample, TrackResult
+from service.video.timeline import segments, smooth, summarize
+
+
+def build_tracks(
+    manifest: Manifest,
+    preds: Predictions,
+    samples: list[tuple[float, int, Box, int]],
+    smoothing: float,
+    step: float,
+    duration: float,
+) -> tuple[list[TrackResult], Summary | None]:
+    """``samples`` are ``(t, frame, box, track_id)`` per prediction row. Tracks with the longest presence come
+    first; the whole-clip summary is taken over every smoothed sample of every track (unrounded)."""
+    tracks: list[TrackResult] = []
+    smoothed: list[Predictions] = []
+    for track_id in sorted({s[3] for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s[3] == track_id]
+        times = np.array([samples[i][0] for i in idx])
+        p = smooth(times, preds.probabilities[idx], smoothing)
+        head = preds.valence_arousal[idx] if manifest.valence_arousal == "predicted" else None
+        va = valence_arousal(manifest, p, None if head is None else smooth(times, head, smoothing))
+        track = Predictions(preds.labels, preds.logits[idx], p, va)
+        smoothed.append(track)
+        timeline = [TimelineSample(samples[i][0], samples[i][1], samples[i][2], track[j]) for j, i in enumerate(idx)]
+        tracks.append(
+            TrackResult(
+                track_id=track_id,
+                timeline=timeline,
+                segments=segments(times.tolist(), track.dominant, step, duration),
+                summary=summarize(p, va, manifest.labels),
+            )
+        )
+    tracks.sort(key=lambda tr: (-len(tr.timeline), tr.first_seen))
+    if not smoothed:
+        return tracks, None
+    every = Predictions.concat(smoothed, manifest.labels, manifest.valence_arousal != "none")
+    return tracks, summarize(every.probabilities, every.valence_arousal, manifest.labels)
