@@ -212,11 +212,27 @@ def test_raw_body_over_the_upload_limit_is_413(make_client, face_photo):
     assert response.status_code == 413 and "byte limit" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("name", ["nope", "..%2F..%2Fetc", "UPPER", "a" * 65])
+@pytest.mark.parametrize("name", ["nope", "..%2F..%2Fetc", "UPPER"])
 def test_unknown_or_unsafe_model_name_is_404(client, happy_face_bytes, name):
     response = client.post(f"/predict/face?model={name}", files=upload(happy_face_bytes))
-    assert response.status_code in (404, 422) and "detail" in response.json()
+    assert response.status_code == 404 and response.json()["detail"].startswith("unknown model")
     assert client.get(f"/models/{name}").status_code == 404
+
+
+def test_model_name_over_64_characters_is_422(client, happy_face_bytes):
+    response = client.post(f"/predict/face?model={'a' * 65}", files=upload(happy_face_bytes))
+    assert response.status_code == 422 and "detail" in response.json()
+
+
+def test_unknown_version_names_the_version_and_empty_means_newest(client, happy_face_bytes):
+    response = client.post(f"/predict/face?model={DEFAULT_MODEL}&version=9.9", files=upload(happy_face_bytes))
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"model '{DEFAULT_MODEL}' has no version '9.9'"
+    newest = client.get(f"/models/{DEFAULT_MODEL}").json()["version"]
+    empty = client.post(f"/predict/face?model={DEFAULT_MODEL}&version=", files=upload(happy_face_bytes))
+    assert empty.status_code == 200 and empty.json()["model"]["version"] == newest
+    assert client.get(f"/models/{DEFAULT_MODEL}?version=").json()["version"] == newest
+    assert client.get(f"/models/{DEFAULT_MODEL}?version=9.9").status_code == 404
 
 
 def test_upload_over_byte_limit_is_413(make_client, face_photo):
@@ -387,12 +403,25 @@ def test_concurrent_requests_share_batches(make_client, happy_face_bytes):
 
 
 def test_metrics_count_requests_latency_faces_and_models(client, face_photo):
+    before = client.get("/metrics").text
+    faces_before = metric(before, "emotion_faces_detected_total")
     client.post("/predict/image", files=upload(jpeg(face_photo)))
     client.post("/predict/face", files=upload(b"nope"))
     text = client.get("/metrics").text
+    assert metric(text, "emotion_faces_detected_total") == faces_before + 1  # the photo has exactly one face
     assert 'emotion_requests_total{method="POST",route="/predict/image",status="200"}' in text
     assert 'emotion_requests_total{method="POST",route="/predict/face",status="415"}' in text
     assert 'emotion_request_duration_seconds_bucket{le="0.05",route="/predict/image"}' in text
     assert f'emotion_inference_duration_seconds_count{{model="{DEFAULT_MODEL}:' in text
-    assert "emotion_models_loaded 1.0" in text and "emotion_requests_in_flight" in text
-    assert metric(text, "emotion_faces_detected_total") >= 1
+    assert "emotion_models_loaded 1.0" in text
+    assert metric(text, "emotion_requests_in_flight") == 1.0  # the /metrics request itself
+
+
+def test_docs_and_openapi_are_counted_under_their_routes(client):
+    client.get("/openapi.json")
+    client.get("/docs")
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'emotion_requests_total{method="GET",route="/openapi.json",status="200"}' in text
+    assert 'emotion_requests_total{method="GET",route="/docs",status="200"}' in text
+    assert 'emotion_requests_total{method="GET",route="unmatched",status="404"}' in text

@@ -77,6 +77,9 @@ def route_template(scope) -> str:
     """The matched route's path template (``/models/{name}``), so metrics have one series per route, not per URL;
     ``unmatched`` for paths no route serves."""
     route = scope.get("route")
+    if route is None and "endpoint" in scope:  # plain Starlette routes (/openapi.json, /docs) do not set "route"
+        routes = getattr(scope.get("app"), "routes", [])
+        route = next((r for r in routes if getattr(r, "endpoint", None) is scope["endpoint"]), None)
     return getattr(route, "path", None) or "unmatched"
 
 
