@@ -1,0 +1,87 @@
+"""One code path: the HTTP routes, the offline scorer and ``training.evaluate`` give the same answers for the same
+input, because they all run the same pipelines and the same ``model_store.Predictor``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from service.schemas import ImagePredictionResponse
+from service.score import get_args_parser, main
+from tests.conftest import DEFAULT_MODEL, upload
+from training.evaluate import get_args_parser as evaluate_args
+from training.evaluate import main as evaluate
+
+
+def test_scorer_and_image_route_return_identical_faces_and_probabilities(client, photo_paths, tmp_path):
+    photos = photo_paths[:6]
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for path in photos:
+        shutil.copy(path, inputs / path.name)
+    assert main(get_args_parser().parse_args([str(inputs), "--output", str(out), "--no-plot"])) == 0
+    faces = 0
+    for path in photos:
+        scored = ImagePredictionResponse.model_validate_json((out / f"{path.stem}.json").read_text())
+        served = client.post("/predict/image", files=upload(path.read_bytes()))
+        assert served.status_code == 200
+        assert scored == ImagePredictionResponse.model_validate(served.json()), path.name
+        faces += len(scored.faces)
+    assert faces >= len(photos) - 1  # nearly every photo has a face, so boxes and probabilities were compared
+
+
+def test_evaluate_measures_what_the_face_route_serves(client, fer_root, tmp_path):
+    """``training.evaluate`` on a face folder: the same accuracy, and per crop the same probabilities, as
+    ``POST /predict/face`` on the same crops."""
+    data = tmp_path / "faces"
+    crops: list[tuple[str, bytes]] = []
+    for label_dir in sorted((fer_root / "val").iterdir()):
+        (data / label_dir.name).mkdir(parents=True)
+        for path in sorted(label_dir.glob("*.jpg"))[:6]:
+            shutil.copy(path, data / label_dir.name / path.name)
+            crops.append((label_dir.name, path.read_bytes()))
+    for backend in ("onnx", "torch"):
+        out = tmp_path / f"eval-{backend}"
+        args = ["--model", str(_default_folder(client)), "--data", str(data), "--split", "", "--backend", backend]
+        evaluate(evaluate_args().parse_args([*args, "--output", str(out), "--name", "faces"]))
+        report = json.loads((out / "faces.json").read_text())
+        served = [client.post("/predict/face", files=upload(body)).json() for _, body in crops]
+        accuracy = np.mean([s["dominant"] == label for (label, _), s in zip(crops, served, strict=True)])
+        assert report["samples"] == len(crops)
+        assert report["accuracy"] == pytest.approx(accuracy, abs=1e-12), backend
+
+
+def test_scorer_reports_a_clip_model_given_photos_per_file_and_goes_on(store_copy, face_photo, tmp_path, monkeypatch):
+    """A clip model pointed at photos fails each photo with the route's message; the run finishes and reports."""
+    from service.config import get_settings
+
+    manifest_path = next(store_copy.glob("*/*/manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(task="clip-classification", input={**manifest["input"], "frames": 4})
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setenv("EMOTION_STORE_PATH", str(store_copy))
+    monkeypatch.setenv("EMOTION_WARMUP", "false")  # a 2-D network under a clip manifest: never called here
+    get_settings.cache_clear()
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(inputs / name), face_photo)
+    try:
+        status = main(get_args_parser().parse_args([str(inputs), "--output", str(out), "--no-plot"]))
+    finally:
+        get_settings.cache_clear()
+    assert status == 1
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and all("classifies clips; send videos to /predict/video" in row for row in rows[1:])
+
+
+def _default_folder(client):
+    models = client.get("/models").json()["models"]
+    default = next(m for m in models if m["name"] == DEFAULT_MODEL and m["default"])
+    from model_store import find
+
+    return find(DEFAULT_MODEL, default["version"]).folder
