@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from model_store import FacePrediction
-from service.pipelines import results
-from service.pipelines.results import ModelId
+from service import results
+from service.results import ModelId
 
 VASource = Literal["derived", "predicted", "none"]
 

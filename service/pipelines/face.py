@@ -15,8 +15,8 @@ from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.imaging import decode_image
 from service.metrics import Metrics
 from service.options import Options
-from service.pipelines.results import DetectedFace, FaceResult, ImageResult, ModelId
 from service.registry import LoadedModel
+from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 
 
 class FacePipeline:

@@ -13,8 +13,8 @@ from model_store import InputSpec, Predictions, crop_face, to_uint8_face
 from service.detection import FaceDetector
 from service.metrics import Metrics
 from service.options import Options
-from service.pipelines.results import Box, ModelId, VideoResult
 from service.registry import LoadedModel
+from service.results import Box, ModelId, VideoResult
 from service.tracking import IouTracker
 from service.video.clips import classify_clips
 from service.video.decode import FrameSampler, Sampling, VideoInfo

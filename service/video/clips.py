@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from model_store import Predictions
-from service.pipelines.results import ClipResult
 from service.registry import LoadedModel
+from service.results import ClipResult
 from service.video.timeline import windows
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from service.pipelines.results import Segment, Summary
+from service.results import Segment, Summary
 
 
 def smooth(times: np.ndarray, values: np.ndarray, tau: float) -> np.ndarray:
@@ -49,5 +49,6 @@ def windows(n: int, size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` windows of ``size`` over ``n`` samples; a tail shorter than half a window joins the last."""
     bounds = [(s, min(n, s + size)) for s in range(0, n, size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < size // 2:
-        bounds[-2] = (bounds[-2][0], bounds.pop()[1])
+        tail = bounds.pop()
+        bounds[-1] = (bounds[-1][0], tail[1])
     return bounds

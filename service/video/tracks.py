@@ -6,7 +6,7 @@ import numpy as np
 
 from model_store import Manifest, Predictions
 from model_store.predictor import valence_arousal
-from service.pipelines.results import Box, Summary, TimelineSample, TrackResult
+from service.results import Box, Summary, TimelineSample, TrackResult
 from service.video.timeline import segments, smooth, summarize
 
 

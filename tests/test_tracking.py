@@ -1,0 +1,261 @@
+"""Boxes over time without a detector: IoU and centroid matching, the tracker's ids across gaps and crossings,
+detection boxes mapped between regions and frames, and the video's detection cadence (``FrameDetector``) driven
+by a fake detector that records what it is asked."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from service.config import DetectorSettings
+from service.detection import DETECTORS, Detection, create_detector, whole_image_if_small
+from service.options import Options
+from service.tracking import IouTracker, centroid_distance, iou
+from service.video.regions import FrameDetector, dedupe
+
+# --- iou and centroid distance --------------------------------------------------------------------------------
+
+
+def test_iou_of_identical_disjoint_and_half_shifted_boxes():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0  # touching edges share no area
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (2, 2, 4, 4)) == pytest.approx(16 / 100)  # contained
+
+
+def test_iou_of_empty_boxes_is_zero():
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+
+
+def test_centroid_distance_is_in_units_of_the_larger_side():
+    assert centroid_distance((0, 0, 10, 10), (30, 40, 10, 10)) == pytest.approx(5.0)
+    assert centroid_distance((0, 0, 10, 10), (-5, -5, 20, 20)) == 0.0
+    assert centroid_distance((0, 0, 10, 10), (20, -5, 20, 20)) == pytest.approx(25 / 20)
+
+
+# --- IouTracker -----------------------------------------------------------------------------------------------
+
+
+def test_tracker_gives_new_faces_new_ids_in_box_order():
+    tracker = IouTracker()
+    assert tracker.update(0.0, [(0, 0, 50, 50), (200, 0, 50, 50)]) == [1, 2]
+    assert tracker.update(0.2, [(300, 300, 50, 50)]) == [3]
+    assert tracker.update(0.4, []) == []
+
+
+def test_tracker_keeps_the_id_across_a_short_gap():
+    tracker = IouTracker(max_gap_s=1.5)
+    first = tracker.update(0.0, [(100, 100, 50, 50)])
+    assert tracker.update(0.6, [(104, 102, 50, 50)]) == first
+    assert tracker.live[0].last_t == 0.6 and tracker.finished == []
+
+
+def test_tracker_keeps_the_id_at_exactly_max_gap():
+    tracker = IouTracker(max_gap_s=1.5)
+    assert tracker.update(0.5, [(100, 100, 50, 50)]) == tracker.update(2.0, [(100, 100, 50, 50)]) == [1]
+
+
+def test_tracker_gives_a_new_id_after_a_gap_over_max_gap():
+    tracker = IouTracker(max_gap_s=1.5)
+    assert tracker.update(0.0, [(100, 100, 50, 50)]) == [1]
+    assert tracker.update(1.6, [(100, 100, 50, 50)]) == [2]
+    assert [t.track_id for t in tracker.finished] == [1]
+    assert [t.track_id for t in tracker.live] == [2]
+
+
+def test_tracker_matches_by_centroid_when_iou_is_below_threshold():
+    tracker = IouTracker(iou_threshold=0.3, max_centroid_distance=0.6)
+    tracker.update(0.0, [(0, 0, 50, 50)])
+    assert iou((0, 0, 50, 50), (20, 20, 50, 50)) < 0.3  # 0.22
+    assert centroid_distance((0, 0, 50, 50), (20, 20, 50, 50)) < 0.6  # 0.57
+    assert tracker.update(0.2, [(20, 20, 50, 50)]) == [1]
+    assert tracker.update(0.4, [(60, 60, 50, 50)]) == [2]  # 1.13 box sides away: a new face
+
+
+def test_tracker_two_crossing_faces_keep_their_ids():
+    tracker = IouTracker()
+    ids = []
+    for step in range(11):  # a walks right, b walks left, a little lower; they overlap in the middle
+        a, b = (10 * step, 0, 50, 50), (100 - 10 * step, 15, 50, 50)
+        ids.append(tracker.update(step * 0.2, [b, a]))
+    assert ids == [[1, 2]] * 11
+    assert tracker.live[1].box == (100, 0, 50, 50) and tracker.live[0].box == (0, 15, 50, 50)
+
+
+def test_tracker_one_track_is_matched_to_one_box_only():
+    tracker = IouTracker()
+    tracker.update(0.0, [(100, 100, 50, 50)])
+    assert tracker.update(0.2, [(120, 100, 50, 50), (102, 100, 50, 50)]) == [2, 1]  # the better IoU keeps it
+
+
+def test_tracker_records_last_box_and_time():
+    tracker = IouTracker()
+    tracker.update(0.0, [(0, 0, 40, 40)])
+    tracker.update(0.4, [(4, 0, 40, 40)])
+    track = tracker.live[0]
+    assert (track.track_id, track.box, track.last_t) == (1, (4, 0, 40, 40), 0.4)
+
+
+# --- detection boxes ------------------------------------------------------------------------------------------
+
+
+def test_detection_moved_scales_back_and_offsets_into_the_frame():
+    det = Detection(10, 20, 30, 40, 0.7)
+    assert det.moved(100, 200, 0.5) == Detection(120, 240, 60, 80, 0.7)
+    assert det.moved(5, 6, 1.0) == Detection(15, 26, 30, 40, 0.7)
+    assert (det.box, det.area) == ((10, 20, 30, 40), 1200)
+
+
+def test_whole_image_if_small_only_when_nothing_found_in_a_small_image():
+    small, large = np.zeros((60, 80, 3), np.uint8), np.zeros((300, 400, 3), np.uint8)
+    face = Detection(1, 2, 30, 30, 0.9)
+    assert whole_image_if_small(small, [], 256) == [Detection(0, 0, 80, 60, 0.0)]
+    assert whole_image_if_small(small, [face], 256) == [face]
+    assert whole_image_if_small(large, [], 256) == []
+    assert whole_image_if_small(small, [], 0) == []  # 0 = off
+
+
+def test_detector_registry_names_match_and_each_has_a_settings_group():
+    assert "dlib-hog" in DETECTORS
+    for name, cls in DETECTORS.items():
+        assert cls.name == name and issubclass(cls.Settings, BaseModel)
+        assert name.replace("-", "_") in DetectorSettings.model_fields
+    settings = DetectorSettings()
+    assert settings.backend_settings() is settings.dlib_hog
+
+
+def test_create_detector_refuses_an_unknown_backend_naming_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown face detector 'nope'; available: .*dlib-hog"):
+        create_detector(SimpleNamespace(backend="nope"))
+
+
+# --- dedupe ---------------------------------------------------------------------------------------------------
+
+
+def test_dedupe_keeps_the_best_of_overlapping_boxes_largest_first():
+    a, a_again, b = Detection(0, 0, 50, 50, 0.9), Detection(2, 2, 50, 50, 0.95), Detection(100, 100, 80, 80, 0.5)
+    assert dedupe([a, b, a_again]) == [b, a_again]
+
+
+def test_dedupe_keeps_boxes_that_overlap_less_than_the_threshold():
+    a, b = Detection(0, 0, 10, 10, 0.9), Detection(5, 0, 10, 10, 0.8)  # IoU 1/3
+    assert dedupe([a, b]) == [a, b]
+    assert dedupe([a, b], overlap=0.3) == [a]
+
+
+# --- FrameDetector --------------------------------------------------------------------------------------------
+
+
+class FakeDetector:
+    """Records ``(image shape, min_face)`` per call. Answers ``found`` when given, else the bounding box of the
+    image's bright pixels (a painted face), in the pixels of the image it was passed."""
+
+    name = "fake"
+
+    def __init__(self, smallest: float = 20.0, found: list[Detection] | None = None) -> None:
+        self.smallest, self.found = smallest, found
+        self.calls: list[tuple[tuple[int, ...], int | None]] = []
+
+    def smallest_face(self, scale: float = 1.0) -> float:
+        return self.smallest / scale
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
+        self.calls.append((image.shape[:2], min_face))
+        if self.found is not None:
+            return list(self.found)
+        ys, xs = np.nonzero(image > 127)
+        if not len(xs):
+            return []
+        return [Detection(int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1, 0.9)]
+
+
+def options(**overrides) -> Options:
+    fields = {"max_faces": 20, "min_face_size": None, "whole_image_fallback_max_side": 0, "full_detect_every": 3}
+    return Options(**{**fields, **overrides})
+
+
+FRAME = np.zeros((300, 400), np.uint8)
+LIVE = (100, 100, 50, 50)  # its region: grown 0.6 per side -> (70, 70, 110, 110)
+
+
+def test_full_frame_every_n_samples_or_when_nothing_is_live():
+    fake = FakeDetector()
+    finder = FrameDetector(fake, options(full_detect_every=3))
+    live = {0: [], 4: []}
+    for sample in range(7):
+        finder.detect(FRAME, sample, live.get(sample, [LIVE]))
+    kinds = ["full" if shape == FRAME.shape else "region" for shape, _ in fake.calls]
+    assert kinds == ["full", "region", "region", "full", "full", "region", "full"]
+
+
+def test_region_is_scaled_to_the_roi_side_and_boxes_map_back_to_the_frame():
+    fake = FakeDetector(smallest=20.0, found=[Detection(6, 12, 30, 30, 0.9)])
+    finder = FrameDetector(fake, options())
+    assert finder.roi_side == round(2.2 * 1.5 * 20)  # 66: the 110 px region is scanned at 0.6
+    found = finder.detect(FRAME, 1, [LIVE])
+    assert fake.calls == [((66, 66), None)]
+    assert found == [Detection(70 + 10, 70 + 20, 50, 50, 0.9)]
+
+
+def test_region_smaller_than_the_roi_side_is_not_enlarged_and_finds_the_painted_face():
+    frame = FRAME.copy()
+    frame[110:160, 120:170] = 255  # a 50 x 50 face at (120, 110)
+    fake = FakeDetector(smallest=80.0)  # roi_side 264 > 110: scale 1
+    found = FrameDetector(fake, options()).detect(frame, 1, [LIVE])
+    assert fake.calls == [((110, 110), None)]
+    assert found == [Detection(120, 110, 50, 50, 0.9)]
+
+
+def test_regions_of_two_live_boxes_finding_the_same_face_give_it_once():
+    frame = FRAME.copy()
+    frame[110:160, 120:170] = 255
+    fake = FakeDetector(smallest=80.0)
+    found = FrameDetector(fake, options()).detect(frame, 1, [LIVE, (130, 120, 50, 50)])
+    assert len(fake.calls) == 2
+    assert found == [Detection(120, 110, 50, 50, 0.9)]
+
+
+def test_region_at_the_frame_edge_is_clipped_and_offset_correctly():
+    frame = FRAME.copy()
+    frame[5:45, 0:40] = 255  # a face in the top-left corner
+    fake = FakeDetector(smallest=80.0)
+    found = FrameDetector(fake, options()).detect(frame, 1, [(0, 0, 40, 40)])
+    assert fake.calls[0][0] == (64, 64)  # (20 - 44, 20 + 44) clipped to 0..64
+    assert found == [Detection(0, 5, 40, 40, 0.9)]
+
+
+def test_full_frame_min_face_follows_request_or_detect_max_side():
+    fake = FakeDetector(smallest=80.0)
+    big, small = np.zeros((720, 1280), np.uint8), np.zeros((480, 640), np.uint8)
+    assert FrameDetector(fake, options(detect_max_side=640)).full_frame_min_face(big) == 160  # 80 px at scale 0.5
+    assert FrameDetector(fake, options(detect_max_side=640)).full_frame_min_face(small) is None
+    assert FrameDetector(fake, options(min_face_size=30, detect_max_side=640)).full_frame_min_face(big) == 30
+    FrameDetector(fake, options(detect_max_side=640)).detect(big, 0, [])
+    assert fake.calls[-1] == ((720, 1280), 160)
+
+
+def test_min_face_size_filters_and_max_faces_caps_full_frame_results():
+    found = [Detection(0, 0, 60, 60, 0.9), Detection(100, 0, 30, 30, 0.9), Detection(200, 0, 45, 40, 0.9)]
+    fake = FakeDetector(found=found)
+    assert FrameDetector(fake, options(min_face_size=40)).detect(FRAME, 0, []) == [found[0], found[2]]
+    assert fake.calls[-1] == (FRAME.shape, 40)
+    assert FrameDetector(fake, options(max_faces=1)).detect(FRAME, 0, []) == [found[0]]
+    assert FrameDetector(fake, options(max_faces=2, min_face_size=40)).detect(FRAME, 0, []) == [found[0], found[2]]
+
+
+def test_min_face_size_also_filters_region_results():
+    fake = FakeDetector(smallest=80.0, found=[Detection(0, 0, 20, 20, 0.9)])
+    assert FrameDetector(fake, options(min_face_size=30)).detect(FRAME, 1, [LIVE]) == []
+    assert FrameDetector(fake, options()).detect(FRAME, 1, [LIVE]) == [Detection(70, 70, 20, 20, 0.9)]
+
+
+def test_full_frame_pass_falls_back_to_the_whole_small_frame():
+    fake = FakeDetector(found=[])
+    small = np.zeros((100, 120), np.uint8)
+    assert FrameDetector(fake, options(whole_image_fallback_max_side=256)).detect(small, 0, []) == [
+        Detection(0, 0, 120, 100, 0.0)
+    ]
+    assert FrameDetector(fake, options(whole_image_fallback_max_side=256)).detect(small, 1, [(10, 10, 50, 50)]) == []
