@@ -1,9 +1,9 @@
 """HTTP benchmark: face crops and 640x480 photos through a live ``python -m service`` at several concurrencies.
 
 Prints req/s, p50 and p95 per scenario, and the ratio of HTTP face throughput to the raw model throughput measured
-in the same run (decode + shared preprocessing + onnxruntime, one face per call, in this process, no HTTP; taken
-before and after the HTTP runs, the ratio uses the higher). The load generator is a raw-socket keep-alive client,
-so it takes little of the CPU the server is measured on.
+in the same run (decode + ``Predictor.predict``, one face per call, in this process, no HTTP; taken before and after
+the HTTP runs, the ratio uses the higher). The load generator is a raw-socket keep-alive client, so it takes little
+of the CPU the server is measured on. The PNG plot needs matplotlib; without it only the JSON is written.
 
     python -m benchmarks.bench_service [--seconds 5] [--concurrency 1 4 16] [--output runs/bench]
 """
@@ -24,10 +24,9 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-import onnxruntime as ort
 
 from benchmarks.synth import photo_on_canvas
-from model_store import find, preprocess, verify_file
+from model_store import Predictor, find
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -56,13 +55,18 @@ def sample_inputs() -> tuple[bytes, bytes]:
 
 
 def raw_model_throughput(model: str, face: bytes, seconds: float) -> float:
-    """Faces/s calling the model directly per face: decode, shared preprocessing (with mirror TTA), onnxruntime."""
-    entry = find(model)
-    session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
-    spec, n, start = entry.manifest.input, 0, time.perf_counter()
+    """Faces/s calling the model directly per face: decode, then ``Predictor.predict`` on the ONNX file.
+
+    That is the service's own path (shared preprocessing, mirror TTA, onnxruntime, calibration) without HTTP or
+    batching. Its onnxruntime session disables spin-waiting as the service's does (idle pool threads would burn the
+    cores the server needs), so it runs a few percent below a default spinning session; raw figures taken with one
+    (this script before it used the Predictor) are not directly comparable.
+    """
+    predictor = Predictor.load(find(model), "onnx")
+    predictor.warmup()
+    n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        image = cv2.imdecode(np.frombuffer(face, np.uint8), cv2.IMREAD_COLOR)
-        session.run(None, {"input": preprocess([image], spec, hflip_tta=True)})
+        predictor.predict([cv2.imdecode(np.frombuffer(face, np.uint8), cv2.IMREAD_COLOR)])
         n += 1
     return n / (time.perf_counter() - start)
 
@@ -209,7 +213,7 @@ def main(args: argparse.Namespace) -> dict:
         ratio_raw_body=best_raw_body / raw,
     )
     print(
-        f"raw model (decode+preprocess+onnxruntime, 1 face/call, no HTTP): {raw_before:.1f} faces/s before, "
+        f"raw model (decode+Predictor.predict on onnxruntime, 1 face/call, no HTTP): {raw_before:.1f} faces/s before, "
         f"{raw_after:.1f} after; the ratio uses {raw:.1f}"
     )
     print(f"HTTP /predict/face best (multipart): {best_http:.1f} faces/s  ->  ratio HTTP/raw = {best_http / raw:.2f}")
@@ -222,7 +226,12 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def plot(results: dict, concurrency: list[int], path: Path) -> None:
-    import matplotlib
+    """Throughput and latency against concurrency; skipped with a notice where matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: {path.name} not written (pip install matplotlib)")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 from tqdm import tqdm
 
-from model_store import crop_face, find, preprocess, verify_file
+from model_store import Predictor, crop_face, find
 from service.detection import DlibHogDetector
 from training.data import canonical_label
 from training.reports import classification_metrics, write_report
@@ -86,18 +85,17 @@ def detection_report(photos: list[np.ndarray], negatives: list[np.ndarray]) -> t
 
 
 def end_to_end(photos, labels, faces, model: str, margin: float | None) -> tuple[dict, list[str]]:
+    """The largest face of each labelled photo through the Predictor; ``margin`` overrides the crop margin."""
     entry = find(model)
     spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
-    session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
-    known = entry.manifest.labels
-    logits, targets = [], []
+    predictor, known = Predictor.load(entry), entry.manifest.labels
+    crops, targets = [], []
     for image, label, found in zip(photos, labels, faces, strict=True):
-        if not found or label not in known:
-            continue
-        out = session.run(None, {"input": preprocess([crop_face(image, found[0].box, spec)], spec, hflip_tta=True)})[0]
-        logits.append(out.mean(axis=0))
-        targets.append(known.index(label))
-    metrics = classification_metrics(np.array(logits), np.array(targets), known, entry.manifest.calibration_temperature)
+        if found and label in known:
+            crops.append(crop_face(image, found[0].box, spec))
+            targets.append(known.index(label))
+    logits = predictor.predict(crops).logits
+    metrics = classification_metrics(logits, np.array(targets), known, entry.manifest.calibration_temperature)
     return {**metrics, "face_margin": spec.face_margin}, known
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from model_store import InputSpec, normalize, prepare_batch
+from model_store import InputSpec, merge_mirror, normalize, prepare_batch
 from training.augment import augment_batch
 from training.data import FaceArrays
 
@@ -128,6 +128,11 @@ def train_one_epoch(
     return {"train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
 
 
+def _merged(out: torch.Tensor, n: int, tta: bool) -> np.ndarray:
+    x = out.float().cpu().numpy()
+    return merge_mirror(x, n) if tta else x
+
+
 @torch.inference_mode()
 def predict(
     model,
@@ -138,7 +143,11 @@ def predict(
     tta: bool = True,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (mean over the h-flip pair with ``tta``) and valence/arousal if the model has that head."""
+    """Logits (mean over the h-flip pair with ``tta``) and valence/arousal if the model has that head.
+
+    The live-module counterpart of ``model_store.Predictor`` (used during training, before anything is exported);
+    the mirror merge is the Predictor's own ``merge_mirror`` so the two cannot drift apart.
+    """
     model.eval()
     logits_out, va_out = [], []
     for start in range(0, len(images), batch_size):
@@ -146,9 +155,7 @@ def predict(
         x = torch.from_numpy(prepare_batch(chunk, spec, hflip_tta=tta)).to(device)
         with autocast(device, amp_dtype):
             logits, va = split_outputs(model(x))
-        logits, n = logits.float().cpu().numpy(), len(chunk)
-        logits_out.append((logits[:n] + logits[n:]) / 2 if tta else logits)
+        logits_out.append(_merged(logits, len(chunk), tta))
         if va is not None:
-            va = va.float().cpu().numpy()
-            va_out.append((va[:n] + va[n:]) / 2 if tta else va)
+            va_out.append(_merged(va, len(chunk), tta))
     return np.concatenate(logits_out), (np.concatenate(va_out) if va_out else None)

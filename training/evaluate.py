@@ -1,7 +1,8 @@
 """Evaluate a published model on any face dataset: ``python -m training.evaluate --model model_store/N/V --data D``.
 
-Runs the store entry's ONNX file (or its slim weights through torch with ``--backend torch``) on the dataset
-after the shared preprocessing, applies the manifest's calibration temperature and writes
+Runs the store entry through ``model_store.Predictor``, the code path the service serves: ``model.onnx`` on
+onnxruntime, or with ``--backend torch`` the ``torch.export`` program ``model.pt2`` (not the training code on the
+safetensors), with the shared preprocessing, mirror TTA and the manifest's calibration temperature. Writes
 ``<output>/<name>.json``, ``<name>_per_class.json`` and ``<name>_confusion.png``. ``--robustness`` also scores
 the same faces degraded the ways other data sets and cameras differ from the training data (lower resolution,
 looser or tighter crops, rotation, blur, JPEG, dim light) into ``<name>_robustness.json`` and ``.png``.
@@ -16,16 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
-import torch
 from tqdm import tqdm
 
-from model_store import Manifest, StoreEntry, preprocess, read_manifest, verify_file
+from model_store import Predictor, StoreEntry, read_manifest
 from training.data import load_faces
-from training.engine import split_outputs
-from training.models import create_model
 from training.reports import classification_metrics, write_report
-from training.runs import load_weights
 
 log = logging.getLogger("training.evaluate")
 
@@ -112,39 +108,17 @@ def plot_robustness(rows: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def make_runner(entry: StoreEntry, backend: str):
-    """A function ``NCHW float32 -> logits`` for the entry, on CPU."""
-    manifest: Manifest = entry.manifest
-    if backend == "onnx":
-        session = ort.InferenceSession(str(verify_file(entry, "onnx")), providers=["CPUExecutionProvider"])
-        return lambda x: session.run([manifest.outputs[0]], {"input": x})[0]
-    model = create_model(
-        manifest.architecture, len(manifest.labels), in_chans=manifest.input.channels, **manifest.architecture_args
-    )
-    load_weights(model, verify_file(entry, "weights"))
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return split_outputs(model(torch.from_numpy(x)))[0].numpy()
-
-    return run
+def predict(predictor: Predictor, images: np.ndarray, batch_size: int, desc: str = "evaluate") -> np.ndarray:
+    """Logits (before calibration) for model-sized uint8 faces, in batches so that a progress bar can follow."""
+    chunks = tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False)
+    return np.concatenate([predictor.predict_faces(images[s : s + batch_size], batch_size).logits for s in chunks])
 
 
-def predict(run, images, spec, tta: bool, batch_size: int, desc: str = "evaluate") -> np.ndarray:
-    """Logits for every face, in batches through the shared preprocessing (mirror-averaged with ``tta``)."""
-    logits = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
-        chunk = images[start : start + batch_size]
-        out = run(preprocess(list(chunk), spec, hflip_tta=tta))
-        logits.append((out[: len(chunk)] + out[len(chunk) :]) / 2 if tta else out)
-    return np.concatenate(logits)
-
-
-def robustness(args, entry: StoreEntry, data, run, tta: bool) -> dict[str, dict]:
+def robustness(args, entry: StoreEntry, data, predictor: Predictor) -> dict[str, dict]:
     """Accuracy and macro-F1 under each of ``PERTURBATIONS``; written as JSON and a bar chart."""
     manifest, rows = entry.manifest, {}
     for name in tqdm(PERTURBATIONS, desc="robustness", unit="condition"):
-        logits = predict(run, degrade(data.images, name), manifest.input, tta, args.batch_size, name)
+        logits = predict(predictor, np.stack(degrade(data.images, name)), args.batch_size, name)
         m = classification_metrics(logits, data.targets, manifest.labels, manifest.calibration_temperature)
         recall = {label: c["recall"] for label, c in m["per_class"].items()}
         rows[name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "recall": recall}
@@ -158,12 +132,14 @@ def robustness(args, entry: StoreEntry, data, run, tta: bool) -> dict[str, dict]
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     entry = StoreEntry(read_manifest(args.model), args.model)
-    spec, labels = entry.manifest.input, entry.manifest.labels
-    data = load_faces(args.data, args.split or None, spec, labels, args.limit)
-    run, tta = make_runner(entry, args.backend), not args.no_tta
-    logits = predict(run, data.images, spec, tta, args.batch_size)
+    predictor = Predictor.load(entry, args.backend, tta=not args.no_tta)  # first: a missing file fails fast
+    labels = entry.manifest.labels
+    data = load_faces(args.data, args.split or None, entry.manifest.input, labels, args.limit)
+    logits = predict(predictor, data.images, args.batch_size)
     metrics = classification_metrics(logits, data.targets, labels, entry.manifest.calibration_temperature)
-    metrics.update(model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend, tta=tta)
+    metrics.update(
+        model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend, tta=predictor.tta
+    )
     write_report(args.output, args.name, metrics, labels)
     log.info(
         "%s on %s: accuracy %.4f macro-F1 %.4f ECE %.4f (%d samples)",
@@ -175,7 +151,7 @@ def main(args: argparse.Namespace) -> dict:
         metrics["samples"],
     )
     if args.robustness:
-        metrics["robustness"] = robustness(args, entry, data, run, tta)
+        metrics["robustness"] = robustness(args, entry, data, predictor)
     return metrics
 
 

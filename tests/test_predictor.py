@@ -1,0 +1,225 @@
+"""The Predictor and its backends: mirror merge, calibration, valence/arousal, batching, the torch.export archive
+check, onnx/torch parity on real crops, and that ``training.evaluate`` reports exactly what the Predictor predicts."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model_store import (
+    CIRCUMPLEX,
+    Manifest,
+    Predictions,
+    Predictor,
+    StoreError,
+    derive_valence_arousal,
+    merge_mirror,
+    probabilities,
+)
+from model_store.predictor import valence_arousal
+from model_store.runtime import check_tensors_only
+from training import evaluate
+from training.data import load_faces
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def manifest(**overrides) -> Manifest:
+    fields = {
+        "name": "m",
+        "version": "1.0.0",
+        "task": "face-classification",
+        "architecture": "emotion_cnn",
+        "labels": LABELS,
+        "input": {"height": 48, "width": 48},
+    }
+    return Manifest(**{**fields, **overrides})
+
+
+class FailingRunner:
+    backend, device = "fake", "cpu"
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise AssertionError("the runner must not be called")
+
+
+@pytest.fixture(scope="module")
+def predictors(default_entry) -> dict[str, Predictor]:
+    return {backend: Predictor.load(default_entry, backend) for backend in ("onnx", "torch")}
+
+
+@pytest.fixture(scope="module")
+def fer_crops(fer_root: Path) -> list[np.ndarray]:
+    """Five FER2013 val crops of every class, as the service decodes them (BGR)."""
+    paths = [p for label in LABELS for p in sorted((fer_root / "val" / label).glob("*.jpg"))[:5]]
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+
+
+def test_merge_mirror_averages_each_face_with_its_mirror():
+    x = np.array([[0.0, 2.0], [4.0, 4.0], [2.0, 0.0], [0.0, 8.0]])
+    np.testing.assert_array_equal(merge_mirror(x, 2), [[1.0, 1.0], [2.0, 6.0]])
+
+
+@pytest.mark.parametrize("rows", [0, 3, 5])
+def test_merge_mirror_refuses_a_wrong_row_count(rows):
+    with pytest.raises(ValueError, match="expected 4 rows"):
+        merge_mirror(np.zeros((rows, 7)), 2)
+
+
+def test_calibration_temperature_flattens_without_changing_the_argmax():
+    logits = np.random.default_rng(0).normal(0, 3, (20, 7))
+    sharp, flat = probabilities(logits, 1.0), probabilities(logits, 2.5)
+    for p in (sharp, flat):
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert (flat.max(axis=1) < sharp.max(axis=1)).all()
+    np.testing.assert_array_equal(flat.argmax(axis=1), sharp.argmax(axis=1))
+    plain = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(sharp, plain / plain.sum(axis=1, keepdims=True), atol=1e-6)
+
+
+def test_valence_arousal_follows_the_manifest():
+    probs = np.eye(7, dtype=np.float32)[[3, 4]]  # happy, sad
+    derived = valence_arousal(manifest(), probs, None)
+    np.testing.assert_allclose(derived, [CIRCUMPLEX["happy"], CIRCUMPLEX["sad"]], atol=1e-6)
+    np.testing.assert_allclose(derived, derive_valence_arousal(probs, LABELS))
+    assert valence_arousal(manifest(valence_arousal="none"), probs, None) is None
+    multitask = manifest(task="face-multitask", outputs=["logits", "valence_arousal"], valence_arousal="predicted")
+    head = np.array([[1.7, -0.2], [-3.0, 0.9]], np.float32)
+    np.testing.assert_allclose(valence_arousal(multitask, probs, head), [[1.0, -0.2], [-1.0, 0.9]], atol=1e-6)
+    with pytest.raises(ValueError, match="valence/arousal head"):
+        valence_arousal(multitask, probs, None)
+
+
+def predictions(logits: np.ndarray, with_va: bool = True) -> Predictions:
+    probs = probabilities(logits)
+    return Predictions(tuple(LABELS), logits, probs, derive_valence_arousal(probs, LABELS) if with_va else None)
+
+
+def test_predictions_select_concat_and_rows():
+    p = predictions(np.random.default_rng(1).normal(0, 2, (4, 7)).astype(np.float32))
+    picked = p.select([2, 0])
+    np.testing.assert_array_equal(picked.logits, p.logits[[2, 0]])
+    np.testing.assert_array_equal(picked.valence_arousal, p.valence_arousal[[2, 0]])
+    joined = Predictions.concat([p.select([0, 1]), p.select([2, 3])], LABELS, with_va=True)
+    np.testing.assert_array_equal(joined.probabilities, p.probabilities)
+    np.testing.assert_array_equal(joined.valence_arousal, p.valence_arousal)
+    face = p[1]
+    assert list(face.emotions) == LABELS and face.dominant == p.dominant[1] == LABELS[int(p.logits[1].argmax())]
+    assert face.valence == pytest.approx(float(p.valence_arousal[1, 0]))
+    assert len(p) == 4 and [f.dominant for f in p] == p.dominant
+    assert predictions(p.logits, with_va=False)[0].valence is None
+    empty = Predictions.concat([], LABELS, with_va=True)
+    assert empty.probabilities.shape == (0, 7) and empty.valence_arousal.shape == (0, 2)
+    assert Predictions.concat([], LABELS, with_va=False).valence_arousal is None
+
+
+def test_shipped_torch_program_passes_the_archive_check(default_entry):
+    check_tensors_only(default_entry.folder / "model.pt2")
+
+
+def copy_archive(source: Path, target: Path, replace: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            name = next((n for n in replace if info.filename.endswith(n)), None)
+            dst.writestr(info, replace[name] if name else src.read(info))
+    return target
+
+
+def test_archive_check_refuses_pickled_weights_and_constants(default_entry, tmp_path):
+    source = default_entry.folder / "model.pt2"
+    with zipfile.ZipFile(source) as archive:
+        config_name = next(n for n in archive.namelist() if n.endswith("_weights_config.json"))
+        config = json.loads(archive.read(config_name))
+    first = next(iter(config["config"]))
+    config["config"][first]["use_pickle"] = True
+    pickled = copy_archive(source, tmp_path / "pickled.pt2", {"_weights_config.json": json.dumps(config).encode()})
+    with pytest.raises(StoreError, match="pickled payloads"):
+        check_tensors_only(pickled)
+    opaque = {"config": {"obj": {"path_name": "opaque_obj_0", "use_pickle": False}}}
+    constants = copy_archive(source, tmp_path / "opaque.pt2", {"_constants_config.json": json.dumps(opaque).encode()})
+    with pytest.raises(StoreError, match="pickled payloads"):
+        check_tensors_only(constants)
+
+
+class _OpensAFile:
+    """Unpickling this creates ``marker``: what a malicious payload's code would run as."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_archive_check_refuses_sample_inputs_that_are_not_weights_only(default_entry, tmp_path):
+    import torch
+
+    marker, payload = tmp_path / "code_ran", io.BytesIO()
+    torch.save(_OpensAFile(marker), payload)
+    replace = {"sample_inputs/model.pt": payload.getvalue()}
+    evil = copy_archive(default_entry.folder / "model.pt2", tmp_path / "evil.pt2", replace)
+    with pytest.raises(StoreError, match="weights-only"):
+        check_tensors_only(evil)
+    assert not marker.exists()
+
+
+def test_archive_check_refuses_a_file_that_is_no_zip(tmp_path):
+    path = tmp_path / "model.pt2"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(StoreError, match=r"not a torch\.export archive"):
+        check_tensors_only(path)
+
+
+def test_onnx_and_torch_backends_agree_on_real_crops(predictors, fer_crops):
+    onnx, torch_ = (predictors[b].predict(fer_crops) for b in ("onnx", "torch"))
+    assert len(onnx) == len(fer_crops) == 35
+    np.testing.assert_allclose(onnx.logits, torch_.logits, atol=1e-4)
+    np.testing.assert_allclose(onnx.probabilities, torch_.probabilities, atol=1e-4)
+    np.testing.assert_allclose(onnx.valence_arousal, torch_.valence_arousal, atol=1e-4)
+    assert onnx.dominant == torch_.dominant
+
+
+def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, default_entry):
+    predictor, crops = predictors["onnx"], fer_crops[:6]
+    prepared = predictor.prepare(crops)
+    assert prepared.mirrored and prepared.n == 6 and prepared.x.shape == (12, 1, 48, 48)
+    np.testing.assert_array_equal(prepared.x[6:], prepared.x[:6, ..., ::-1])
+    outputs = predictor.run(prepared.x)
+    result = predictor.postprocess(outputs, prepared)
+    assert len(result) == 6 and result.probabilities.shape == (6, 7)
+    np.testing.assert_allclose(result.logits, merge_mirror(outputs["logits"], 6))
+    plain = Predictor.load(default_entry, tta=False).prepare(crops)
+    assert not plain.mirrored and plain.x.shape == (6, 1, 48, 48)
+
+
+def test_no_crops_give_zero_rows_without_calling_the_runner():
+    predictor = Predictor(manifest(), FailingRunner())
+    for result in (predictor.predict([]), predictor.predict_faces(np.zeros((0, 48, 48, 1), np.uint8))):
+        assert len(result) == 0 and result.logits.shape == (0, 7) and result.valence_arousal.shape == (0, 2)
+    assert predictor.infer(predictor.prepare([])).probabilities.shape == (0, 7)
+
+
+def test_evaluate_needs_neither_torch_nor_the_training_models():
+    code = "import sys, training.evaluate; print(sorted({'torch', 'training.models'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_evaluate_reports_the_predictors_accuracy(backend, predictors, default_entry, fer_root, tmp_path):
+    argv = ["--model", str(default_entry.folder), "--data", str(fer_root), "--limit", "64", "--backend", backend]
+    metrics = evaluate.main(evaluate.get_args_parser().parse_args([*argv, "--output", str(tmp_path)]))
+    data = load_faces(fer_root, "val", default_entry.manifest.input, default_entry.manifest.labels, 64)
+    predicted = predictors[backend].predict_faces(data.images)
+    accuracy = float((predicted.probabilities.argmax(axis=1) == data.targets).mean())
+    assert metrics["samples"] == 64 and metrics["backend"] == backend and metrics["tta"] is True
+    assert metrics["accuracy"] == accuracy
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == accuracy
