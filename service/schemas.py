@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,6 +11,12 @@ from service import results
 from service.results import ModelId
 
 VASource = Literal["derived", "predicted", "none"]
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer: a sentence saying what is wrong (a list of field errors for request validation)."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class ModelRef(BaseModel):

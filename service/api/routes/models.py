@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
-from service.schemas import ModelInfo, ModelList
+from service.schemas import ErrorDetail, ModelInfo, ModelList
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
 
@@ -31,7 +31,9 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
     )
 
 
-@router.get("", response_model=ModelList, responses={401: {"description": "missing or wrong API key"}})
+@router.get(
+    "", response_model=ModelList, responses={401: {"description": "missing or wrong API key", "model": ErrorDetail}}
+)
 async def list_models(registry: RegistryDep) -> ModelList:
     """Every model version in the store, with its state (available, loading, loaded, failed)."""
     return ModelList(
@@ -42,7 +44,10 @@ async def list_models(registry: RegistryDep) -> ModelList:
 @router.get(
     "/{name}",
     response_model=ModelInfo,
-    responses={401: {"description": "missing or wrong API key"}, 404: {"description": "unknown model or version"}},
+    responses={
+        401: {"description": "missing or wrong API key", "model": ErrorDetail},
+        404: {"description": "unknown model or version", "model": ErrorDetail},
+    },
 )
 async def get_model(name: str, registry: RegistryDep, version: ModelVersion = None) -> ModelInfo:
     """One model (its newest version unless ``version`` is given)."""

@@ -8,14 +8,14 @@ from fastapi import APIRouter
 
 from service.api.deps import ApiKeyDep, ImageBytesDep, ImageRequestDep, ModelDep, PipelinesDep, SettingsDep
 from service.options import resolve_options
-from service.schemas import FacePredictionResponse, ImagePredictionResponse, face_response, image_response
+from service.schemas import ErrorDetail, FacePredictionResponse, ImagePredictionResponse, face_response, image_response
 
 RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
 # Documents the raw-body alternative next to the multipart form FastAPI derives from ImageBytesDep.
 RAW_IMAGE_BODY = {"requestBody": {"content": {"image/*": RAW_BODY, "application/octet-stream": RAW_BODY}}}
 router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKeyDep])
 ERRORS = {
-    code: {"description": text}
+    code: {"description": text, "model": ErrorDetail}
     for code, text in {
         401: "missing or wrong API key",
         404: "unknown model or version",
