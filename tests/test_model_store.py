@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from model_store import (
     InputSpec,
-    Manifest,
     StoreError,
     derive_valence_arousal,
     expand_box,
@@ -23,20 +22,9 @@ from model_store import (
     verify_file,
     version_key,
 )
+from tests.factories import FER_LABELS, manifest
 
-LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-def manifest(**overrides) -> Manifest:
-    fields = {
-        "name": "m",
-        "version": "1.0.0",
-        "task": "face-classification",
-        "architecture": "emotion_cnn",
-        "labels": LABELS,
-        "input": {"height": 48, "width": 48},
-    }
-    return Manifest(**{**fields, **overrides})
+LABELS = FER_LABELS
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", "UPPER", "", "x" * 70, "a..b"])

@@ -16,7 +16,6 @@ import pytest
 
 from model_store import (
     CIRCUMPLEX,
-    Manifest,
     Predictions,
     Predictor,
     StoreError,
@@ -26,22 +25,11 @@ from model_store import (
 )
 from model_store.predictor import valence_arousal
 from model_store.runtime import check_tensors_only
+from tests.factories import FER_LABELS, manifest
 from training import evaluate
 from training.data import load_faces
 
-LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-def manifest(**overrides) -> Manifest:
-    fields = {
-        "name": "m",
-        "version": "1.0.0",
-        "task": "face-classification",
-        "architecture": "emotion_cnn",
-        "labels": LABELS,
-        "input": {"height": 48, "width": 48},
-    }
-    return Manifest(**{**fields, **overrides})
+LABELS = FER_LABELS
 
 
 class FailingRunner:

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from benchmarks.synth import photo_on_canvas
-from service.config import Settings
 from service.api.middleware import MetricsMiddleware
+from service.config import Settings
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from tests.conftest import DEFAULT_MODEL, jpeg, metric, upload

@@ -17,21 +17,14 @@ from service.results import Segment
 from service.video.clips import window_frames
 from service.video.timeline import segments, smooth, summarize, windows
 from service.video.tracks import build_tracks
+from tests.factories import manifest as make_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "happy", "sad"]
 
 
 def manifest(**overrides) -> Manifest:
-    fields = {
-        "name": "m",
-        "version": "1.0.0",
-        "task": "face-classification",
-        "architecture": "emotion_cnn",
-        "labels": LABELS,
-        "input": {"height": 48, "width": 48},
-    }
-    return Manifest(**{**fields, **overrides})
+    return make_manifest(LABELS, **overrides)
 
 
 def preds(probs: list[list[float]], va: list[list[float]] | None = None) -> Predictions:
