@@ -4,6 +4,7 @@ by the offline scorer. Probabilities here are unrounded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,6 +12,15 @@ from model_store import FacePrediction, Manifest
 from service.detection import Detection
 
 Box = tuple[int, int, int, int]
+
+
+class Sample(NamedTuple):
+    """Where one analysed face of a video was: time (s), frame index, box and track."""
+
+    t: float
+    frame: int
+    box: Box
+    track_id: int
 
 
 @dataclass(frozen=True)

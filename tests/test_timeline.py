@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from model_store import Manifest, Predictions, Predictor, Prepared, derive_valence_arousal, merge_mirror, probabilities
-from service.results import Segment
+from service.results import Sample, Segment
 from service.video.clips import window_frames
 from service.video.timeline import segments, smooth, summarize, windows
 from service.video.tracks import build_tracks
@@ -156,7 +156,8 @@ BOX = (10, 10, 40, 40)
 
 
 def test_build_tracks_orders_by_presence_then_first_seen():
-    samples = [(0.0, 0, BOX, 1), (0.2, 1, BOX, 2), (0.4, 2, BOX, 2), (0.6, 3, BOX, 3), (0.8, 4, BOX, 3)]
+    ids = [1, 2, 2, 3, 3]
+    samples = [Sample(round(0.2 * i, 1), i, BOX, track) for i, track in enumerate(ids)]
     p = preds([[0.8, 0.1, 0.1]] * 5)
     tracks, _ = build_tracks(manifest(), p, samples, smoothing=0.0, step=0.2, duration=1.0)
     assert [t.track_id for t in tracks] == [2, 3, 1]
@@ -165,7 +166,7 @@ def test_build_tracks_orders_by_presence_then_first_seen():
 
 
 def test_build_tracks_smooths_each_track_separately_and_segments_the_smoothed_labels():
-    samples = [(0.0, 0, BOX, 1), (0.25, 1, BOX, 2), (0.5, 2, BOX, 1)]
+    samples = [Sample(0.0, 0, BOX, 1), Sample(0.25, 1, BOX, 2), Sample(0.5, 2, BOX, 1)]
     p = preds([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     tracks, _ = build_tracks(manifest(), p, samples, smoothing=0.5, step=0.25, duration=1.0)
     one = next(t for t in tracks if t.track_id == 1)
@@ -176,7 +177,7 @@ def test_build_tracks_smooths_each_track_separately_and_segments_the_smoothed_la
 
 
 def test_build_tracks_derived_valence_arousal_comes_from_smoothed_probabilities():
-    samples = [(0.0, 0, BOX, 1), (0.5, 1, BOX, 1)]
+    samples = [Sample(0.0, 0, BOX, 1), Sample(0.5, 1, BOX, 1)]
     p = preds([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     tracks, summary = build_tracks(manifest(), p, samples, smoothing=0.5, step=0.5, duration=1.0)
     a = math.exp(-1)
@@ -189,7 +190,7 @@ def test_build_tracks_derived_valence_arousal_comes_from_smoothed_probabilities(
 
 def test_build_tracks_predicted_valence_arousal_is_smoothed_and_clipped():
     m = manifest(task="face-multitask", outputs=["logits", "valence_arousal"], valence_arousal="predicted")
-    samples = [(0.0, 0, BOX, 1), (0.5, 1, BOX, 1)]
+    samples = [Sample(0.0, 0, BOX, 1), Sample(0.5, 1, BOX, 1)]
     p = preds([[0.0, 1.0, 0.0]] * 2, va=[[3.0, -0.5], [0.0, -0.5]])
     raw, _ = build_tracks(m, p, samples, smoothing=0.0, step=0.5, duration=1.0)
     assert [(s.prediction.valence, s.prediction.arousal) for s in raw[0].timeline] == [(1.0, -0.5), (0.0, -0.5)]
@@ -200,7 +201,7 @@ def test_build_tracks_predicted_valence_arousal_is_smoothed_and_clipped():
 
 
 def test_build_tracks_without_valence_arousal_reports_none():
-    samples = [(0.0, 0, BOX, 1), (0.2, 1, BOX, 1)]
+    samples = [Sample(0.0, 0, BOX, 1), Sample(0.2, 1, BOX, 1)]
     tracks, summary = build_tracks(
         manifest(valence_arousal="none"), preds([[0.1, 0.8, 0.1]] * 2), samples, 0.25, 0.2, 1.0
     )
@@ -209,7 +210,7 @@ def test_build_tracks_without_valence_arousal_reports_none():
 
 
 def test_build_tracks_clip_summary_is_over_every_smoothed_sample_of_every_track():
-    samples = [(0.0, 0, BOX, 1), (0.0, 0, (60, 10, 40, 40), 2), (0.2, 1, BOX, 1)]
+    samples = [Sample(0.0, 0, BOX, 1), Sample(0.0, 0, (60, 10, 40, 40), 2), Sample(0.2, 1, BOX, 1)]
     p = preds([[0.9, 0.05, 0.05], [0.0, 0.1, 0.9], [0.9, 0.05, 0.05]])
     _, summary = build_tracks(manifest(), p, samples, smoothing=0.0, step=0.2, duration=1.0)
     assert summary is not None

@@ -14,7 +14,7 @@ from service.detection import FaceDetector
 from service.metrics import Metrics
 from service.options import Options
 from service.registry import LoadedModel
-from service.results import Box, ModelId, VideoResult
+from service.results import ModelId, Sample, VideoResult
 from service.tracking import IouTracker
 from service.video.clips import classify_clips
 from service.video.decode import FrameSampler, Sampling, VideoInfo
@@ -28,11 +28,11 @@ Progress = Callable[[float], None]
 
 @dataclass
 class Scan:
-    """What the scan of a video found: a model-sized face and ``(t, frame, box, track_id)`` per sample."""
+    """What the scan of a video found: a model-sized face and where it was, per sample."""
 
     info: VideoInfo
     faces: list[np.ndarray] = field(default_factory=list)
-    samples: list[tuple[float, int, Box, int]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     frames_analyzed: int = 0
     detect_seconds: float = 0.0
 
@@ -51,7 +51,7 @@ class VideoPipeline:
             found = finder.detect(frame, scan.frames_analyzed, [track.box for track in tracker.live])
             for det, track_id in zip(found, tracker.update(t, [d.box for d in found]), strict=True):
                 scan.faces.append(to_uint8_face(crop_face(frame, det.box, spec), spec))
-                scan.samples.append((round(t, 3), index, det.box, track_id))
+                scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
             scan.frames_analyzed += 1
             scan.detect_seconds += time.perf_counter() - started
             if progress is not None:
@@ -76,7 +76,7 @@ class VideoPipeline:
         classify_started, clips = time.perf_counter(), []
         if model.predictor.is_clip_model:
             preds, clips = await classify_clips(
-                model, faces, [s[3] for s in scan.samples], [s[0] for s in scan.samples]
+                model, faces, [s.track_id for s in scan.samples], [s.t for s in scan.samples]
             )
         else:
             preds = await self.classify(model, faces)

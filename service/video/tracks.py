@@ -6,31 +6,31 @@ import numpy as np
 
 from model_store import Manifest, Predictions
 from model_store.predictor import valence_arousal
-from service.results import Box, Summary, TimelineSample, TrackResult
+from service.results import Sample, Summary, TimelineSample, TrackResult
 from service.video.timeline import segments, smooth, summarize
 
 
 def build_tracks(
     manifest: Manifest,
     preds: Predictions,
-    samples: list[tuple[float, int, Box, int]],
+    samples: list[Sample],
     smoothing: float,
     step: float,
     duration: float,
 ) -> tuple[list[TrackResult], Summary | None]:
-    """``samples`` are ``(t, frame, box, track_id)`` per prediction row. Tracks with the longest presence come
+    """``samples`` say where each prediction row's face was. Tracks with the longest presence come
     first; the whole-clip summary is taken over every smoothed sample of every track (unrounded)."""
     tracks: list[TrackResult] = []
     smoothed: list[Predictions] = []
-    for track_id in sorted({s[3] for s in samples}):
-        idx = [i for i, s in enumerate(samples) if s[3] == track_id]
-        times = np.array([samples[i][0] for i in idx])
+    for track_id in sorted({s.track_id for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s.track_id == track_id]
+        times = np.array([samples[i].t for i in idx])
         p = smooth(times, preds.probabilities[idx], smoothing)
         head = preds.valence_arousal[idx] if manifest.valence_arousal == "predicted" else None
         va = valence_arousal(manifest, p, None if head is None else smooth(times, head, smoothing))
         track = Predictions(preds.labels, preds.logits[idx], p, va)
         smoothed.append(track)
-        timeline = [TimelineSample(samples[i][0], samples[i][1], samples[i][2], track[j]) for j, i in enumerate(idx)]
+        timeline = [TimelineSample(samples[i].t, samples[i].frame, samples[i].box, track[j]) for j, i in enumerate(idx)]
         tracks.append(
             TrackResult(
                 track_id=track_id,
