@@ -103,6 +103,25 @@ class VideoSettings(Group):
     )
 
 
+class QueueSettings(Group):
+    """Background video jobs: in the API process (no ``url``), or on Redis served by ``python -m service.worker``."""
+
+    url: str | None = Field(None, description="redis://host:port/db; unset = jobs run inside the API process")
+    jobs_dir: Path | None = Field(None, description="shared folder for uploaded clips and results (default: temp dir)")
+    job_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished jobs and their files are kept this long")
+    embedded_workers: int = Field(1, ge=1, le=64, description="jobs run at once inside the API process (no url)")
+    max_bytes: int = Field(4 * 1024 * MiB, ge=1024, description="largest clip a job accepts")
+    max_duration_s: float = Field(6 * 3600.0, gt=0, description="longest clip a job accepts")
+    max_tries: int = Field(3, ge=1, le=20, description="a job that keeps crashing its worker is failed after this")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"EMOTION_QUEUE_URL={value!r} is not a Redis URL; use redis://host:6379/0 or unset it")
+        return value or None
+
+
 # Flat names of earlier releases -> (group, field[, subfield]).
 ALIASES: dict[str, tuple[str, ...]] = {
     "max_upload_bytes": ("limits", "max_upload_bytes"),
@@ -126,6 +145,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "video_timeout_s": ("video", "timeout_s"),
     "video_detector_max_side": ("video", "detector_max_side"),
     "video_full_detect_every_s": ("video", "full_detect_every_s"),
+    "queue_url": ("queue", "url"),
+    "jobs_dir": ("queue", "jobs_dir"),
+    "job_ttl_s": ("queue", "job_ttl_s"),
 }
 
 
@@ -187,6 +209,7 @@ class Settings(BaseSettings):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -57,6 +57,20 @@ class Metrics:
             registry=r,
         )
 
+        # background jobs (service/jobs): the API and every worker export these for the jobs they see
+        self.job_queue_depth = Gauge("emotion_job_queue_depth", "Jobs waiting for a worker", registry=r)
+        self.jobs = Gauge("emotion_jobs", "Jobs known, by status", ["status"], registry=r)
+        self.jobs_finished = Counter(
+            "emotion_jobs_finished_total", "Jobs that reached a final status", ["status"], registry=r
+        )
+        self.job_duration = Histogram(
+            "emotion_job_duration_seconds",
+            "Time from a job's start to its end",
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.job_workers = Gauge("emotion_job_workers", "Workers seen alive", registry=r)
+
     def inference_observer(self, model: str) -> Callable[[int, float], None]:
         latency, rows = self.inference.labels(model=model), self.batch_size.labels(model=model)
 

@@ -89,6 +89,9 @@ ALIAS_VALUES: dict[str, tuple[str, object]] = {
     "video_timeout_s": ("45", 45.0),
     "video_detector_max_side": ("512", 512),
     "video_full_detect_every_s": ("0.5", 0.5),
+    "queue_url": ("redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379/3"),
+    "jobs_dir": ("/tmp", Path("/tmp")),
+    "job_ttl_s": ("60", 60.0),
 }
 
 
