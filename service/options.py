@@ -44,30 +44,50 @@ class Options:
     detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
 
 
+@dataclass(frozen=True)
+class VideoCaps:
+    """How much of a video one analysis may take: the synchronous route's limits, or a background job's."""
+
+    max_frames: int
+    max_duration: float
+
+    @classmethod
+    def request(cls, settings: Settings) -> VideoCaps:
+        """``POST /predict/video``: the ``video`` group."""
+        return cls(settings.video.max_frames, settings.video.max_duration_s)
+
+    @classmethod
+    def job(cls, settings: Settings) -> VideoCaps:
+        """A background job (``POST /jobs/video``): the ``queue`` group's larger limits."""
+        return cls(settings.queue.max_frames, settings.queue.max_duration_s)
+
+
 def _capped(asked: int | None, limit: int, capped: bool) -> int:
     return min(asked or limit, limit) if capped else (asked or limit)
 
 
-def resolve_options(settings: Settings, requested: Requested = Requested(), capped: bool = True) -> Options:
+def resolve_options(
+    settings: Settings, requested: Requested = Requested(), capped: bool = True, caps: VideoCaps | None = None
+) -> Options:
     """Merge ``requested`` with ``settings``; ``capped=False`` (the offline scorer) lifts the per-request limits
-    on faces, frames and duration."""
+    on faces, frames and duration; ``caps`` replaces the video limits (default: the synchronous route's)."""
     if requested.end is not None and requested.end <= requested.start:
         raise InvalidInput("end must be after start")
     if requested.sample_fps <= 0:
         raise InvalidInput("sample_fps must be positive")
-    video = settings.video
+    video, caps = settings.video, caps or VideoCaps.request(settings)
     return Options(
         max_faces=_capped(requested.max_faces, settings.limits.max_faces, capped),
         min_face_size=requested.min_face_size or settings.detector.min_face_size,
         whole_image_fallback_max_side=settings.detector.whole_image_fallback_max_side,
         sample_fps=requested.sample_fps,
-        max_frames=_capped(requested.max_frames, video.max_frames, True)
+        max_frames=_capped(requested.max_frames, caps.max_frames, True)
         if capped
         else requested.max_frames or sys.maxsize,
         start=requested.start,
         end=requested.end,
         smoothing=requested.smoothing,
-        max_duration=video.max_duration_s if capped else math.inf,
+        max_duration=caps.max_duration if capped else math.inf,
         full_detect_every=max(1, round(requested.sample_fps * video.full_detect_every_s)),
         detect_max_side=video.detector_max_side,
     )

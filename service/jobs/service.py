@@ -1,0 +1,173 @@
+"""What the API does with jobs, whichever backend runs them: take a clip in (checked before anything is queued),
+report, list, cancel, and delete jobs and their files once they expire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.config import Settings
+from service.jobs.errors import JobFinished, QueueUnavailable
+from service.jobs.model import STATUSES, Job, new_id, utcnow
+from service.jobs.store import JobStore
+from service.metrics import Metrics
+from service.options import Requested
+from service.video.decode import FrameSampler, Sampling
+
+log = logging.getLogger("service.jobs")
+HOUSEKEEPING_S = 5.0  # metrics refresh; expiry is checked as often, or every quarter of the TTL when that is shorter
+
+
+class JobQueue(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def enqueue(self, job_id: str) -> None: ...
+    async def discard(self, job_id: str) -> None: ...
+    async def workers_alive(self) -> int: ...
+
+
+def probe_clip(path: Path, max_duration: float) -> float:
+    """The clip's duration, once it is known to open, to be within ``max_duration`` and to have a decodable
+    frame: the checks ``/predict/video`` makes while analysing, made here before a job is queued."""
+    sampler = FrameSampler(str(path), Sampling(1.0, max_frames=1, max_duration=max_duration))
+    frames = iter(sampler)
+    next(frames, None)  # raises InvalidInput when no frame decodes
+    frames.close()
+    return sampler.info.duration
+
+
+@contextlib.asynccontextmanager
+async def reachable() -> AsyncIterator[None]:
+    """Redis being down is the service's outage, not the request's fault: QueueUnavailable (503), not a 500."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.error("job store unreachable: %s", exc)
+        raise QueueUnavailable("the job queue is unreachable; retry later") from exc
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore, queue: JobQueue, metrics: Metrics) -> None:
+        self.settings, self.store, self.queue, self.metrics = settings, store, queue, metrics
+        self.ttl = settings.queue.job_ttl_s
+        self.housekeeping: asyncio.Task | None = None
+        self.changed = asyncio.Event()  # a job was submitted or cancelled here: refresh the gauges now
+
+    async def start(self) -> None:
+        await self.queue.start()
+        self.housekeeping = asyncio.create_task(self._housekeep())
+
+    async def stop(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
+            await asyncio.gather(self.housekeeping, return_exceptions=True)
+        await self.queue.stop()
+        await self.store.close()
+
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh job id and its (new, empty) folder, for the upload to be spooled into."""
+        job_id = new_id()
+        folder = self.store.folder(job_id)
+        folder.mkdir(parents=True)
+        return job_id, folder
+
+    def discard_folder(self, job_id: str) -> None:
+        self.store.remove_folder(job_id)
+
+    async def submit(self, job_id: str, upload: Path, model: str, version: str, requested: Requested) -> Job:
+        """Probe the spooled clip (InvalidInput, InputTooLarge), then record the job and queue it."""
+        duration = await asyncio.to_thread(probe_clip, upload, self.settings.queue.max_duration_s)
+        async with reachable():
+            return await self._record(job_id, upload, model, version, requested, duration)
+
+    async def _record(
+        self, job_id: str, upload: Path, model: str, version: str, requested: Requested, duration: float
+    ) -> Job:
+        job = Job(
+            id=job_id,
+            model=model,
+            version=version,
+            options=dataclasses.asdict(requested),
+            upload=upload.name,
+            duration=duration,
+        )
+        await self.store.create(job)
+        try:
+            await self.queue.enqueue(job_id)
+        except BaseException:
+            await self.store.delete(job_id)
+            raise
+        self.changed.set()
+        return job
+
+    async def get(self, job_id: str) -> tuple[Job, str | None]:
+        """The job and, once it succeeded, its result (the ``/predict/video`` body as JSON)."""
+        async with reachable():
+            job = await self.store.get(job_id)
+        result = self.store.read_result(job_id) if job.status == "succeeded" else None
+        return job, result
+
+    async def page(self, offset: int, limit: int, status: str | None = None) -> tuple[list[Job], int]:
+        async with reachable():
+            return await self.store.page(offset, limit, status)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job (its clip deleted now) or a running one (its worker stops within a second and
+        deletes the clip); JobFinished for one that has ended."""
+        async with reachable():
+            return await self._cancel(job_id)
+
+    async def _cancel(self, job_id: str) -> Job:
+        was: list[Job] = []
+
+        def change(job: Job) -> dict | None:
+            if job.final:
+                return None
+            was.append(job)
+            upload = job.upload if job.status == "running" else None
+            return job.ended("cancelled", self.ttl, worker=job.worker, upload=upload)
+
+        cancelled = await self.store.modify(job_id, change)
+        if cancelled is None:
+            job = await self.store.get(job_id)
+            raise JobFinished(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
+        await self.queue.discard(job_id)
+        if was[-1].status == "queued":
+            self.store.remove_file(job_id, was[-1].upload)
+        self.metrics.observe_job_finished("cancelled")
+        self.changed.set()
+        return cancelled
+
+    async def sweep(self) -> int:
+        """Delete expired jobs: record, result, upload, queue keys. Returns how many."""
+        expired = await self.store.expired(utcnow())
+        for job_id in expired:
+            await self.queue.discard(job_id)
+            await self.store.delete(job_id)
+        if expired:
+            log.info("deleted %d expired job(s)", len(expired))
+        return len(expired)
+
+    async def observe(self) -> None:
+        counts = await self.store.counts()
+        self.metrics.observe_jobs({s: counts.get(s, 0) for s in STATUSES}, await self.queue.workers_alive())
+
+    async def _housekeep(self) -> None:
+        period = max(0.2, min(HOUSEKEEPING_S, self.ttl / 4))
+        while True:
+            for step in (self.sweep, self.observe):
+                try:
+                    await step()
+                except Exception:
+                    log.warning("job housekeeping: %s failed", step.__name__, exc_info=True)
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), period)

@@ -1,0 +1,208 @@
+"""The pure parts of background jobs: ids, the job record, progress and cancellation of a running analysis, the
+job caps in ``resolve_options``, and the store contract, checked on both stores (files, and a real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+pytest.register_assert_rewrite("tests.jobs_support")
+
+from service.config import Settings  # noqa: E402
+from service.jobs.errors import JobCancelled, JobNotFound  # noqa: E402
+from service.jobs.model import STATUSES, Job, new_id, utcnow, valid_id  # noqa: E402
+from service.jobs.redis_queue import LeasedWorker, build_worker  # noqa: E402
+from service.jobs.redis_store import RedisJobStore  # noqa: E402
+from service.jobs.runner import Tracker  # noqa: E402
+from service.jobs.store import FileJobStore  # noqa: E402
+from service.metrics import Metrics  # noqa: E402
+from service.options import Requested, VideoCaps, resolve_options  # noqa: E402
+
+pytest_plugins = ("tests.jobs_support",)
+
+
+def test_ids_sort_by_creation_and_nothing_else_is_an_id():
+    first = new_id()
+    time.sleep(0.002)
+    second = new_id()
+    assert valid_id(first) and valid_id(second) and first < second and len({new_id() for _ in range(1000)}) == 1000
+    for bad in ("", "../" + first[3:], first.upper(), first + "0", first[:-1], "x" * 32, f"{first[:-1]}/"):
+        assert not valid_id(bad), bad
+
+
+def test_tracker_reports_progress_within_the_asked_span_and_stops_once_cancelled():
+    tracker = Tracker(start=10.0, span=20.0, cancel=threading.Event())
+    tracker(10.0)
+    assert tracker.progress == 0.0
+    tracker(20.0)
+    assert tracker.progress == 0.5
+    tracker(99.0)
+    assert tracker.progress == 0.99  # 1.0 only once the result is stored
+    tracker.cancel.set()
+    with pytest.raises(JobCancelled):
+        tracker(21.0)
+    unknown = Tracker(0.0, 0.0, threading.Event())
+    unknown(5.0)
+    assert unknown.progress == 0.0
+
+
+def test_jobs_get_their_own_caps():
+    s = Settings(_env_file=None, video={"max_frames": 10, "max_duration_s": 5}, queue={"max_frames": 900})
+    ask = Requested(max_frames=500)
+    assert (resolve_options(s, ask).max_frames, resolve_options(s, ask).max_duration) == (10, 5.0)
+    job = resolve_options(s, ask, caps=VideoCaps.job(s))
+    assert (job.max_frames, job.max_duration) == (500, s.queue.max_duration_s)
+    assert resolve_options(s, Requested(), caps=VideoCaps.job(s)).max_frames == 900
+
+
+def test_job_record_round_trips_and_ends_with_an_expiry():
+    job = Job(id=new_id(), model="m", version="1", options={"sample_fps": 2.0, "start": 1.0}, duration=3.5)
+    assert Job.model_validate_json(job.model_dump_json()) == job
+    assert job.requested() == Requested(sample_fps=2.0, start=1.0)
+    ended = job.ended("failed", 60, error="why")
+    assert ended["status"] == "failed" and ended["expires"] - ended["finished"] == timedelta(seconds=60)
+
+
+def test_the_default_jobs_folder_outlives_a_restart():
+    s = Settings(_env_file=None)
+    assert s.queue.folder().name == "emotion-jobs" and s.queue.jobs_dir is None
+    assert Settings(_env_file=None, jobs_dir="/srv/jobs").queue.folder().as_posix() == "/srv/jobs"
+
+
+def test_a_worker_holds_a_job_for_its_lease_not_for_the_job_timeout(redis_url):
+    settings = Settings(_env_file=None, queue={"url": redis_url, "lease_s": 7, "job_timeout_s": 36000})
+    worker = build_worker(settings, Metrics())
+    try:
+        assert isinstance(worker, LeasedWorker) and worker.in_progress_timeout_s == 7
+        assert worker.functions["video_job"].timeout_s > 36000 and worker.max_tries > settings.queue.max_tries
+    finally:
+        worker.loop.close()  # arq made an event loop (with signal handlers) for the worker to run on
+        asyncio.set_event_loop(None)
+
+
+def test_metrics_observe_job_counts_and_ends():
+    m = Metrics()
+    m.observe_jobs({"queued": 3, "running": 1, "succeeded": 0, "failed": 0, "cancelled": 2}, workers=4)
+    m.observe_job_finished("succeeded", 12.0)
+    m.observe_job_finished("cancelled")
+    get = m.registry.get_sample_value
+    assert get("emotion_job_queue_depth") == 3 and get("emotion_job_workers") == 4
+    assert get("emotion_jobs", {"status": "cancelled"}) == 2
+    assert get("emotion_jobs_finished_total", {"status": "cancelled"}) == 1
+    assert get("emotion_job_duration_seconds_count") == 1 and get("emotion_job_duration_seconds_sum") == 12.0
+
+
+# --- the store contract, on both stores ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["files", "redis"])
+def make_store(request, tmp_path):
+    """``make_store()`` -> (store, close) inside the test's event loop."""
+
+    async def make():
+        if request.param == "files":
+            return FileJobStore(tmp_path / "jobs")
+        from redis.asyncio import Redis
+
+        name = request.getfixturevalue("queue_name")
+        client = Redis.from_url(request.getfixturevalue("redis_url"))
+        store = RedisJobStore(client, tmp_path / "jobs", name)
+        store.close = client.aclose  # type: ignore[method-assign]
+        return store
+
+    return make
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_store_creates_changes_pages_counts_and_deletes(make_store):
+    async def scenario():
+        store = await make_store()
+        try:
+            jobs = []
+            for _ in range(5):
+                job = Job(id=new_id(), model="m", version="1", upload="clip.bin")
+                store.folder(job.id).mkdir()
+                await store.create(job)
+                jobs.append(job)
+                await asyncio.sleep(0.002)
+            assert (await store.get(jobs[0].id)) == jobs[0]
+            claimed = await store.modify(jobs[1].id, lambda j: {"status": "running", "tries": j.tries + 1})
+            assert claimed is not None and (claimed.status, claimed.tries) == ("running", 1)
+            assert await store.modify(jobs[1].id, lambda j: None) is None
+            page, total = await store.page(0, 2)
+            assert total == 5 and [j.id for j in page] == [jobs[4].id, jobs[3].id]
+            page, total = await store.page(4, 2)
+            assert total == 5 and [j.id for j in page] == [jobs[0].id]
+            running, n = await store.page(0, 10, "running")
+            assert n == 1 and [j.id for j in running] == [jobs[1].id]
+            assert await store.counts() == dict.fromkeys(STATUSES, 0) | {"queued": 4, "running": 1}
+            await store.modify(jobs[2].id, lambda j: j.ended("succeeded", -1))
+            await store.modify(jobs[3].id, lambda j: j.ended("cancelled", 3600))
+            assert await store.expired(utcnow()) == [jobs[2].id]
+            store.write_result(jobs[2].id, '{"ok": 1}')
+            assert store.read_result(jobs[2].id) == '{"ok": 1}'
+            await store.delete(jobs[2].id)
+            assert not store.folder(jobs[2].id).exists() and await store.expired(utcnow()) == []
+            with pytest.raises(JobNotFound):
+                await store.get(jobs[2].id)
+            with pytest.raises(JobNotFound):
+                await store.modify(jobs[2].id, lambda j: {})
+            with pytest.raises(JobNotFound):
+                await store.get("../../etc/passwd")
+            assert (await store.counts())["succeeded"] == 0 and (await store.page(0, 10))[1] == 4
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_store_changes_are_atomic_under_concurrent_writers(make_store):
+    """Five threads, each with its own event loop and store (as separate processes would have), bump one job."""
+    job = Job(id=new_id(), model="m", version="1")
+
+    async def create():
+        store = await make_store()
+        store.folder(job.id).mkdir()
+        await store.create(job)
+        await store.close()
+
+    async def bump():
+        store = await make_store()
+        for _ in range(20):
+            await store.modify(job.id, lambda j: {"tries": j.tries + 1})
+        await store.close()
+
+    async def read():
+        store = await make_store()
+        try:
+            return (await store.get(job.id)).tries
+        finally:
+            await store.close()
+
+    run(create())
+    threads = [threading.Thread(target=run, args=(bump(),)) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert run(read()) == 100
+
+
+def test_every_job_error_has_a_status():
+    import inspect
+
+    from service.api.errors import status_of
+    from service.errors import ServiceError
+    from service.jobs import errors
+
+    expected = {"JobNotFound": (404, {}), "JobFinished": (409, {}), "QueueUnavailable": (503, {"Retry-After": "5"})}
+    domain = {n: c for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, ServiceError)}
+    assert {n: status_of(c("x")) for n, c in domain.items() if c is not ServiceError} == expected
+    assert not issubclass(errors.JobCancelled, ServiceError)  # a signal inside the runner, never an answer
