@@ -1,144 +1,78 @@
-"""Response schemas, as families that share their fields."""
+"""Response schemas and the conversions from pipeline results to them.
+
+The schemas themselves live in ``service/client/schemas.py`` (plain pydantic, no server imports), so that the
+Python client types its results with the very classes the server answers with; every name stays importable
+from here.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
-
 from model_store import FacePrediction
 from service import results
+from service.client.schemas import (
+    AffectPrediction,
+    AttributeModelResult,
+    AttributeSegment,
+    AttributesPredictionResponse,
+    AttributeTimeline,
+    AttributeTimelinePoint,
+    Box,
+    ClipPrediction,
+    DetectedFace,
+    EmotionSummary,
+    ErrorDetail,
+    FacePredictionResponse,
+    FeaturePredictionRequest,
+    FeaturePredictionResponse,
+    FeatureRowPrediction,
+    Health,
+    ImagePredictionResponse,
+    ModelInfo,
+    ModelList,
+    ModelRef,
+    ReloadResponse,
+    Segment,
+    TimelinePoint,
+    Track,
+    VASource,
+    VideoPredictionResponse,
+)
 from service.results import ModelId
 
-VASource = Literal["derived", "predicted", "none"]
-
-
-class ErrorDetail(BaseModel):
-    """Every error answer: a sentence saying what is wrong (a list of field errors for request validation)."""
-
-    detail: str | list[dict[str, Any]]
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str
-
-
-class Box(BaseModel):
-    """Pixels of the original image (after EXIF orientation)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-
-class AffectPrediction(BaseModel):
-    emotions: dict[str, float] = Field(description="calibrated probabilities over the model's labels, summing to 1")
-    dominant: str
-    valence: float | None = Field(None, ge=-1, le=1)
-    arousal: float | None = Field(None, ge=-1, le=1)
-
-
-class FacePredictionResponse(AffectPrediction):
-    model: ModelRef
-    valence_arousal_source: VASource
-
-
-class DetectedFace(AffectPrediction):
-    box: Box
-    score: float = Field(description="detector confidence in 0..1")
-
-
-class ImagePredictionResponse(BaseModel):
-    width: int
-    height: int
-    model: ModelRef
-    valence_arousal_source: VASource
-    faces: list[DetectedFace]
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    default: bool = Field(description="requests that name no model get this version")
-    task: str
-    architecture: str
-    labels: list[str]
-    input: dict
-    valence_arousal: VASource
-    backend: str
-    device: str
-    state: Literal["available", "loading", "loaded", "failed"]
-    error: str | None = None
-    size_bytes: int
-    metrics: dict
-    created: str
-    description: str = ""
-
-
-class ModelList(BaseModel):
-    default: str
-    models: list[ModelInfo]
-
-
-class Health(BaseModel):
-    status: Literal["ok", "loading", "failed"]
-    model: ModelRef | None = None
-    detail: str | None = None
-
-
-class TimelinePoint(AffectPrediction):
-    t: float = Field(description="seconds from the start of the video")
-    frame: int
-    box: Box
-
-
-class Segment(BaseModel):
-    start: float
-    end: float
-    dominant: str
-
-
-class EmotionSummary(BaseModel):
-    emotions: dict[str, float] = Field(description="mean probabilities")
-    dominant: str
-    share: dict[str, float] = Field(description="fraction of analysed time each label was dominant")
-    valence: float | None = None
-    arousal: float | None = None
-
-
-class Track(BaseModel):
-    track_id: int
-    first_seen: float
-    last_seen: float
-    timeline: list[TimelinePoint]
-    segments: list[Segment]
-    summary: EmotionSummary
-
-
-class ClipPrediction(AffectPrediction):
-    track_id: int
-    start: float
-    end: float
-
-
-class VideoPredictionResponse(BaseModel):
-    duration_s: float
-    fps: float
-    width: int
-    height: int
-    frames_analyzed: int
-    sample_fps: float
-    model: ModelRef
-    valence_arousal_source: VASource
-    tracks: list[Track]
-    summary: EmotionSummary | None = Field(None, description="whole clip, over every face and sample")
-    clips: list[ClipPrediction] = Field(default_factory=list, description="clip models: one prediction per window")
-    timings: dict[str, float] = Field(
-        default_factory=dict, description="seconds spent decoding, detecting, classifying"
-    )
-
+__all__ = [
+    "AffectPrediction",
+    "AttributeModelResult",
+    "AttributeSegment",
+    "AttributeTimeline",
+    "AttributeTimelinePoint",
+    "AttributesPredictionResponse",
+    "Box",
+    "ClipPrediction",
+    "DetectedFace",
+    "EmotionSummary",
+    "ErrorDetail",
+    "FacePredictionResponse",
+    "FeaturePredictionRequest",
+    "FeaturePredictionResponse",
+    "FeatureRowPrediction",
+    "Health",
+    "ImagePredictionResponse",
+    "ModelInfo",
+    "ModelList",
+    "ModelRef",
+    "ReloadResponse",
+    "Segment",
+    "TimelinePoint",
+    "Track",
+    "VASource",
+    "VideoPredictionResponse",
+    "attributes_response",
+    "face_response",
+    "features_response",
+    "image_response",
+    "reload_response",
+    "video_response",
+]
 
 # From pipeline results (unrounded dataclasses) to response bodies: the routes and the offline scorer both use these.
 
@@ -215,4 +149,66 @@ def video_response(result: results.VideoResult) -> VideoPredictionResponse:
         ],
         summary=None if result.summary is None else _summary(result.summary),
         timings={**{k: round(v, 4) for k, v in result.timings.items()}, "frames_decoded": result.frames_decoded},
+        attributes=None if result.attributes is None else _attribute_timeline(result.attributes),
+    )
+
+
+def _ref(model: ModelId) -> ModelRef:
+    return ModelRef(name=model.name, version=model.version)
+
+
+def _probabilities(values: dict[str, float]) -> dict[str, float]:
+    return {label: round(v, 6) for label, v in values.items()}
+
+
+def attributes_response(result: results.AttributesResult) -> AttributesPredictionResponse:
+    return AttributesPredictionResponse(
+        width=result.width,
+        height=result.height,
+        results=[
+            AttributeModelResult(
+                model=_ref(r.model),
+                attributes=_probabilities(r.prediction.attributes),
+                present=r.prediction.present,
+                thresholds={k: round(v, 4) for k, v in r.thresholds.items()},
+            )
+            for r in result.results
+        ],
+    )
+
+
+def features_response(result: results.FeatureResult) -> FeaturePredictionResponse:
+    return FeaturePredictionResponse(
+        model=_ref(result.model),
+        predictions=[
+            FeatureRowPrediction(probabilities=_probabilities(p.emotions), label=p.dominant) for p in result.predictions
+        ],
+    )
+
+
+def _attribute_timeline(t: results.AttributeTimeline) -> AttributeTimeline:
+    return AttributeTimeline(
+        thresholds={k: round(v, 4) for k, v in t.thresholds.items()},
+        timeline=[
+            AttributeTimelinePoint(
+                t=s.t, frame=s.frame, attributes=_probabilities(s.prediction.attributes), present=s.prediction.present
+            )
+            for s in t.timeline
+        ],
+        share={k: round(v, 4) for k, v in t.share.items()},
+        mean=_probabilities(t.mean),
+        segments=[AttributeSegment(attribute=g.attribute, start=g.start, end=g.end) for g in t.segments],
+    )
+
+
+def reload_response(result: results.ReloadResult) -> ReloadResponse:
+    def refs(keys: list[tuple[str, str]]) -> list[ModelRef]:
+        return [ModelRef(name=name, version=version) for name, version in keys]
+
+    return ReloadResponse(
+        added=refs(result.added),
+        removed=refs(result.removed),
+        updated=refs(result.updated),
+        invalid=result.invalid,
+        versions=result.versions,
     )

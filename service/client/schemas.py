@@ -1,0 +1,270 @@
+"""The API's response schemas: plain pydantic, importable without the server (no fastapi, numpy or model code).
+
+The server builds its responses from these same classes (``service/schemas.py`` imports them and adds the
+converters from pipeline results), so the client's typed results cannot drift from what the server sends.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VASource = Literal["derived", "predicted", "none"]
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer: a sentence saying what is wrong (a list of field errors for request validation)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Box(BaseModel):
+    """Pixels of the original image (after EXIF orientation)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class AffectPrediction(BaseModel):
+    emotions: dict[str, float] = Field(description="calibrated probabilities over the model's labels, summing to 1")
+    dominant: str
+    valence: float | None = Field(None, ge=-1, le=1)
+    arousal: float | None = Field(None, ge=-1, le=1)
+
+
+class FacePredictionResponse(AffectPrediction):
+    model: ModelRef
+    valence_arousal_source: VASource
+
+
+class DetectedFace(AffectPrediction):
+    box: Box
+    score: float = Field(description="detector confidence in 0..1")
+
+
+class ImagePredictionResponse(BaseModel):
+    width: int
+    height: int
+    model: ModelRef
+    valence_arousal_source: VASource
+    faces: list[DetectedFace]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    default: bool = Field(description="requests that name no model get this version")
+    task: str
+    architecture: str
+    labels: list[str]
+    input: dict
+    valence_arousal: VASource
+    backend: str
+    device: str
+    state: Literal["available", "loading", "loaded", "failed"]
+    error: str | None = None
+    size_bytes: int
+    metrics: dict
+    created: str
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "failed"]
+    model: ModelRef | None = None
+    detail: str | None = None
+
+
+class TimelinePoint(AffectPrediction):
+    t: float = Field(description="seconds from the start of the video")
+    frame: int
+    box: Box
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+    dominant: str
+
+
+class EmotionSummary(BaseModel):
+    emotions: dict[str, float] = Field(description="mean probabilities")
+    dominant: str
+    share: dict[str, float] = Field(description="fraction of analysed time each label was dominant")
+    valence: float | None = None
+    arousal: float | None = None
+
+
+class Track(BaseModel):
+    track_id: int
+    first_seen: float
+    last_seen: float
+    timeline: list[TimelinePoint]
+    segments: list[Segment]
+    summary: EmotionSummary
+
+
+class ClipPrediction(AffectPrediction):
+    track_id: int
+    start: float
+    end: float
+
+
+class AttributeTimelinePoint(BaseModel):
+    t: float = Field(description="seconds from the start of the video")
+    frame: int
+    attributes: dict[str, float] = Field(description="probability per attribute, smoothed over time")
+    present: list[str] = Field(description="attributes at or over their threshold")
+
+
+class AttributeSegment(BaseModel):
+    attribute: str
+    start: float
+    end: float
+
+
+class AttributeTimeline(BaseModel):
+    """A frame-attributes model over a video: whole frames, no faces."""
+
+    thresholds: dict[str, float]
+    timeline: list[AttributeTimelinePoint]
+    share: dict[str, float] = Field(description="fraction of the analysed time each attribute was present")
+    mean: dict[str, float] = Field(description="mean probability per attribute")
+    segments: list[AttributeSegment] = Field(description="runs of presence, by start time")
+
+
+class VideoPredictionResponse(BaseModel):
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    frames_analyzed: int
+    sample_fps: float
+    model: ModelRef
+    valence_arousal_source: VASource
+    tracks: list[Track]
+    summary: EmotionSummary | None = Field(None, description="whole clip, over every face and sample")
+    clips: list[ClipPrediction] = Field(default_factory=list, description="clip models: one prediction per window")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds spent decoding, detecting, classifying"
+    )
+    attributes: AttributeTimeline | None = Field(
+        None, description="frame-attributes models: the attribute timeline (tracks and summary are then empty)"
+    )
+
+
+# Frame attributes (``/predict/attributes``), feature vectors (``/predict/features``) and store reloads.
+
+
+class AttributeModelResult(BaseModel):
+    """One frame-attributes model's answer for the image."""
+
+    model: ModelRef
+    attributes: dict[str, float] = Field(description="probability per attribute (independent; they need not sum to 1)")
+    present: list[str] = Field(description="attributes at or over their threshold, in the model's label order")
+    thresholds: dict[str, float] = Field(description="the threshold per attribute, from the model's manifest")
+
+
+class AttributesPredictionResponse(BaseModel):
+    """Every named model's attributes for one image, in the order the models were named (one model: one entry)."""
+
+    width: int
+    height: int
+    results: list[AttributeModelResult]
+
+
+class FeaturePredictionRequest(BaseModel):
+    """Rows of raw feature values, each as long as the model's ``input.length`` (``GET /models``); the service
+    applies the model's own per-feature standardisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[list[float]] = Field(
+        description="N rows of input.length numbers each", examples=[[[0.12, -1.3, 4.2], [0.05, -0.9, 3.8]]]
+    )
+
+
+class FeatureRowPrediction(BaseModel):
+    probabilities: dict[str, float] = Field(description="calibrated probabilities over the model's labels")
+    label: str = Field(description="the most probable label")
+
+
+class FeaturePredictionResponse(BaseModel):
+    model: ModelRef
+    predictions: list[FeatureRowPrediction] = Field(description="one per row, in row order")
+
+
+class ReloadResponse(BaseModel):
+    """What a rescan of the model store changed."""
+
+    added: list[ModelRef]
+    removed: list[ModelRef] = Field(description="unloaded; requests that were using them finished on them")
+    updated: list[ModelRef] = Field(description="manifest changed in place: reloaded on next use")
+    invalid: dict[str, str] = Field(description="folders whose manifest could not be read, with the reason")
+    versions: int = Field(description="model versions in the store now")
+
+
+# Video jobs (``/jobs``): the server answers with these models and the client reads them, so the two cannot drift.
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_JOB_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobAccepted(BaseModel):
+    """``202`` to ``POST /jobs/video``; poll ``GET /jobs/{id}`` (the ``Location`` header)."""
+
+    id: str
+    status: Literal["queued"] = "queued"
+    created: datetime
+
+
+class JobInfo(BaseModel):
+    """A video job's status and progress (``GET /jobs`` lists these; ``DELETE /jobs/{id}`` answers one)."""
+
+    id: str
+    status: JobStatus
+    progress: float = Field(0.0, ge=0, le=1, description="share of the clip analysed")
+    created: datetime
+    started: datetime | None = Field(None, description="when its latest try started")
+    finished: datetime | None = None
+    expires: datetime | None = Field(None, description="when the job, its result and files are deleted")
+    tries: int = Field(0, description="starts so far; a worker that died mid-job used one")
+    model: ModelRef
+    error: ErrorDetail | None = Field(
+        None, description="why it failed, as the synchronous route would say; when failed"
+    )
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has reached a final status (succeeded, failed or cancelled)."""
+        return self.status in FINAL_JOB_STATUSES
+
+
+class Job(JobInfo):
+    """``GET /jobs/{id}``: the job, with the ``/predict/video`` response once it succeeded."""
+
+    result: VideoPredictionResponse | None = Field(None, description="the /predict/video response, once succeeded")
+
+
+class JobPage(BaseModel):
+    """One page of ``GET /jobs``, newest first (the jobs without their results)."""
+
+    jobs: list[JobInfo] = Field(description="newest first")
+    total: int = Field(description="jobs known (with this status, when filtered)")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(None, description="offset of the next page; null on the last")
