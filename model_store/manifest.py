@@ -2,18 +2,60 @@
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 MANIFEST_NAME = "manifest.json"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# A version is a name, optionally with a PEP 440 local part: ``1.0.0+p07`` (a personalised 1.0.0).
+VERSION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,47}(\+[a-z0-9][a-z0-9_.]{0,15})?$"
 _NAME_RE = re.compile(NAME_PATTERN)
+_VERSION_RE = re.compile(VERSION_PATTERN)
 
-Task = Literal["face-classification", "face-multitask", "clip-classification", "binary-attribute"]
+Task = Literal[
+    "face-classification",
+    "face-multitask",
+    "clip-classification",
+    "binary-attribute",
+    "frame-attributes",
+    "feature-classification",
+]
 FileRole = Literal["weights", "onnx", "torch_program"]
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What a task means for everyone who runs it; the one table the Predictor, the registry and the pipelines
+    dispatch on, so a new task is one row here rather than an ``if`` in every module."""
+
+    input: Literal["face", "clip", "frame", "features"]  # a face crop, a clip of crops, a whole frame, a vector
+    multi_label: bool = False  # sigmoid per label with a threshold each, instead of softmax over labels
+    mirror_tta: bool = False  # averaged with the mirror image (faces only: text on a frame is not mirror-symmetric)
+    affect: bool = True  # valence/arousal make sense (derived from emotion labels or predicted)
+
+
+TASKS: dict[str, TaskKind] = {
+    "face-classification": TaskKind("face", mirror_tta=True),
+    "face-multitask": TaskKind("face", mirror_tta=True),
+    "binary-attribute": TaskKind("face", mirror_tta=True),
+    "clip-classification": TaskKind("clip"),
+    "frame-attributes": TaskKind("frame", multi_label=True, affect=False),
+    "feature-classification": TaskKind("features", affect=False),
+}
 
 
 def is_valid_name(value: str) -> bool:
@@ -21,8 +63,24 @@ def is_valid_name(value: str) -> bool:
     return bool(_NAME_RE.match(value)) and ".." not in value
 
 
+def is_valid_version(value: str) -> bool:
+    """A name, or a name with a PEP 440 local part (``1.0.0+p07``); still a safe folder name."""
+    return bool(_VERSION_RE.match(value)) and ".." not in value
+
+
+def public_version(version: str) -> str:
+    """``1.0.0`` for ``1.0.0+p07``: the version without its local part."""
+    return version.split("+", 1)[0]
+
+
+def _finite(values: list[float], what: str) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite numbers")
+
+
 class InputSpec(BaseModel):
-    """How a face crop becomes the model's input tensor; read by the one preprocessing function."""
+    """How an image (a face crop, a clip of crops or a whole frame) becomes the model's input tensor; read by the
+    one preprocessing function."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +104,64 @@ class InputSpec(BaseModel):
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be positive")
         return self
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """One row of the model input: ``C x H x W``, or ``C x T x H x W`` for clips."""
+        return (self.channels, *((self.frames,) if self.frames else ()), self.height, self.width)
+
+
+class FeatureSpec(BaseModel):
+    """A 1-D feature vector (e.g. EEG band powers) and the per-feature standardisation computed on the training
+    set, which serving applies before the model: ``(x - mean) / std``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["features"] = "features"
+    length: int = Field(gt=0, le=100_000, description="values per row")
+    mean: list[float] | None = Field(None, description="per-feature mean subtracted first (none: 0)")
+    std: list[float] | None = Field(None, description="per-feature scale divided by next (none: 1)")
+    names: list[str] | None = Field(None, description="the feature columns the model was trained on, in order")
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> FeatureSpec:
+        for field in ("mean", "std", "names"):
+            values = getattr(self, field)
+            if values is not None and len(values) != self.length:
+                raise ValueError(
+                    f"input.{field} has {len(values)} values but input.length is {self.length}: give one per "
+                    f"feature, or leave {field} out"
+                )
+        if self.mean is not None:
+            _finite(self.mean, "input.mean")
+        if self.std is not None:
+            _finite(self.std, "input.std")
+            if any(s <= 0 for s in self.std):
+                raise ValueError("input.std values must be positive (a constant feature gets std 1)")
+        return self
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """One row of the model input: ``L``."""
+        return (self.length,)
+
+
+def _input_kind(value: Any) -> str:
+    """``features`` for a vector spec (``kind: features`` or a ``length``), ``image`` for everything else."""
+    if isinstance(value, dict):
+        return "features" if value.get("kind") == "features" or "length" in value else "image"
+    return "features" if isinstance(value, FeatureSpec) else "image"
+
+
+AnyInput = Annotated[
+    Annotated[InputSpec, Tag("image")] | Annotated[FeatureSpec, Tag("features")], Discriminator(_input_kind)
+]
+_INPUT_ADAPTER: TypeAdapter[InputSpec | FeatureSpec] = TypeAdapter(AnyInput)
+
+
+def parse_input(value: dict | InputSpec | FeatureSpec) -> InputSpec | FeatureSpec:
+    """An image or feature input spec from its JSON form (what the manifest's ``input`` holds)."""
+    return _INPUT_ADAPTER.validate_python(value)
 
 
 class FileEntry(BaseModel):
@@ -78,10 +194,13 @@ class Manifest(BaseModel):
     architecture: str
     architecture_args: dict = Field(default_factory=dict)
     labels: list[str] = Field(min_length=1)
-    input: InputSpec
+    input: AnyInput
     outputs: list[str] = Field(default_factory=lambda: ["logits"], description="ONNX output names in order")
     valence_arousal: Literal["derived", "predicted", "none"] = "derived"
     calibration_temperature: float = Field(default=1.0, gt=0.0)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="frame-attributes: probability over which each label counts as present"
+    )
     files: list[FileEntry] = Field(default_factory=list)
     metrics: dict = Field(default_factory=dict)
     dataset: dict = Field(default_factory=dict)
@@ -89,11 +208,21 @@ class Manifest(BaseModel):
     description: str = ""
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    @field_validator("name", "version")
+    @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         if not is_valid_name(value):
             raise ValueError(f"{value!r} is not a valid name: use lowercase letters, digits, '_', '.', '-' (max 64)")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _safe_version(cls, value: str) -> str:
+        if not is_valid_version(value):
+            raise ValueError(
+                f"{value!r} is not a valid version: use lowercase letters, digits, '_', '.', '-' (max 48), "
+                "optionally followed by a local part such as '+p07' (max 16)"
+            )
         return value
 
     @field_validator("labels")
@@ -105,17 +234,55 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _check_task(self) -> Manifest:
+        kind = TASKS[self.task]
+        self._check_input(kind)
         if self.task == "clip-classification" and not self.input.frames:
             raise ValueError("clip-classification models need input.frames")
         if self.task == "binary-attribute" and len(self.labels) != 2:
             raise ValueError("binary-attribute models have exactly two labels")
+        if not kind.affect:
+            if "valence_arousal" in self.model_fields_set and self.valence_arousal != "none":
+                raise ValueError(f"{self.task} models have no valence/arousal: set valence_arousal to 'none'")
+            self.valence_arousal = "none"
         if self.valence_arousal == "predicted" and "valence_arousal" not in self.outputs:
             raise ValueError("valence_arousal='predicted' needs a 'valence_arousal' output")
+        self._check_thresholds(kind)
         return self
+
+    def _check_input(self, kind: TaskKind) -> None:
+        if kind.input == "features" and not isinstance(self.input, FeatureSpec):
+            raise ValueError(
+                f"{self.task} models take feature vectors: input needs 'length' (values per row) and optionally "
+                "per-feature 'mean' and 'std', not image fields"
+            )
+        if kind.input != "features" and not isinstance(self.input, InputSpec):
+            raise ValueError(
+                f"{self.task} models take images: input needs height, width, channels, mean, std; feature vectors "
+                "belong to task 'feature-classification'"
+            )
+
+    def _check_thresholds(self, kind: TaskKind) -> None:
+        if not kind.multi_label:
+            if self.thresholds:
+                raise ValueError(f"thresholds apply to frame-attributes models, not {self.task}: remove them")
+            return
+        unknown = sorted(set(self.thresholds) - set(self.labels))
+        if unknown:
+            raise ValueError(f"thresholds name {unknown}, which are not labels of this model ({self.labels})")
+        bad = sorted(k for k, v in self.thresholds.items() if not 0.0 < v < 1.0)
+        if bad:
+            raise ValueError(f"thresholds of {bad} must lie strictly between 0 and 1")
+        # every label gets one, in label order; 0.5 where none was chosen
+        self.thresholds = {label: float(self.thresholds.get(label, 0.5)) for label in self.labels}
 
     @property
     def key(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def kind(self) -> TaskKind:
+        """What the task means: input kind, sigmoid or softmax, mirror TTA, valence/arousal."""
+        return TASKS[self.task]
 
     def file(self, role: FileRole) -> FileEntry | None:
         """The first file with this role, if any."""

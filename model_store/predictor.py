@@ -1,8 +1,11 @@
-"""The Predictor: face crops -> typed predictions, the one way the service, evaluation and benchmarks run a model.
+"""The Predictor: face crops, whole frames or feature rows -> typed predictions, the one way the service,
+evaluation and benchmarks run a model.
 
-It owns everything between a crop and a probability: the shared preprocessing, mirror test-time augmentation,
+It owns everything between an input and a probability: the shared preprocessing, mirror test-time augmentation,
 the backend call, calibration, valence/arousal and the label mapping. Its three steps (``prepare``, ``run``,
-``postprocess``) are public so that a server can batch the middle one across requests.
+``postprocess``) are public so that a server can batch the middle one across requests. What differs between
+tasks is read from one table, ``model_store.manifest.TASKS``: the input kind (``prepare*``), softmax over labels
+or a sigmoid per label with thresholds (``postprocess``), mirror TTA and valence/arousal.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_store.affect import derive_valence_arousal, probabilities
-from model_store.manifest import Manifest
-from model_store.preprocess import normalize, prepare_batch, to_uint8_face
+from model_store.manifest import FeatureSpec, InputSpec, Manifest
+from model_store.preprocess import normalize, prepare_batch, standardize, to_uint8_face
 from model_store.runtime import Runner, create_runner
 from model_store.store import StoreEntry
 
@@ -30,6 +33,9 @@ class Prepared:
 
 @dataclass(frozen=True)
 class FacePrediction:
+    """One row of a single-label model: probabilities over its labels (``emotions`` for face models), the most
+    probable label, and valence/arousal where the model has them."""
+
     emotions: dict[str, float]
     dominant: str
     valence: float | None
@@ -37,13 +43,23 @@ class FacePrediction:
 
 
 @dataclass(frozen=True)
+class AttributePrediction:
+    """One row of a multi-label model: a probability per attribute and the attributes over their threshold."""
+
+    attributes: dict[str, float]
+    present: list[str]
+
+
+@dataclass(frozen=True)
 class Predictions:
-    """Predictions for N faces: logits before calibration, calibrated probabilities, valence/arousal (or None)."""
+    """Predictions for N inputs: logits before calibration, calibrated probabilities (softmax over the labels, or a
+    sigmoid per label when ``thresholds`` is set: multi-label models), valence/arousal (or None)."""
 
     labels: tuple[str, ...]
     logits: np.ndarray
     probabilities: np.ndarray
     valence_arousal: np.ndarray | None
+    thresholds: np.ndarray | None = None  # multi-label models: a threshold per label
 
     def __len__(self) -> int:
         return len(self.probabilities)
@@ -65,25 +81,44 @@ class Predictions:
     def dominant(self) -> list[str]:
         return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
 
+    @property
+    def present(self) -> np.ndarray:
+        """``N x K`` booleans: each label's probability at or over its threshold (multi-label models)."""
+        if self.thresholds is None:
+            raise ValueError("only multi-label predictions have thresholds")
+        return self.probabilities >= self.thresholds
+
+    def attributes(self, i: int) -> AttributePrediction:
+        """Row ``i`` of a multi-label model: probability per attribute and those present, in label order."""
+        present = self.present[i]
+        return AttributePrediction(
+            attributes={label: float(p) for label, p in zip(self.labels, self.probabilities[i], strict=True)},
+            present=[label for label, on in zip(self.labels, present, strict=True) if on],
+        )
+
     def select(self, idx: Sequence[int] | np.ndarray) -> Predictions:
         """The rows ``idx``, in that order."""
         idx = np.asarray(idx, dtype=int)
         va = None if self.valence_arousal is None else self.valence_arousal[idx]
-        return Predictions(self.labels, self.logits[idx], self.probabilities[idx], va)
+        return Predictions(self.labels, self.logits[idx], self.probabilities[idx], va, self.thresholds)
 
     @classmethod
-    def concat(cls, parts: Sequence[Predictions], labels: Sequence[str], with_va: bool) -> Predictions:
+    def concat(
+        cls, parts: Sequence[Predictions], labels: Sequence[str], with_va: bool, thresholds: np.ndarray | None = None
+    ) -> Predictions:
         """Rows of ``parts`` one after another (an empty list gives zero rows)."""
         k = len(labels)
         if not parts:
             empty = np.zeros((0, k), np.float32)
-            return cls(tuple(labels), empty, empty.copy(), np.zeros((0, 2), np.float32) if with_va else None)
+            va = np.zeros((0, 2), np.float32) if with_va else None
+            return cls(tuple(labels), empty, empty.copy(), va, thresholds)
         va = np.concatenate([p.valence_arousal for p in parts]) if parts[0].valence_arousal is not None else None
         return cls(
             tuple(labels),
             np.concatenate([p.logits for p in parts]),
             np.concatenate([p.probabilities for p in parts]),
             va,
+            parts[0].thresholds if thresholds is None else thresholds,
         )
 
 
@@ -92,6 +127,12 @@ def merge_mirror(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) != 2 * n:
         raise ValueError(f"expected {2 * n} rows ({n} faces and their mirrors), got {len(x)}")
     return (x[:n] + x[n:]) / 2
+
+
+def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Independent probability per label: ``1 / (1 + exp(-logits / temperature))``."""
+    z = np.clip(np.asarray(logits, dtype=np.float64) / temperature, -60.0, 60.0)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
 def valence_arousal(manifest: Manifest, probs: np.ndarray, head: np.ndarray | None) -> np.ndarray | None:
@@ -110,7 +151,10 @@ class Predictor:
 
     def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True) -> None:
         self.manifest, self.runner = manifest, runner
-        self.tta = tta and not self.is_clip_model  # clips are not mirrored (the clip models were not measured so)
+        self.kind = manifest.kind
+        self.tta = tta and self.kind.mirror_tta  # clips, frames and vectors are not mirrored
+        multi = self.kind.multi_label
+        self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
 
     @classmethod
     def load(
@@ -125,57 +169,87 @@ class Predictor:
 
     @property
     def is_clip_model(self) -> bool:
-        return self.manifest.task == "clip-classification"
+        return self.kind.input == "clip"
+
+    @property
+    def image_spec(self) -> InputSpec:
+        """The image input spec; ValueError for models that take feature vectors."""
+        spec = self.manifest.input
+        if not isinstance(spec, InputSpec):
+            raise ValueError(f"{self.manifest.key} takes feature vectors, not images")
+        return spec
 
     def prepare(self, crops: Sequence[np.ndarray]) -> Prepared:
-        """Face crops of any size (BGR or gray) -> the model input."""
-        spec = self.manifest.input
+        """Face crops (or whole frames, for frame models) of any size, BGR or gray -> the model input."""
+        spec = self.image_spec
         faces = [to_uint8_face(crop, spec) for crop in crops]
         shape = (0, spec.height, spec.width, spec.channels)
         return self.prepare_faces(np.stack(faces) if faces else np.zeros(shape, np.uint8))
 
     def prepare_faces(self, faces: np.ndarray) -> Prepared:
         """Model-sized uint8 faces ``N x H x W x C`` (what ``to_uint8_face`` gives) -> the model input."""
-        return Prepared(prepare_batch(faces, self.manifest.input, hflip_tta=self.tta), len(faces), self.tta)
+        return Prepared(prepare_batch(faces, self.image_spec, hflip_tta=self.tta), len(faces), self.tta)
 
     def prepare_clip(self, frames: np.ndarray) -> Prepared:
         """One clip of model-sized uint8 frames ``T x H x W x C`` -> a one-row model input ``1 x C x T x H x W``."""
-        return Prepared(normalize(np.asarray(frames)[None], self.manifest.input), 1)
+        return Prepared(normalize(np.asarray(frames)[None], self.image_spec), 1)
+
+    def prepare_features(self, rows: np.ndarray) -> Prepared:
+        """Raw feature rows ``N x L`` -> standardised with the manifest's per-feature mean and std."""
+        spec = self.manifest.input
+        if not isinstance(spec, FeatureSpec):
+            raise ValueError(f"{self.manifest.key} takes images, not feature vectors")
+        x = standardize(rows, spec)
+        return Prepared(x, len(x))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated)."""
         return self.runner(x)
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Predictions:
-        """The backend's outputs for ``prepared`` -> mirror-merged logits, calibrated probabilities, valence/arousal."""
+        """The backend's outputs for ``prepared`` -> mirror-merged logits, calibrated probabilities (softmax, or a
+        sigmoid per label for multi-label models), valence/arousal."""
 
         def merged(x: np.ndarray) -> np.ndarray:
             return merge_mirror(x, prepared.n) if prepared.mirrored else x
 
         logits = merged(np.asarray(outputs[self.manifest.outputs[0]], np.float32))
+        temperature = self.manifest.calibration_temperature
+        if self.kind.multi_label:
+            return Predictions(tuple(self.labels), logits, sigmoid(logits, temperature), None, self.thresholds)
         head = outputs.get("valence_arousal")
-        probs = probabilities(logits, self.manifest.calibration_temperature)
+        probs = probabilities(logits, temperature)
         va = valence_arousal(self.manifest, probs, None if head is None else merged(head))
         return Predictions(tuple(self.labels), logits, probs, va)
 
     def empty(self) -> Predictions:
-        return Predictions.concat([], self.labels, self.manifest.valence_arousal != "none")
+        return Predictions.concat([], self.labels, self.manifest.valence_arousal != "none", self.thresholds)
+
+    def concat(self, parts: Sequence[Predictions]) -> Predictions:
+        """Rows of ``parts`` one after another, as this model's predictions (none: zero rows)."""
+        return Predictions.concat(parts, self.labels, self.manifest.valence_arousal != "none", self.thresholds)
 
     def infer(self, prepared: Prepared) -> Predictions:
         return self.postprocess(self.run(prepared.x), prepared) if prepared.n else self.empty()
 
     def predict(self, crops: Sequence[np.ndarray], batch_size: int = 256) -> Predictions:
-        """Face crops of any size -> predictions, in chunks of ``batch_size`` faces."""
-        parts = [self.infer(self.prepare(crops[s : s + batch_size])) for s in range(0, len(crops), batch_size)]
-        return Predictions.concat(parts, self.labels, self.manifest.valence_arousal != "none")
+        """Face crops (or frames) of any size -> predictions, in chunks of ``batch_size``."""
+        return self.concat(
+            [self.infer(self.prepare(crops[s : s + batch_size])) for s in range(0, len(crops), batch_size)]
+        )
 
     def predict_faces(self, faces: np.ndarray, batch_size: int = 256) -> Predictions:
         """Model-sized uint8 faces -> predictions, in chunks (evaluation over whole data sets)."""
-        parts = [self.infer(self.prepare_faces(faces[s : s + batch_size])) for s in range(0, len(faces), batch_size)]
-        return Predictions.concat(parts, self.labels, self.manifest.valence_arousal != "none")
+        return self.concat(
+            [self.infer(self.prepare_faces(faces[s : s + batch_size])) for s in range(0, len(faces), batch_size)]
+        )
+
+    def predict_features(self, rows: np.ndarray, batch_size: int = 1024) -> Predictions:
+        """Raw feature rows ``N x L`` -> predictions, in chunks."""
+        return self.concat(
+            [self.infer(self.prepare_features(rows[s : s + batch_size])) for s in range(0, len(rows), batch_size)]
+        )
 
     def warmup(self) -> None:
         """One call on zeros, so that the first request does not pay for lazy initialisation."""
-        spec = self.manifest.input
-        shape = (1, spec.channels, *((spec.frames,) if spec.frames else ()), spec.height, spec.width)
-        self.run(np.zeros(shape, np.float32))
+        self.run(np.zeros((1, *self.manifest.input.tensor_shape), np.float32))

@@ -1,4 +1,5 @@
-"""The one preprocessing function: face image -> model input. Training, evaluation and serving all use it."""
+"""The one preprocessing: face image (or whole frame) -> model input, and feature rows -> standardised rows.
+Training, evaluation and serving all use it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from model_store.manifest import InputSpec
+from model_store.manifest import FeatureSpec, InputSpec
 
 
 def to_uint8_face(image: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -79,3 +80,16 @@ def crop_face(image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec
     h, w = image.shape[:2]
     x, y, bw, bh = expand_box(box, spec.face_margin, (w, h))
     return image[y : y + bh, x : x + bw]
+
+
+def standardize(rows: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Feature rows ``N x L`` -> ``(x - mean) / std`` per feature, float32, as the manifest says (training computed
+    mean and std on its training rows). ValueError when a row is not ``spec.length`` long."""
+    x = np.asarray(rows, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != spec.length:
+        raise ValueError(f"expected feature rows of shape [N, {spec.length}], got {list(x.shape)}")
+    if spec.mean is not None:
+        x = x - np.asarray(spec.mean, dtype=np.float32)
+    if spec.std is not None:
+        x = x / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)

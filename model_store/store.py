@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,17 +74,33 @@ def scan(root: Path = DEFAULT_ROOT) -> tuple[list[StoreEntry], dict[str, str]]:
     return entries, errors
 
 
+def _parts(text: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", text))
+
+
 def version_key(version: str) -> tuple:
-    """Sort key for versions: numeric parts numerically (``1.10.0`` after ``1.9.0``), others as text."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", version))
+    """Sort key for versions: numeric parts numerically (``1.10.0`` after ``1.9.0``), others as text; a PEP 440
+    local version sorts right after its public one (``1.0.0`` < ``1.0.0+p07`` < ``1.0.1``)."""
+    public, _, local = version.partition("+")
+    return (_parts(public), _parts(local) if local else ())
+
+
+def newest(versions: Iterable[str]) -> str:
+    """The version a request naming none gets: the newest public one. Local versions (``1.0.0+p07``, one
+    person's fine-tune) are served only when asked for by name, unless the model has nothing else."""
+    versions = list(versions)
+    public = [v for v in versions if "+" not in v]
+    return max(public or versions, key=version_key)
 
 
 def find(name: str, version: str | None = None, root: Path = DEFAULT_ROOT) -> StoreEntry:
-    """The entry for ``name`` (its newest version unless ``version`` is given); StoreError when absent."""
-    matches = [e for e in scan(root)[0] if e.manifest.name == name and version in (None, e.manifest.version)]
+    """The entry for ``name`` (its newest public version unless ``version`` is given); StoreError when absent."""
+    matches = {e.manifest.version: e for e in scan(root)[0] if e.manifest.name == name}
+    if version is not None:
+        matches = {v: e for v, e in matches.items() if v == version}
     if not matches:
         raise StoreError(f"no model {name!r}{f' version {version!r}' if version else ''} in {root}")
-    return max(matches, key=lambda e: version_key(e.manifest.version))
+    return matches[newest(matches)]
 
 
 def verify_file(entry: StoreEntry, role: FileRole) -> Path:

@@ -3,6 +3,10 @@
 One load per model even under concurrent first requests (a lock per model), sha256 checked before loading,
 a warm-up call before the model serves, least-recently-used eviction over ``max_loaded_models``, and a model
 whose files are missing or broken is marked ``failed`` while the others keep serving.
+
+``reload()`` rescans the store (on ``POST /models/reload`` and every ``reload_interval_s``): new versions become
+servable, removed ones are unloaded, unchanged ones keep their state. A request that already holds a model finishes
+on it even when it is unloaded meanwhile (its rows then run outside the closed batcher).
 """
 
 from __future__ import annotations
@@ -21,20 +25,31 @@ from model_store import (
     StoreEntry,
     StoreError,
     is_valid_name,
+    newest,
     resolve_device,
     scan,
     version_key,
 )
-from service.batching import MicroBatcher
+from service.batching import BatcherClosed, MicroBatcher
 from service.config import Settings
 from service.errors import ModelNotFound, ModelUnavailable, WrongModelKind
 from service.metrics import Metrics
+from service.results import ReloadResult
 
 log = logging.getLogger(__name__)
 State = Literal["available", "loading", "loaded", "failed"]
 
 
-@dataclass
+# What each input kind of model is for, in the words a client reads when it sent the wrong thing.
+KIND_HINTS = {
+    "face": "classifies faces; send images to /predict/face or /predict/image, videos to /predict/video",
+    "clip": "classifies clips; send videos to /predict/video",
+    "frame": "labels whole frames with attributes; send images to /predict/attributes, videos to /predict/video",
+    "features": "classifies feature vectors; send them as JSON to /predict/features",
+}
+
+
+@dataclass(eq=False)
 class LoadedModel:
     """A Predictor whose model calls go through the micro-batcher (shared with concurrent requests)."""
 
@@ -50,16 +65,31 @@ class LoadedModel:
     def key(self) -> str:
         return self.manifest.key
 
+    @property
+    def input_kind(self) -> str:
+        """``face``, ``clip``, ``frame`` or ``features`` (model_store.manifest.TASKS)."""
+        return self.predictor.kind.input
+
+    def require(self, *kinds: str) -> None:
+        """WrongModelKind unless the model takes one of these input kinds; the message says where it belongs."""
+        if self.input_kind not in kinds:
+            raise WrongModelKind(f"model {self.manifest.name!r} {KIND_HINTS[self.input_kind]}")
+
     def require_still(self) -> None:
-        """Photos and face crops need a per-image model."""
-        if self.predictor.is_clip_model:
-            raise WrongModelKind(f"model {self.manifest.name!r} classifies clips; send videos to /predict/video")
+        """Photos and face crops need a per-face model."""
+        self.require("face")
 
     async def infer(self, prepared: Prepared) -> Predictions:
-        """Predictions for a prepared batch, its rows batched with other requests' rows."""
+        """Predictions for a prepared batch, its rows batched with other requests' rows; if the model was unloaded
+        meanwhile (evicted, or removed from the store) the rows run on their own, so the request finishes on the
+        version it started with."""
         if not prepared.n:
             return self.predictor.empty()
-        return self.predictor.postprocess(await self.batcher.submit(prepared.x), prepared)
+        try:
+            outputs = await self.batcher.submit(prepared.x)
+        except BatcherClosed:
+            outputs = await asyncio.to_thread(self.predictor.run, prepared.x)
+        return self.predictor.postprocess(outputs, prepared)
 
 
 @dataclass
@@ -70,6 +100,7 @@ class ModelRecord:
     loaded: LoadedModel | None = None
     last_used: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    removed: bool = False  # gone from the store (a reload): whatever it loads is unloaded after use
 
 
 class ModelRegistry:
@@ -78,6 +109,8 @@ class ModelRegistry:
         self.device = resolve_device(settings.device)
         self.records: dict[str, dict[str, ModelRecord]] = {}
         self.invalid: dict[str, str] = {}
+        self._reload_lock = asyncio.Lock()
+        self._watcher: asyncio.Task | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -87,16 +120,18 @@ class ModelRegistry:
             log.warning("ignoring %s: %s", folder, error)
         for entry in entries:
             self.records.setdefault(entry.manifest.name, {}).setdefault(entry.manifest.version, ModelRecord(entry))
+        self.metrics.store_versions.set(len(entries))
         log.info("model store %s: %d model version(s)", self.settings.store_path, len(entries))
 
     def resolve(self, name: str | None = None, version: str | None = None) -> ModelRecord:
-        """The record for ``name`` (default: the default model) at ``version`` (default: its newest); an empty
-        string counts as not given. Raises ModelNotFound naming what is missing."""
+        """The record for ``name`` (default: the default model) at ``version`` (default: its newest public version,
+        see ``model_store.newest``); an empty string counts as not given, and a space in a version is read as the
+        ``+`` of a local version that an unencoded query string turned into one. Raises ModelNotFound."""
         name = name or self.settings.default_model
         versions = self.records.get(name) if is_valid_name(name) else None
         if not versions:
             raise ModelNotFound(f"unknown model {name[:64]!r}")
-        version = version or max(versions, key=version_key)
+        version = version.replace(" ", "+") if version else newest(versions)
         if version not in versions:
             raise ModelNotFound(f"model {name!r} has no version {version[:64]!r}")
         return versions[version]
@@ -120,15 +155,20 @@ class ModelRegistry:
         """The loaded model, loading it first if needed; raises ModelNotFound or ModelUnavailable."""
         record = self.resolve(name, version)
         record.last_used = time.monotonic()
-        if record.loaded is not None:
-            return record.loaded
+        loaded = record.loaded
+        if loaded is not None:
+            return loaded
         async with record.lock:
             if record.loaded is None:
                 await self._load(record)
-        if record.loaded is None:
+            loaded = record.loaded
+        if loaded is None:
             raise ModelUnavailable(f"model {record.entry.manifest.key} failed to load: {record.error}")
-        await self._evict(keep=record)
-        return record.loaded
+        if record.removed:  # removed from the store while it loaded: this request still gets it
+            await self.unload(record)
+        else:
+            await self._evict(keep=record)
+        return loaded
 
     def _build(self, entry: StoreEntry) -> Predictor:
         s = self.settings  # Predictor.load raises StoreError on a missing file or checksum mismatch
@@ -181,6 +221,74 @@ class ModelRegistry:
         record.loaded, record.state = None, "available"
         self.metrics.models_loaded.set(len(self.loaded_records()))
 
+    def start(self) -> None:
+        """Rescan the store every ``reload_interval_s`` (when set) until ``close``."""
+        interval = self.settings.reload_interval_s
+        if interval > 0 and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(interval))
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload("periodic")
+            except Exception:  # a bad scan is logged; the next one may succeed
+                log.exception("periodic store rescan failed")
+
+    async def reload(self, trigger: str = "api") -> ReloadResult:
+        """Rescan the store: add new versions, unload and forget removed ones, replace changed ones (a manifest
+        rewritten in place); unchanged versions keep their state. A new default version is loaded before this
+        returns, so readiness does not drop."""
+        async with self._reload_lock:
+            entries, invalid = await asyncio.to_thread(scan, self.settings.store_path)
+            default_before = self._default_record()
+            found = {(e.manifest.name, e.manifest.version): e for e in entries}
+            removed, updated = [], []
+            for rec in self.all_records():
+                key = (rec.entry.manifest.name, rec.entry.manifest.version)
+                entry = found.get(key)
+                if entry is None or entry.manifest != rec.entry.manifest:
+                    (removed if entry is None else updated).append(key)
+                    await self._forget(rec)
+            added = [key for key in found if key[1] not in self.records.get(key[0], {})]
+            for name, version in added:
+                self.records.setdefault(name, {})[version] = ModelRecord(found[(name, version)])
+            added = [key for key in added if key not in updated]
+            self.invalid = invalid
+            self.metrics.observe_reload(trigger, len(entries))
+        if added or removed or updated:
+            log.info("store rescan (%s): added %s, removed %s, updated %s", trigger, added, removed, updated)
+        if self._default_record() not in (None, default_before):
+            await self._warm_default()
+        return ReloadResult(sorted(added), sorted(removed), sorted(updated), invalid, len(entries))
+
+    def _default_record(self) -> ModelRecord | None:
+        try:
+            return self.resolve()
+        except ModelNotFound:
+            return None
+
+    async def _warm_default(self) -> None:
+        try:
+            await self.get()
+        except Exception as exc:  # readiness reports it
+            log.error("default model not loaded after the rescan: %s", exc)
+
+    async def _forget(self, record: ModelRecord) -> None:
+        """Drop a version that left the store; requests holding it finish on it."""
+        manifest = record.entry.manifest
+        record.removed = True
+        versions = self.records.get(manifest.name, {})
+        if versions.get(manifest.version) is record:
+            del versions[manifest.version]
+        if not versions:
+            self.records.pop(manifest.name, None)
+        await self.unload(record)
+
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         for record in self.loaded_records():
             await self.unload(record)

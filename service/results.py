@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from model_store import FacePrediction, Manifest
+from model_store import AttributePrediction, FacePrediction, Manifest
 from service.detection import Detection
 
 Box = tuple[int, int, int, int]
@@ -114,6 +114,60 @@ class ClipResult:
 
 
 @dataclass(frozen=True)
+class AttributeSet:
+    """One attribute model's answer for one image: a probability per attribute, those present, the thresholds."""
+
+    model: ModelId
+    prediction: AttributePrediction
+    thresholds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AttributesResult:
+    """A whole image scored by one or several frame-attribute models (a suite), in the order they were named."""
+
+    width: int
+    height: int
+    results: list[AttributeSet]
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """One prediction per feature row, in row order."""
+
+    model: ModelId
+    predictions: list[FacePrediction]
+
+
+@dataclass(frozen=True)
+class AttributeSample:
+    t: float
+    frame: int
+    prediction: AttributePrediction  # smoothed over time
+
+
+@dataclass(frozen=True)
+class AttributeSpan:
+    """A run of samples in which ``attribute`` was present, ``[start, end)`` in seconds."""
+
+    attribute: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class AttributeTimeline:
+    """A frame-attributes model over a video: every sampled frame, each attribute's share of the analysed time (the
+    share of samples it was present in), its mean probability, and its runs of presence."""
+
+    thresholds: dict[str, float]
+    timeline: list[AttributeSample]
+    share: dict[str, float]
+    mean: dict[str, float]
+    segments: list[AttributeSpan]
+
+
+@dataclass(frozen=True)
 class VideoResult:
     model: ModelId
     duration: float
@@ -127,7 +181,19 @@ class VideoResult:
     clips: list[ClipResult]
     summary: Summary | None  # the whole clip, over every face and sample
     timings: dict[str, float]
+    attributes: AttributeTimeline | None = None  # frame-attributes models: whole frames, no faces or tracks
 
     @property
     def faces(self) -> int:
         return sum(len(t.timeline) for t in self.tracks)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a rescan of the store changed: ``name:version`` keys, and folders whose manifest is invalid."""
+
+    added: list[tuple[str, str]]
+    removed: list[tuple[str, str]]
+    updated: list[tuple[str, str]]
+    invalid: dict[str, str]
+    versions: int

@@ -6,19 +6,26 @@ import pytest
 import torch
 
 from training.export_onnx import export, parity
-from training.models import create_model, get_model_cfg, list_models
+from training.models import create_model, get_model_cfg, input_kwargs, list_models
 from training.runs import example_input
 
 
 def small(name: str) -> torch.nn.Module:
     cfg = get_model_cfg(name)
     classes = 2 if cfg.task == "binary-attribute" else 7
-    return create_model(name, classes, in_chans=cfg.input.channels).eval(), classes
+    return create_model(name, classes, **input_kwargs(cfg.input)).eval(), classes
 
 
 def test_registry_lists_every_model_kind():
     tasks = {get_model_cfg(name).task for name in list_models()}
-    assert tasks == {"face-classification", "face-multitask", "clip-classification", "binary-attribute"}
+    assert tasks == {
+        "face-classification",
+        "face-multitask",
+        "clip-classification",
+        "binary-attribute",
+        "frame-attributes",
+        "feature-classification",
+    }
 
 
 def test_unknown_architecture_error_lists_known_ones():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,32 +87,26 @@ def batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool = Tru
         yield order[start : start + batch_size]
 
 
-def train_one_epoch(
-    model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None
-) -> dict:
-    """One pass over ``data`` with augmentation; returns mean loss and training accuracy.
+Batch = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+Loss = Callable[[torch.Tensor | tuple, torch.Tensor, np.ndarray], tuple[torch.Tensor, float]]
+
+
+def run_epoch(model, n: int, batch: Batch, loss_fn: Loss, opt, sched, args, gen, amp_dtype, scaler=None) -> dict:
+    """One pass over ``n`` training rows, whatever the task: ``batch(idx)`` gives the model input and targets of
+    those rows (augmented), ``loss_fn(outputs, targets, idx)`` the loss and how many rows it got right.
 
     ``scaler`` (a ``torch.amp.GradScaler``) guards fp16 autocast against gradient underflow; bf16 needs none.
     """
     model.train()
     device = args.device
-    va_all = torch.from_numpy(data.valence_arousal)
-    total = correct = 0
-    loss_sum = 0.0
-    steps = list(batches(len(data), args.batch_size, gen))
+    total = 0
+    correct = loss_sum = 0.0
+    steps = list(batches(n, args.batch_size, gen))
     for idx in tqdm(steps, desc=f"epoch {args.epoch_display}", unit="step", leave=False, mininterval=5):
-        aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
-        x = torch.from_numpy(normalize(aug, spec)).to(device)
-        y = torch.from_numpy(data.targets[idx]).to(device)
+        x, y = batch(idx)
         with autocast(device, amp_dtype):
-            logits, va = split_outputs(model(x))
-        logits = logits.float()
-        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
-        if va is not None:
-            target = va_all[idx].to(device)
-            known = torch.isfinite(target).all(dim=1)
-            if known.any():
-                loss = loss + args.va_weight * F.mse_loss(va.float()[known], target[known])
+            out = model(x.to(device))
+        loss, right = loss_fn(out, y.to(device), idx)
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -123,9 +117,34 @@ def train_one_epoch(
             opt.step()
         sched.step()
         loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += right
         total += len(idx)
     return {"train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
+
+
+def train_one_epoch(
+    model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None
+) -> dict:
+    """One pass over face crops (or clips) with augmentation: cross-entropy, plus the valence/arousal MSE where the
+    model has that head and the row has targets."""
+    va_all = torch.from_numpy(data.valence_arousal)
+
+    def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
+        return torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
+
+    def loss_fn(out, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, float]:
+        logits, va = split_outputs(out)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if va is not None:
+            target = va_all[idx].to(y.device)
+            known = torch.isfinite(target).all(dim=1)
+            if known.any():
+                loss = loss + args.va_weight * F.mse_loss(va.float()[known], target[known])
+        return loss, (logits.argmax(1) == y).sum().item()
+
+    return run_epoch(model, len(data), batch, loss_fn, opt, sched, args, gen, amp_dtype, scaler)
 
 
 def _merged(out: torch.Tensor, n: int, tta: bool) -> np.ndarray:
@@ -159,3 +178,17 @@ def predict(
         if va is not None:
             va_out.append(_merged(va, len(chunk), tta))
     return np.concatenate(logits_out), (np.concatenate(va_out) if va_out else None)
+
+
+@torch.inference_mode()
+def predict_rows(
+    model, x: np.ndarray, device: str, batch_size: int = 1024, amp_dtype: torch.dtype | None = None
+) -> np.ndarray:
+    """Logits for already-preprocessed rows (standardised feature vectors), in batches, with the model in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with autocast(device, amp_dtype):
+            logits, _ = split_outputs(model(torch.from_numpy(x[start : start + batch_size]).to(device)))
+        out.append(logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -1,4 +1,7 @@
-"""Evaluate a published model on any face dataset: ``python -m training.evaluate --model model_store/N/V --data D``.
+"""Evaluate a published model on a dataset: ``python -m training.evaluate --model model_store/N/V --data D``.
+
+Face models read face datasets; feature models a feature CSV (per-class report); frame-attribute models a
+``path,<attr>,...`` CSV (per-attribute AP and F1 at the manifest's thresholds).
 
 Runs the store entry through ``model_store.Predictor``, the code path the service serves: ``model.onnx`` on
 onnxruntime, or with ``--backend torch`` the ``torch.export`` program ``model.pt2`` (not the training code on the
@@ -20,7 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import Predictor, StoreEntry, read_manifest
+from training.attribute_reports import attribute_metrics, write_attribute_report
 from training.data import load_faces
+from training.data_attributes import attribute_splits, load_attributes
+from training.data_features import feature_splits, load_features
 from training.reports import classification_metrics, write_report
 
 log = logging.getLogger("training.evaluate")
@@ -29,7 +35,9 @@ log = logging.getLogger("training.evaluate")
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", type=Path, required=True, help="store folder <store>/<name>/<version>")
-    p.add_argument("--data", type=Path, required=True, help="ImageFolder root, FER2013 CSV or path,label,split CSV")
+    p.add_argument(
+        "--data", type=Path, required=True, help="face dataset, feature CSV or attribute CSV (as the model's task)"
+    )
     p.add_argument("--split", default="val", help="split to read when the source has several ('' for all)")
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--no-tta", action="store_true")
@@ -129,10 +137,45 @@ def robustness(args, entry: StoreEntry, data, predictor: Predictor) -> dict[str,
     return rows
 
 
+def evaluate_features(args, entry: StoreEntry, predictor: Predictor) -> dict:
+    """A feature model on a feature CSV: the calibrated classification report."""
+    split = args.split if args.split in feature_splits(args.data) else None  # no such split: every row
+    data = load_features(args.data, split, entry.manifest.labels, limit=args.limit)
+    logits = predictor.predict_features(data.x, args.batch_size).logits
+    metrics = classification_metrics(logits, data.targets, data.labels, entry.manifest.calibration_temperature)
+    write_report(args.output, args.name, metrics, data.labels)
+    return metrics
+
+
+def evaluate_attributes(args, entry: StoreEntry, predictor: Predictor) -> dict:
+    """A frame-attributes model on a ``path,<attr>,...`` CSV, at the thresholds its manifest holds."""
+    labels = entry.manifest.labels
+    split = args.split if args.split in attribute_splits(args.data) else None
+    data = load_attributes(args.data, split, entry.manifest.input, labels, args.limit)
+    probs = predictor.predict_faces(data.images, args.batch_size).probabilities
+    metrics = attribute_metrics(probs, data.targets, labels, [entry.manifest.thresholds[k] for k in labels])
+    write_attribute_report(args.output, args.name, metrics)
+    return metrics
+
+
+EVALUATORS = {"features": evaluate_features, "frame": evaluate_attributes}
+
+
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     entry = StoreEntry(read_manifest(args.model), args.model)
     predictor = Predictor.load(entry, args.backend, tta=not args.no_tta)  # first: a missing file fails fast
+    if entry.manifest.kind.input in EVALUATORS:
+        metrics = EVALUATORS[entry.manifest.kind.input](args, entry, predictor)
+        metrics.update(model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend)
+        log.info(
+            "%s on %s: accuracy %.4f macro-F1 %.4f",
+            entry.manifest.key,
+            args.data,
+            metrics["accuracy"],
+            metrics["macro_f1"],
+        )
+        return metrics
     labels = entry.manifest.labels
     data = load_faces(args.data, args.split or None, entry.manifest.input, labels, args.limit)
     logits = predict(predictor, data.images, args.batch_size)

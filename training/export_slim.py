@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from model_store import FeatureSpec, InputSpec
 from training.runs import (
     SLIM_NAME,
     TORCH_PROGRAM_NAME,
@@ -38,12 +39,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def export_program(model: torch.nn.Module, cfg: dict, path: Path) -> Path:
+def export_program(model: torch.nn.Module, spec: InputSpec | FeatureSpec, path: Path) -> Path:
     """Save a ``torch.export`` program with a dynamic batch axis."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model.eval(), (example_input(input_spec(cfg), 2),), dynamic_shapes=({0: batch},))
+    program = torch.export.export(model.eval(), (example_input(spec, 2),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
     return path
+
+
+def save_slim(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> int:
+    """The state_dict alone, as safetensors; returns how many tensors it holds."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, path, metadata=metadata)
+    return len(state)
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -52,11 +60,10 @@ def main(args: argparse.Namespace) -> Path:
     model = load_weights(build_model(cfg), args.run / args.checkpoint)
     out = args.output or args.run / "export" / SLIM_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out, metadata={"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
-    log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, len(state))
+    n = save_slim(model, out, {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
+    log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
     if args.torch_program:
-        program = export_program(model, cfg, out.with_name(TORCH_PROGRAM_NAME))
+        program = export_program(model, input_spec(cfg), out.with_name(TORCH_PROGRAM_NAME))
         log.info("wrote %s (%.2f MB)", program, program.stat().st_size / 1e6)
     return out
 

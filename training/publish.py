@@ -1,7 +1,8 @@
 """Publish an exported run into the store: ``python -m training.publish --run runs/x --name N --version V``.
 
 Writes ``<store>/<name>/<version>/`` with the slim weights, the ONNX file and a manifest holding the labels, input
-spec, file checksums, dataset sizes, val metrics and the training config.
+spec (for feature models the per-feature mean and std computed on the training rows), the per-attribute thresholds
+chosen on val (attribute models), file checksums, dataset sizes, val metrics and the training config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from model_store import DEFAULT_ROOT, Manifest, publish
+from model_store import DEFAULT_ROOT, TASKS, Manifest, publish
 from training.runs import ONNX_NAME, SLIM_NAME, TORCH_PROGRAM_NAME, load_config
 
 log = logging.getLogger("training.publish")
@@ -29,6 +30,8 @@ SUMMARY_KEYS = (
     "train_seconds",
     "per_class",
     "valence_arousal",
+    "mean_ap",
+    "per_attribute",
 )
 
 
@@ -52,8 +55,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
     report_path = args.run / "val.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else "derived")
+    affect = TASKS[cfg["task"]].affect
+    default_va = "derived" if affect else "none"
+    va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else default_va)
     training = {k: v for k, v in cfg["args"].items() if k not in {"data", "val_data", "output", "resume"}}
+    margin = {"face_margin": args.face_margin} if args.face_margin is not None else {}
     return Manifest(
         name=args.name,
         version=args.version,
@@ -61,10 +67,11 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         architecture=cfg["architecture"],
         architecture_args=cfg["architecture_args"],
         labels=cfg["labels"],
-        input={**cfg["input"], **({"face_margin": args.face_margin} if args.face_margin is not None else {})},
+        input={**cfg["input"], **margin},
         outputs=cfg["outputs"],
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),
+        thresholds=report.get("thresholds", {}),
         metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},
         dataset=cfg["dataset"],
         training={**training, "augment": cfg.get("augment"), "amp": cfg.get("amp"), "torch": cfg.get("torch")},

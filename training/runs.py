@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from model_store import InputSpec
-from training.models import create_model
+from model_store import FeatureSpec, InputSpec, parse_input
+from training.models import create_model, input_kwargs
 
 SLIM_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
@@ -24,15 +24,15 @@ def load_config(run: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def input_spec(cfg: dict) -> InputSpec:
-    return InputSpec(**cfg["input"])
+def input_spec(cfg: dict) -> InputSpec | FeatureSpec:
+    return parse_input(cfg["input"])
 
 
 def build_model(cfg: dict) -> nn.Module:
     """An untrained model of the run's architecture, in eval mode."""
     spec = input_spec(cfg)
     return create_model(
-        cfg["architecture"], len(cfg["labels"]), in_chans=spec.channels, **cfg["architecture_args"]
+        cfg["architecture"], len(cfg["labels"]), **input_kwargs(spec), **cfg["architecture_args"]
     ).eval()
 
 
@@ -48,12 +48,8 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     return model.eval()
 
 
-def example_input(spec: InputSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    """A random batch in the model's input layout (``NxCxHxW``, or ``NxCxTxHxW`` for clip models)."""
+def example_input(spec: InputSpec | FeatureSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A random batch in the model's input layout (``NxCxHxW``, ``NxCxTxHxW`` for clip models, ``NxL`` for
+    feature vectors)."""
     gen = torch.Generator().manual_seed(seed)
-    shape = (
-        (batch, spec.channels, spec.frames, spec.height, spec.width)
-        if spec.frames
-        else (batch, spec.channels, spec.height, spec.width)
-    )
-    return torch.randn(shape, generator=gen)
+    return torch.randn((batch, *spec.tensor_shape), generator=gen)

@@ -1,5 +1,5 @@
-"""The analysis layer: face and video pipelines over a detector and the registry's models. The HTTP routes and the
-offline scorer (``service.score``) are thin adapters over ``Pipelines``."""
+"""The analysis layer: face, video, attribute and feature pipelines over a detector and the registry's models. The
+HTTP routes and the offline scorer (``service.score``) are thin adapters over ``Pipelines``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.detection import FaceDetector, create_detector
 from service.metrics import Metrics
+from service.pipelines.attributes import AttributePipeline
 from service.pipelines.face import FacePipeline
+from service.pipelines.features import FeaturePipeline
 from service.pipelines.video import VideoPipeline
 
 
@@ -17,16 +19,27 @@ class Pipelines:
     detector: FaceDetector
     face: FacePipeline
     video: VideoPipeline
+    attributes: AttributePipeline
+    features: FeaturePipeline
 
 
 def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipelines:
     """The pipelines the settings describe (the app's lifespan and the offline scorer both build them here)."""
-    detector = create_detector(settings.detector)
+    detector, limits = create_detector(settings.detector), settings.limits
     return Pipelines(
         detector,
-        FacePipeline(detector, settings.limits.max_image_pixels, metrics),
+        FacePipeline(detector, limits.max_image_pixels, metrics),
         VideoPipeline(detector, metrics),
+        AttributePipeline(limits.max_image_pixels, metrics),
+        FeaturePipeline(limits.max_feature_rows, limits.max_feature_values, metrics),
     )
 
 
-__all__ = ["FacePipeline", "Pipelines", "VideoPipeline", "build_pipelines"]
+__all__ = [
+    "AttributePipeline",
+    "FacePipeline",
+    "FeaturePipeline",
+    "Pipelines",
+    "VideoPipeline",
+    "build_pipelines",
+]

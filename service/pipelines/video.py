@@ -1,4 +1,9 @@
-"""The video pipeline: decode and sample -> detect and track -> crop -> classify -> smooth -> aggregate."""
+"""The video pipeline: decode and sample -> a step per sampled frame -> classify -> smooth -> aggregate.
+
+The step is what the model needs from a frame: the face step detects and tracks faces and crops each (face and clip
+models); the frame step takes the whole frame (frame-attributes models: no detection). Everything around it,
+decoding, sampling, limits, progress, timings, metrics, is one path for both.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from service.options import Options
 from service.registry import LoadedModel
 from service.results import ModelId, Sample, VideoResult
 from service.tracking import IouTracker
+from service.video.attributes import attribute_timeline
 from service.video.clips import classify_clips
 from service.video.decode import FrameSampler, Sampling, VideoInfo
 from service.video.regions import FrameDetector
@@ -28,63 +34,127 @@ Progress = Callable[[float], None]
 
 @dataclass
 class Scan:
-    """What the scan of a video found: a model-sized face and where it was, per sample."""
+    """What the scan of a video found: a model-sized face (or frame) and where it was, per sample; frame steps
+    classify as they go (``parts``), since model-sized frames are too large to keep for a long video."""
 
     info: VideoInfo
     faces: list[np.ndarray] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    parts: list[Predictions] = field(default_factory=list)
     frames_analyzed: int = 0
     detect_seconds: float = 0.0
+    classify_seconds: float = 0.0
+
+
+class FaceStep:
+    """Detect and track the faces of a sampled frame, crop each with the model's margin."""
+
+    def __init__(self, detector: FaceDetector, spec: InputSpec, opts: Options) -> None:
+        self.finder, self.tracker, self.spec = FrameDetector(detector, opts), IouTracker(), spec
+
+    def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
+        found = self.finder.detect(frame, scan.frames_analyzed, [track.box for track in self.tracker.live])
+        for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found]), strict=True):
+            scan.faces.append(to_uint8_face(crop_face(frame, det.box, self.spec), self.spec))
+            scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
+
+    def finish(self, scan: Scan) -> None:
+        """Nothing is pending: faces are classified after the scan."""
+
+
+class FrameStep:
+    """The whole frame is the input: resized to the model's size, classified in chunks of ``CLASSIFY_CHUNK``
+    through ``classify`` (called from the scan's thread)."""
+
+    def __init__(self, spec: InputSpec, classify: Callable[[np.ndarray], Predictions]) -> None:
+        self.spec, self.classify = spec, classify
+
+    def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        scan.faces.append(to_uint8_face(frame, self.spec))
+        scan.samples.append(Sample(round(t, 3), index, (0, 0, width, height), 0))
+        if len(scan.faces) >= CLASSIFY_CHUNK:
+            self.finish(scan)
+
+    def finish(self, scan: Scan) -> None:
+        if scan.faces:
+            started = time.perf_counter()
+            scan.parts.append(self.classify(np.stack(scan.faces)))
+            scan.faces.clear()
+            scan.classify_seconds += time.perf_counter() - started
+
+
+Step = FaceStep | FrameStep
 
 
 class VideoPipeline:
     def __init__(self, detector: FaceDetector, metrics: Metrics | None = None) -> None:
         self.detector, self.metrics = detector, metrics
 
-    def scan(self, path: str, spec: InputSpec, opts: Options, progress: Progress | None = None) -> Scan:
-        """Decode (in a thread of its own) while this thread detects, tracks and crops each sampled frame."""
+    def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
+        """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
         sampling = Sampling(opts.sample_fps, opts.start, opts.end, opts.max_frames, opts.max_duration)
         sampler = FrameSampler(path, sampling)
-        finder, tracker, scan = FrameDetector(self.detector, opts), IouTracker(), Scan(sampler.info)
+        scan = Scan(sampler.info)
         for t, index, frame in sampler:
-            started = time.perf_counter()
-            found = finder.detect(frame, scan.frames_analyzed, [track.box for track in tracker.live])
-            for det, track_id in zip(found, tracker.update(t, [d.box for d in found]), strict=True):
-                scan.faces.append(to_uint8_face(crop_face(frame, det.box, spec), spec))
-                scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
-            scan.frames_analyzed += 1
-            scan.detect_seconds += time.perf_counter() - started
+            started, classified = time.perf_counter(), scan.classify_seconds
+            step(scan, t, index, frame)
+            scan.frames_analyzed += 1  # a frame step's classification is timed apart from its per-frame work
+            scan.detect_seconds += time.perf_counter() - started - (scan.classify_seconds - classified)
             if progress is not None:
                 progress(t)
+        step.finish(scan)
         return scan
+
+    def step_for(self, model: LoadedModel, opts: Options) -> Step:
+        """The per-frame step the model needs (its input kind)."""
+        spec = model.predictor.image_spec
+        if model.input_kind != "frame":
+            return FaceStep(self.detector, spec, opts)
+        loop = asyncio.get_running_loop()
+
+        def classify(frames: np.ndarray) -> Predictions:  # in the scan's thread: prepare here, batch on the loop
+            prepared = model.predictor.prepare_faces(frames)
+            return asyncio.run_coroutine_threadsafe(model.infer(prepared), loop).result()
+
+        return FrameStep(spec, classify)
 
     async def classify(self, model: LoadedModel, faces: np.ndarray) -> Predictions:
         """Every sampled face, in chunks through the model's batcher."""
         predictor, parts = model.predictor, []
         for start in range(0, len(faces), CLASSIFY_CHUNK):
             parts.append(await model.infer(predictor.prepare_faces(faces[start : start + CLASSIFY_CHUNK])))
-        return Predictions.concat(parts, predictor.labels, predictor.manifest.valence_arousal != "none")
+        return predictor.concat(parts)
+
+    async def predict(self, model: LoadedModel, scan: Scan, opts: Options) -> tuple[Predictions, dict]:
+        """The scan's predictions and what they make: tracks and a summary (face models), windows (clip models) or
+        an attribute timeline (frame models), as ``VideoResult`` fields."""
+        manifest, step, duration = model.manifest, 1.0 / opts.sample_fps, scan.info.duration
+        if model.input_kind == "frame":
+            preds = model.predictor.concat(scan.parts)
+            return preds, {"attributes": attribute_timeline(preds, scan.samples, opts.smoothing, step, duration)}
+        spec, clips = manifest.input, []
+        faces = np.stack(scan.faces) if scan.faces else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
+        if model.predictor.is_clip_model:
+            track_ids, times = [s.track_id for s in scan.samples], [s.t for s in scan.samples]
+            preds, clips = await classify_clips(model, faces, track_ids, times)
+        else:
+            preds = await self.classify(model, faces)
+        tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration)
+        return preds, {"tracks": tracks, "summary": summary, "clips": clips}
 
     async def analyse(
         self, path: str, model: LoadedModel, opts: Options, progress: Progress | None = None
     ) -> VideoResult:
-        """A video file -> tracks with smoothed timelines, segments and summaries (clip models add windows)."""
+        """A video file -> tracks with smoothed timelines, segments and summaries (clip models add windows), or for
+        frame-attributes models an attribute timeline over the sampled frames."""
+        model.require("face", "clip", "frame")
         started, manifest = time.perf_counter(), model.manifest
-        scan = await asyncio.to_thread(self.scan, path, manifest.input, opts, progress)
-        spec = manifest.input
-        faces = np.stack(scan.faces) if scan.faces else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
-        classify_started, clips = time.perf_counter(), []
-        if model.predictor.is_clip_model:
-            preds, clips = await classify_clips(
-                model, faces, [s.track_id for s in scan.samples], [s.t for s in scan.samples]
-            )
-        else:
-            preds = await self.classify(model, faces)
-        classify_seconds = time.perf_counter() - classify_started
+        scan = await asyncio.to_thread(self.scan, path, self.step_for(model, opts), opts, progress)
+        classify_started = time.perf_counter()
+        preds, made = await self.predict(model, scan, opts)
+        classify_seconds = scan.classify_seconds + time.perf_counter() - classify_started
         info = scan.info
-        tracks, summary = build_tracks(
-            manifest, preds, scan.samples, opts.smoothing, 1.0 / opts.sample_fps, info.duration
-        )
         result = VideoResult(
             model=ModelId.of(manifest),
             duration=info.duration,
@@ -94,11 +164,14 @@ class VideoPipeline:
             sample_fps=opts.sample_fps,
             frames_decoded=info.frames_decoded,
             frames_analyzed=scan.frames_analyzed,
-            tracks=tracks,
-            clips=clips,
-            summary=summary,
+            tracks=made.get("tracks", []),
+            clips=made.get("clips", []),
+            summary=made.get("summary"),
             timings={"decode": info.decode_seconds, "detect": scan.detect_seconds, "classify": classify_seconds},
+            attributes=made.get("attributes"),
         )
         if self.metrics is not None:
             self.metrics.observe_video(result, time.perf_counter() - started)
+            if preds.thresholds is not None:
+                self.metrics.observe_attributes(manifest.key, manifest.labels, preds.present)
         return result

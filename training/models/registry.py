@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from model_store import InputSpec
+from model_store import FeatureSpec, InputSpec, parse_input
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class ModelCfg:
     """What the store needs to know about an architecture besides its weights."""
 
     task: str
-    input: InputSpec
+    input: InputSpec | FeatureSpec  # a feature spec's length is a default: training takes it from the data
     outputs: tuple[str, ...] = ("logits",)
     defaults: dict = field(default_factory=dict)
 
@@ -31,7 +31,7 @@ def register_model(task: str, input: dict, outputs: tuple[str, ...] = ("logits",
         if fn.__name__ in _MODELS:
             raise ValueError(f"architecture {fn.__name__!r} is registered twice")
         _MODELS[fn.__name__] = fn
-        _CFGS[fn.__name__] = ModelCfg(task, InputSpec(**input), tuple(outputs), defaults)
+        _CFGS[fn.__name__] = ModelCfg(task, parse_input(input), tuple(outputs), defaults)
         return fn
 
     return wrap
@@ -55,3 +55,8 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build an architecture; ``kwargs`` override its registered defaults."""
     _check(name)
     return _MODELS[name](num_classes=num_classes, **{**_CFGS[name].defaults, **kwargs})
+
+
+def input_kwargs(spec: InputSpec | FeatureSpec) -> dict:
+    """What an architecture needs to know about its input: ``in_chans`` for images, ``in_features`` for vectors."""
+    return {"in_features": spec.length} if isinstance(spec, FeatureSpec) else {"in_chans": spec.channels}

@@ -1,10 +1,10 @@
-"""What the store holds and what is loaded."""
+"""What the store holds and what is loaded; rescanning the store without a restart."""
 
 from fastapi import APIRouter
 
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
-from service.schemas import ErrorDetail, ModelInfo, ModelList
+from service.schemas import ErrorDetail, ModelInfo, ModelList, ReloadResponse, reload_response
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
 
@@ -52,3 +52,14 @@ async def list_models(registry: RegistryDep) -> ModelList:
 async def get_model(name: str, registry: RegistryDep, version: ModelVersion = None) -> ModelInfo:
     """One model (its newest version unless ``version`` is given)."""
     return model_info(registry.resolve(name, version), registry)
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    responses={401: {"description": "missing or wrong API key", "model": ErrorDetail}},
+)
+async def reload_models(registry: RegistryDep) -> ReloadResponse:
+    """Rescan the store: new versions become servable at once, removed ones are unloaded (requests already using
+    them finish on them), unchanged ones keep their state. ``GET /models`` shows the result."""
+    return reload_response(await registry.reload("api"))

@@ -1,0 +1,84 @@
+"""Face crops and clips (face-classification, face-multitask, binary-attribute, clip-classification): ImageFolder
+trees, the FER2013 CSV or a ``path,label,split`` manifest, with augmentation and mirror TTA."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model_store import InputSpec
+from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
+from training.engine import class_weights, predict, train_one_epoch
+from training.reports import classification_metrics, regression_metrics
+from training.tasks.base import TrainTask, class_counts_dict, split_labels
+
+
+def holdout(data: FaceArrays, fraction: float, seed: int) -> tuple[FaceArrays, FaceArrays]:
+    """Stratified split of one pool into train and val."""
+    rng = np.random.default_rng(seed)
+    val_idx = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(data.targets == c))[: max(1, round(fraction * (data.targets == c).sum()))]
+            for c in np.unique(data.targets)
+        ]
+    )
+    mask = np.zeros(len(data), bool)
+    mask[val_idx] = True
+
+    def take(m: np.ndarray) -> FaceArrays:
+        return FaceArrays(data.images[m], data.targets[m], data.labels, data.valence_arousal[m])
+
+    return take(~mask), take(mask)
+
+
+class FaceTask(TrainTask):
+    def __init__(self, args) -> None:
+        super().__init__(args)
+        self.tta = not args.no_tta
+
+    def build_spec(self) -> InputSpec:
+        spec, args, update = self.cfg.input, self.args, {}
+        if args.input_size:
+            update.update(height=args.input_size, width=args.input_size)
+        if args.face_margin is not None:
+            update["face_margin"] = args.face_margin
+        return spec.model_copy(update=update)
+
+    def load(self) -> tuple[FaceArrays, FaceArrays]:
+        args = self.args
+        self.spec = spec = self.build_spec()
+        labels = split_labels(args.labels) or FER_LABELS
+
+        def read(source, split, limit):
+            return load_faces(source, split, spec, labels, limit, args.seed)
+
+        splits = available_splits(args.data)
+        if args.val_data:
+            train = read(args.data, "train" if "train" in splits else None, args.limit)
+            val = read(args.val_data, None, args.val_limit)
+        elif "val" in splits:
+            train = read(args.data, "train" if "train" in splits else None, args.limit)
+            val = read(args.data, "val", args.val_limit)
+        else:
+            train, val = holdout(read(args.data, None, args.limit), args.val_fraction, args.seed)
+        self.labels = train.labels
+        return train, val
+
+    def epoch(self, model, train: FaceArrays, opt, sched, gen, amp_dtype, scaler) -> dict:
+        args = self.args
+        weights = class_weights(train.class_counts(), args.class_weights)
+        weights = weights.to(args.device) if weights is not None else None
+        return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler)
+
+    def evaluate(self, model, data: FaceArrays, amp_dtype) -> dict:
+        logits, va = predict(model, data.images, self.spec, self.args.device, tta=self.tta, amp_dtype=amp_dtype)
+        metrics = classification_metrics(logits, data.targets, data.labels)
+        if va is not None:
+            metrics["valence_arousal"] = regression_metrics(va, data.valence_arousal)
+        metrics["_logits"] = logits
+        return metrics
+
+    def dataset(self, train: FaceArrays, val: FaceArrays) -> dict:
+        return {
+            "train_class_counts": class_counts_dict(train.labels, train.class_counts()),
+            "val_class_counts": class_counts_dict(val.labels, val.class_counts()),
+        }
