@@ -8,6 +8,7 @@ Groups are set with a double underscore: ``EMOTION_LIMITS__MAX_FACES=10``, ``EMO
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,11 @@ class LimitsSettings(Group):
     max_faces: int = Field(20, ge=1, le=500, description="faces per image or video frame at most")
     max_in_flight: int = Field(64, ge=1, description="concurrent requests before 503 + Retry-After")
     request_timeout_s: float = Field(30.0, gt=0)
+    max_feature_rows: int = Field(4096, ge=1, description="rows one /predict/features request may send")
+    max_feature_values: int = Field(
+        1_048_576, ge=1, description="values (rows x features) one /predict/features request may send"
+    )
+    max_suite_models: int = Field(32, ge=1, le=256, description="models one /predict/attributes request may name")
 
 
 # One field per registered detector backend, holding that backend's own settings (``DETECTORS`` in
@@ -113,6 +119,20 @@ class QueueSettings(Group):
     max_bytes: int = Field(4 * 1024 * MiB, ge=1024, description="largest clip a job accepts")
     max_duration_s: float = Field(6 * 3600.0, gt=0, description="longest clip a job accepts")
     max_tries: int = Field(3, ge=1, le=20, description="a job that keeps crashing its worker is failed after this")
+    max_frames: int = Field(120_000, ge=1, description="frames a job analyses at most (6 h at 5 per second: 108,000)")
+    job_timeout_s: float = Field(6 * 3600.0, gt=0, description="a job running longer than this is failed")
+    name: str = Field(
+        "emotion", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="prefix of the Redis keys and the arq queue name"
+    )
+    lease_s: float = Field(
+        30.0, ge=0.5, le=300.0, description="a running job is taken over this long after its worker stops renewing"
+    )
+    worker_jobs: int = Field(1, ge=1, le=64, description="jobs one `python -m service.worker` process runs at once")
+    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="worker's own /metrics port; 0 = none")
+
+    def folder(self) -> Path:
+        """Where uploads and results live: ``jobs_dir``, else ``<system temp>/emotion-jobs`` (kept across restarts)."""
+        return self.jobs_dir or Path(tempfile.gettempdir()) / "emotion-jobs"
 
     @field_validator("url")
     @classmethod
@@ -204,6 +224,9 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, /predict and /models need header X-API-Key")
     temp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    reload_interval_s: float = Field(
+        0.0, ge=0.0, le=86400.0, description="rescan the store for new or removed versions this often; 0 = off"
+    )
 
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)

@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from service.api import errors
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from service.api.routes import health, metrics, models, predict, video
+from service.api.routes import attributes, demo, features, health, jobs, metrics, models, predict, v2, video
 from service.config import Settings, get_settings
+from service.jobs import create_jobs
 from service.metrics import Metrics
 from service.pipelines import build_pipelines
 from service.registry import ModelRegistry
@@ -24,9 +25,13 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
     async def lifespan(app: FastAPI):
         app.state.settings, app.state.metrics = settings, app_metrics
         app.state.registry = registry = ModelRegistry(settings, app_metrics)
+        registry.start()  # periodic store rescans, when EMOTION_RELOAD_INTERVAL_S is set
         app.state.pipelines = build_pipelines(settings, app_metrics)
         warm = asyncio.create_task(_load_default(registry))
+        app.state.jobs = background = await create_jobs(settings, app_metrics, registry, app.state.pipelines)
+        await background.start()
         yield
+        await background.stop()
         warm.cancel()
         await asyncio.gather(warm, return_exceptions=True)
         await registry.close()
@@ -54,10 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.limits.max_upload_bytes,
-        limits={"/predict/video": settings.video.max_bytes},
+        limits={"/predict/video": settings.video.max_bytes, "/jobs/video": settings.queue.max_bytes},
     )
     app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.limits.max_in_flight)
     errors.install(app)
-    for module in (health, models, predict, video, metrics):
+    for module in (health, models, predict, attributes, features, video, jobs, v2, metrics, demo):
         app.include_router(module.router)
     return app

@@ -3,9 +3,10 @@ the pipelines call these methods rather than touching metric objects of their ow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
@@ -57,6 +58,24 @@ class Metrics:
             registry=r,
         )
 
+        # other model kinds, and the store as the registry sees it
+        self.feature_rows = Counter(
+            "emotion_feature_rows_total", "Feature vectors classified (/predict/features)", ["model"], registry=r
+        )
+        self.attribute_predictions = Counter(
+            "emotion_attribute_predictions_total", "Frames or images scored by attribute models", ["model"], registry=r
+        )
+        self.attributes_present = Counter(
+            "emotion_attributes_present_total",
+            "Predictions in which an attribute was over its threshold",
+            ["model", "attribute"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "emotion_model_reloads_total", "Rescans of the model store", ["trigger"], registry=r
+        )
+        self.store_versions = Gauge("emotion_store_model_versions", "Model versions in the store", registry=r)
+
         # background jobs (service/jobs): the API and every worker export these for the jobs they see
         self.job_queue_depth = Gauge("emotion_job_queue_depth", "Jobs waiting for a worker", registry=r)
         self.jobs = Gauge("emotion_jobs", "Jobs known, by status", ["status"], registry=r)
@@ -86,6 +105,38 @@ class Metrics:
         self.video_frames_analyzed.inc(result.frames_analyzed)
         self.faces.inc(result.faces)
         self.video_seconds.observe(seconds)
+
+    def observe_job_finished(self, status: str, seconds: float | None = None) -> None:
+        """A job reached a final status here (where it ran, or the API for a cancellation); ``seconds`` from its
+        start to its end, for jobs that ran."""
+        self.jobs_finished.labels(status=status).inc()
+        if seconds is not None:
+            self.job_duration.observe(seconds)
+
+    def observe_jobs(self, counts: Mapping[str, int], workers: int) -> None:
+        """The job store as the API sees it: jobs by status (every status, zeros included), the queued ones as the
+        queue depth, and the workers seen alive."""
+        for status, n in counts.items():
+            self.jobs.labels(status=status).set(n)
+        self.job_queue_depth.set(counts.get("queued", 0))
+        self.job_workers.set(workers)
+
+    def observe_features(self, model: str, rows: int) -> None:
+        """Feature rows classified by ``model`` (its ``name:version``)."""
+        self.feature_rows.labels(model=model).inc(rows)
+
+    def observe_attributes(self, model: str, labels: Sequence[str], present: np.ndarray) -> None:
+        """``present``: ``N x K`` booleans, one row per scored frame: how many frames, and per attribute how often
+        it was present (its share of frames over time shows drift in what the footage holds)."""
+        self.attribute_predictions.labels(model=model).inc(len(present))
+        for label, count in zip(labels, present.sum(axis=0).tolist(), strict=True):
+            if count:
+                self.attributes_present.labels(model=model, attribute=label).inc(count)
+
+    def observe_reload(self, trigger: str, versions: int) -> None:
+        """A rescan of the store (``api`` or ``periodic``) and how many versions it holds now."""
+        self.model_reloads.labels(trigger=trigger).inc()
+        self.store_versions.set(versions)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()

@@ -6,12 +6,15 @@ per request for what is an attribute lookup.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Annotated
 
 from fastapi import Depends, File, Header, HTTPException, Query, Request, UploadFile
 
 from service.config import Settings
+from service.errors import InvalidInput
+from service.jobs import JobService
 from service.metrics import Metrics
 from service.options import Requested
 from service.pipelines import Pipelines
@@ -34,10 +37,15 @@ async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def _jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+JobsDep = Annotated[JobService, Depends(_jobs)]
 
 
 async def check_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
@@ -66,6 +74,35 @@ async def _model(registry: RegistryDep, model: ModelName = None, version: ModelV
 
 
 ModelDep = Annotated[LoadedModel, Depends(_model)]
+
+SuiteNames = Annotated[
+    list[str] | None,
+    Query(
+        description="attribute model(s); repeat for a suite (model=a&model=b); name:version pins a version; "
+        "default: the service's default model"
+    ),
+]
+
+
+async def _suite(
+    registry: RegistryDep, settings: SettingsDep, model: SuiteNames = None, version: ModelVersion = None
+) -> list[LoadedModel]:
+    """The named models, loaded, in order (duplicates once); ``version`` applies when one model is named."""
+    refs = list(dict.fromkeys(m for m in model or [] if m)) or [""]
+    if len(refs) > settings.limits.max_suite_models:
+        raise InvalidInput(
+            f"{len(refs)} models named; at most {settings.limits.max_suite_models} per request "
+            "(EMOTION_LIMITS__MAX_SUITE_MODELS)"
+        )
+    if version and len(refs) > 1:
+        raise InvalidInput("version applies to one model; pin versions in a suite as model=name:version")
+    pairs = [ref.partition(":")[::2] for ref in refs]
+    if any(len(name) > 64 or len(pinned) > 64 for name, pinned in pairs):
+        raise InvalidInput("model names and versions are at most 64 characters")
+    return list(await asyncio.gather(*(registry.get(name, pinned or version) for name, pinned in pairs)))
+
+
+SuiteDep = Annotated[list[LoadedModel], Depends(_suite)]
 
 
 async def read_upload(file: UploadFile, limit: int) -> bytes:

@@ -18,6 +18,7 @@ from service.errors import (
     UnsupportedFormat,
     WrongModelKind,
 )
+from service.jobs.errors import JobFinished, JobNotFound, QueueUnavailable
 
 log = logging.getLogger("service.api")
 
@@ -28,6 +29,9 @@ STATUS: list[tuple[type[ServiceError], int, dict[str, str]]] = [
     (InputTooLarge, 413, {}),
     (WrongModelKind, 422, {}),
     (ModelNotFound, 404, {}),
+    (JobNotFound, 404, {}),
+    (JobFinished, 409, {}),
+    (QueueUnavailable, 503, {"Retry-After": "5"}),
     (ModelUnloaded, 503, {"Retry-After": "1"}),
     (ModelUnavailable, 503, {"Retry-After": "30"}),
 ]

@@ -94,7 +94,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exempt = scope["path"].startswith(("/health", "/metrics"))
+        exempt = scope["path"].startswith(("/health", "/metrics", "/v2/health"))  # probes answer under load
         if not exempt and self.metrics.active >= self.max_in_flight:
             self.metrics.rejected.inc()
             await send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
