@@ -21,14 +21,9 @@ from fastapi.testclient import TestClient
 
 from benchmarks.synth import Appearance, write_clip
 from tests.conftest import ROOT, upload
+from tests.live import free_port
 
 FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def answers(url: str) -> bool:

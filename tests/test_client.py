@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -34,46 +33,10 @@ from service.client import (
 )
 from service.client.calls import RetryPolicy, retry_after
 from tests.conftest import ROOT, metric
+from tests.live import clean_env, free_port, serve
 
 KEY = "test-key-123"
 EMOTION = Path(sys.executable).with_name("emotion")  # the console script pyproject.toml declares
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without EMOTION_* settings, plus ``extra``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("EMOTION_")}, **extra}
-
-
-@contextmanager
-def serve(**settings: str) -> Iterator[str]:
-    """``python -m service`` on a free port with ``EMOTION_*`` settings; yields its URL once ready."""
-    port = free_port()
-    env = clean_env(EMOTION_LOG_LEVEL="warning", **{f"EMOTION_{k.upper()}": v for k, v in settings.items()})
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the server did not become ready in 90 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -20,7 +17,8 @@ import numpy as np
 import pytest
 
 from benchmarks.synth import Appearance, photo_on_canvas, write_clip
-from tests.conftest import ROOT, jpeg
+from tests.conftest import jpeg
+from tests.live import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -44,41 +42,11 @@ BROWSER_ARGS = [
 TIMEOUT_MS = 60_000  # a loaded 2-core machine can take a while over a video
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server() -> str:
+def server() -> Iterator[str]:
     """``python -m service`` on a free port, with ``EMOTION_API_KEY`` set, ready."""
-    port = free_port()
-    env = {**os.environ, "EMOTION_LOG_LEVEL": "warning", "EMOTION_API_KEY": API_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the service did not become ready in 90 s")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve(api_key=API_KEY) as url:
+        yield url
 
 
 def write_y4m(path: Path, image: np.ndarray, frames: int = 10, fps: int = 10) -> Path:

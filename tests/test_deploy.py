@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -16,6 +13,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from tests.conftest import ROOT
+from tests.live import serve
 
 
 def dockerfile_cmd() -> list[str]:
@@ -23,41 +21,13 @@ def dockerfile_cmd() -> list[str]:
     return json.loads(line[4:])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server():
+    """The Dockerfile's own command (on a free local port), ready."""
     cmd = dockerfile_cmd()
     assert cmd[:3] == ["python", "-m", "service"]
-    port = free_port()
-    args = [sys.executable, *cmd[1:]]
-    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
-    proc = subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env={**os.environ, "EMOTION_LOG_LEVEL": "warning"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve([sys.executable, *cmd[1:]]) as url:
+        yield url
 
 
 def test_dockerfile_command_serves_predictions_over_real_http(live_server, happy_face_bytes):

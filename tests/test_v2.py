@@ -18,7 +18,7 @@ from model_store import Predictor, Prepared, find
 from service.api import oip
 from service.errors import InvalidInput
 from tests.conftest import DEFAULT_MODEL
-from tests.test_client import serve
+from tests.live import serve
 
 MODEL = DEFAULT_MODEL
 
