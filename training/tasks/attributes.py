@@ -13,7 +13,7 @@ from training.augment import augment_batch
 from training.data_attributes import AttributeArrays, attribute_splits, holdout, load_attributes
 from training.engine import predict, run_epoch
 from training.reports import plot_learning_curves
-from training.tasks.base import TrainTask, split_labels, summary
+from training.tasks.base import TrainTask, split_labels, summary, train_and_val
 
 
 def positive_weights(data: AttributeArrays, mode: str) -> torch.Tensor | None:
@@ -40,15 +40,7 @@ class AttributeTask(TrainTask):
         def read(source, split, limit, names=labels):
             return load_attributes(source, split, spec, names, limit, args.seed)
 
-        splits = attribute_splits(args.data)
-        if args.val_data:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.val_data, None, args.val_limit, train.labels)
-        elif "val" in splits:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.data, "val", args.val_limit, train.labels)
-        else:
-            train, val = holdout(read(args.data, None, args.limit), args.val_fraction, args.seed)
+        train, val = train_and_val(args, read, attribute_splits(args.data), holdout)
         self.labels = train.labels
         return train, val
 

@@ -23,6 +23,19 @@ def split_labels(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
+def train_and_val(args: argparse.Namespace, read, splits: set[str], split_off) -> tuple[Any, Any]:
+    """Train and val sets: ``--val-data`` if given, else the source's own ``val`` split, else ``split_off`` (a
+    held-out share of the data). ``read(source, split, limit, labels)``; val is read with train's labels."""
+    train_split = "train" if "train" in splits else None
+    if args.val_data:
+        train = read(args.data, train_split, args.limit)
+        return train, read(args.val_data, None, args.val_limit, train.labels)
+    if "val" in splits:
+        train = read(args.data, train_split, args.limit)
+        return train, read(args.data, "val", args.val_limit, train.labels)
+    return split_off(read(args.data, None, args.limit), args.val_fraction, args.seed)
+
+
 class TrainTask:
     """Base: the architecture's registered config, and the calibrated softmax report shared by face and feature
     models. Subclasses set ``spec`` and ``labels`` in ``load``."""

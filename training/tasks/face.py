@@ -9,7 +9,7 @@ from model_store import InputSpec
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
 from training.engine import class_weights, predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
-from training.tasks.base import TrainTask, class_counts_dict, split_labels
+from training.tasks.base import TrainTask, class_counts_dict, split_labels, train_and_val
 
 
 def holdout(data: FaceArrays, fraction: float, seed: int) -> tuple[FaceArrays, FaceArrays]:
@@ -48,18 +48,10 @@ class FaceTask(TrainTask):
         self.spec = spec = self.build_spec()
         labels = split_labels(args.labels) or FER_LABELS
 
-        def read(source, split, limit):
-            return load_faces(source, split, spec, labels, limit, args.seed)
+        def read(source, split, limit, names=labels):
+            return load_faces(source, split, spec, names, limit, args.seed)
 
-        splits = available_splits(args.data)
-        if args.val_data:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.val_data, None, args.val_limit)
-        elif "val" in splits:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.data, "val", args.val_limit)
-        else:
-            train, val = holdout(read(args.data, None, args.limit), args.val_fraction, args.seed)
+        train, val = train_and_val(args, read, available_splits(args.data), holdout)
         self.labels = train.labels
         return train, val
 

@@ -18,7 +18,7 @@ from training.data_features import (
 )
 from training.engine import class_weights, predict_rows, run_epoch
 from training.reports import classification_metrics
-from training.tasks.base import TrainTask, class_counts_dict, split_labels
+from training.tasks.base import TrainTask, class_counts_dict, split_labels, train_and_val
 
 
 def feature_epoch(model, data: FeatureArrays, spec: FeatureSpec, opt, sched, args, gen, weights, amp_dtype, scaler):
@@ -48,15 +48,7 @@ class FeatureTask(TrainTask):
         def read(source, split, limit, names=labels):
             return load_features(source, split, names, subjects, limit, args.seed)
 
-        splits = feature_splits(args.data)
-        if args.val_data:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.val_data, None, args.val_limit, train.labels)
-        elif "val" in splits:
-            train = read(args.data, "train" if "train" in splits else None, args.limit)
-            val = read(args.data, "val", args.val_limit, train.labels)
-        else:
-            train, val = stratified_split(read(args.data, None, args.limit), args.val_fraction, args.seed)
+        train, val = train_and_val(args, read, feature_splits(args.data), stratified_split)
         if val.x.shape[1] != train.x.shape[1]:
             raise SystemExit(f"{args.val_data} has {val.x.shape[1]} feature columns, {args.data} {train.x.shape[1]}")
         mean, std = standardization(train.x)
