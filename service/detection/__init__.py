@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from service.detection.base import Detection, FaceDetector, whole_image_if_small
+from service.detection.dlib_cnn import DlibCnnDetector, DlibHogCnnDetector
 from service.detection.dlib_hog import DlibHogDetector
 
 if TYPE_CHECKING:
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 DETECTORS: dict[str, type[FaceDetector]] = {
     DlibHogDetector.name: DlibHogDetector,
+    **{cls.name: cls for cls in (DlibCnnDetector, DlibHogCnnDetector)},
 }
 
 

@@ -7,7 +7,6 @@ default threshold.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.detection.base import Detection
+from service.detection.scaling import rescaled, scan_scale, to_detections
 
 HOG_WINDOW = 80  # dlib's frontal detector finds faces from about this size, in pixels of the image it scans
 
@@ -32,6 +32,11 @@ class DlibHogSettings(BaseModel):
         description="retry at +-20 degrees when no face is found (finds a few more tilted faces, adds false ones)",
     )
     min_side: int = Field(256, ge=0, le=4096, description="smaller images are enlarged to this before scanning")
+
+
+def _hog_score(raw: float) -> float:
+    """dlib's SVM margin mapped into 0..1 (0.5 at -0.5)."""
+    return float(1.0 / (1.0 + np.exp(-2.0 * (raw + 0.5))))
 
 
 def _rotate(gray: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,24 +117,20 @@ class DlibHogDetector:
         that many pixels reach the HOG window (cheaper for large faces, dearer for small ones), within
         ``max_pixels``.
         """
-        if min_face is not None:
-            return min(HOG_WINDOW / min_face, math.sqrt(self.max_pixels / (h * w)))
-        if max(h, w) < self.min_side:
-            return self.min_side / max(h, w)
-        return min(1.0, self.max_side / max(h, w))
+        return scan_scale(
+            h,
+            w,
+            HOG_WINDOW,
+            min_face=min_face,
+            min_side=self.min_side,
+            max_side=self.max_side,
+            max_pixels=self.max_pixels,
+        )
 
     def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         h, w = gray.shape
         scale = self.scale_for(h, w, min_face)
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(gray, size, interpolation=interp) if scale != 1 else gray
+        small = rescaled(gray, scale)
         found = self._run(small) or (self._rotated(small) if self.rotation_fallback else [])
-        faces = []
-        for x0, y0, x1, y1, s in found:
-            x0, y0 = max(0, round(x0 / scale)), max(0, round(y0 / scale))
-            x1, y1 = min(w, round(x1 / scale)), min(h, round(y1 / scale))
-            if x1 > x0 and y1 > y0:  # callers filter by size, in the pixels of the image they passed
-                faces.append(Detection(x0, y0, x1 - x0, y1 - y0, float(1.0 / (1.0 + np.exp(-2.0 * (s + 0.5))))))
-        return sorted(faces, key=lambda d: d.area, reverse=True)
+        return to_detections(found, scale, h, w, _hog_score)
