@@ -18,7 +18,13 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 class Metrics:
     def __init__(self) -> None:
         self.active = 0  # requests being handled now (the gauge below, readable without prometheus internals)
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._define_http(self.registry)
+        self._define_models(self.registry)
+        self._define_kinds(self.registry)
+        self._define_jobs(self.registry)
+
+    def _define_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter("emotion_requests_total", "HTTP requests", ["method", "route", "status"], registry=r)
         self.latency = Histogram(
             "emotion_request_duration_seconds",
@@ -29,6 +35,9 @@ class Metrics:
         )
         self.in_flight = Gauge("emotion_requests_in_flight", "Requests being handled", registry=r)
         self.rejected = Counter("emotion_requests_rejected_total", "Requests shed with 503 over capacity", registry=r)
+
+    def _define_models(self, r: CollectorRegistry) -> None:
+        """Model calls, loads, faces and videos."""
         self.inference = Histogram(
             "emotion_inference_duration_seconds",
             "Model call latency per batch",
@@ -58,7 +67,8 @@ class Metrics:
             registry=r,
         )
 
-        # other model kinds, and the store as the registry sees it
+    def _define_kinds(self, r: CollectorRegistry) -> None:
+        """Other model kinds, and the store as the registry sees it."""
         self.feature_rows = Counter(
             "emotion_feature_rows_total", "Feature vectors classified (/predict/features)", ["model"], registry=r
         )
@@ -76,7 +86,8 @@ class Metrics:
         )
         self.store_versions = Gauge("emotion_store_model_versions", "Model versions in the store", registry=r)
 
-        # background jobs (service/jobs): the API and every worker export these for the jobs they see
+    def _define_jobs(self, r: CollectorRegistry) -> None:
+        """Background jobs (service/jobs): the API and every worker export these for the jobs they see."""
         self.job_queue_depth = Gauge("emotion_job_queue_depth", "Jobs waiting for a worker", registry=r)
         self.jobs = Gauge("emotion_jobs", "Jobs known, by status", ["status"], registry=r)
         self.jobs_finished = Counter(
