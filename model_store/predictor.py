@@ -223,7 +223,7 @@ class Predictor:
         return Predictions(tuple(self.labels), logits, probs, va)
 
     def empty(self) -> Predictions:
-        return Predictions.concat([], self.labels, self.manifest.valence_arousal != "none", self.thresholds)
+        return self.concat([])
 
     def concat(self, parts: Sequence[Predictions]) -> Predictions:
         """Rows of ``parts`` one after another, as this model's predictions (none: zero rows)."""

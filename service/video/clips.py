@@ -35,4 +35,4 @@ async def classify_clips(
                 per_sample[i] = pred
             clips.append(ClipResult(track_id, times[members[0]], times[members[-1]], pred[0]))
     parts = [p for p in per_sample if p is not None]
-    return Predictions.concat(parts, predictor.labels, predictor.manifest.valence_arousal != "none"), clips
+    return predictor.concat(parts), clips

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from model_store import FeatureSpec, InputSpec
+from training.engine import class_weights
 from training.models import create_model, get_model_cfg, input_kwargs
 from training.reports import classification_metrics, fit_temperature, plot_learning_curves, write_report
 
@@ -21,6 +22,12 @@ from training.reports import classification_metrics, fit_temperature, plot_learn
 def split_labels(value: str | None) -> list[str] | None:
     """``--labels a,b,c`` -> the list (None: the task's default, usually the labels found in the data)."""
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def device_class_weights(counts: list[int], args: argparse.Namespace) -> torch.Tensor | None:
+    """``--class-weights`` for these class counts, on the training device (None: unweighted)."""
+    weights = class_weights(counts, args.class_weights)
+    return weights.to(args.device) if weights is not None else None
 
 
 def train_and_val(args: argparse.Namespace, read, splits: set[str], split_off) -> tuple[Any, Any]:

@@ -7,9 +7,9 @@ import numpy as np
 
 from model_store import InputSpec
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
-from training.engine import class_weights, predict, train_one_epoch
+from training.engine import predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
-from training.tasks.base import TrainTask, class_counts_dict, split_labels, train_and_val
+from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
 
 
 def holdout(data: FaceArrays, fraction: float, seed: int) -> tuple[FaceArrays, FaceArrays]:
@@ -57,8 +57,7 @@ class FaceTask(TrainTask):
 
     def epoch(self, model, train: FaceArrays, opt, sched, gen, amp_dtype, scaler) -> dict:
         args = self.args
-        weights = class_weights(train.class_counts(), args.class_weights)
-        weights = weights.to(args.device) if weights is not None else None
+        weights = device_class_weights(train.class_counts(), args)
         return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler)
 
     def evaluate(self, model, data: FaceArrays, amp_dtype) -> dict:

@@ -16,9 +16,9 @@ from training.data_features import (
     standardization,
     stratified_split,
 )
-from training.engine import class_weights, predict_rows, run_epoch
+from training.engine import predict_rows, run_epoch
 from training.reports import classification_metrics
-from training.tasks.base import TrainTask, class_counts_dict, split_labels, train_and_val
+from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
 
 
 def feature_epoch(model, data: FeatureArrays, spec: FeatureSpec, opt, sched, args, gen, weights, amp_dtype, scaler):
@@ -58,8 +58,7 @@ class FeatureTask(TrainTask):
 
     def epoch(self, model, train: FeatureArrays, opt, sched, gen, amp_dtype, scaler) -> dict:
         args = self.args
-        weights = class_weights(train.class_counts(), args.class_weights)
-        weights = weights.to(args.device) if weights is not None else None
+        weights = device_class_weights(train.class_counts(), args)
         return feature_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler)
 
     def evaluate(self, model, data: FeatureArrays, amp_dtype) -> dict:
