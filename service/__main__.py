@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
-from pydantic import ValidationError
 
-from service.config import get_settings
+from service.config import settings_or_exit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -19,10 +18,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"invalid settings:\n{exc}") from None
+    settings = settings_or_exit()
     uvicorn.run(
         "service.main:create_app",
         factory=True,

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from service.config import Settings, get_settings
+from service.config import Settings, settings_or_exit
 from service.errors import ModelNotFound, ModelUnavailable, ServiceError, UnsupportedFormat
 from service.imaging import sniff_format
 from service.metrics import Metrics
@@ -205,7 +205,7 @@ def _can_plot() -> bool:
 
 
 async def run(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = settings_or_exit()
     files = collect(args.paths)
     args.output.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry(settings, Metrics())

@@ -13,9 +13,8 @@ import argparse
 import logging
 
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
-from service.config import get_settings
+from service.config import settings_or_exit
 from service.jobs.redis_queue import build_worker
 from service.metrics import Metrics
 
@@ -27,10 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"invalid settings:\n{exc}") from None
+    settings = settings_or_exit()
     if not settings.queue.url:
         raise SystemExit("EMOTION_QUEUE_URL is not set: workers take jobs from Redis (redis://host:6379/0)")
     level = settings.log_level.upper()
