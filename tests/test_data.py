@@ -99,3 +99,26 @@ def test_undecodable_image_is_named(tmp_path):
     (tmp_path / "happy" / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"broken\.jpg"):
         load_faces(tmp_path, None, SPEC, LABELS)
+
+
+def test_make_manifest_keeps_a_val_split_and_stratifies_a_pool(tmp_path):
+    """A set with train/ and val/ keeps them; a train-only set gets a seeded per-label share held out."""
+    from training import make_manifest
+
+    for i in range(3):
+        write_face(tmp_path / "a" / "train" / "happy" / f"{i}.png")
+    write_face(tmp_path / "a" / "val" / "sad" / "v.png")
+    for label, n in (("happy", 20), ("disgust", 10), ("fear", 1)):
+        for i in range(n):
+            write_face(tmp_path / "b" / "train" / label / f"{label}{i}.png")
+    out = tmp_path / "out"
+    args = make_manifest.get_args_parser().parse_args(
+        ["--source", f"a={tmp_path / 'a'}", "--source", f"b={tmp_path / 'b'}", "--output", str(out)]
+    )
+    rows = make_manifest.main(args)
+    b_val = sorted(r["label"] for r in rows if r["source"] == "b" and r["split"] == "val")
+    assert b_val == ["disgust"] + ["happy"] * 2  # 10% of each label; a lone fear face stays in train
+    assert [r["label"] for r in rows if r["source"] == "a" and r["split"] == "val"] == ["sad"]
+    assert len(load_faces(out / "manifest.csv", "train", SPEC, LABELS)) == 3 + 18 + 9 + 1
+    assert len(load_faces(out / "b.csv", "val", SPEC, LABELS)) == 3
+    assert make_manifest.main(args) == rows  # the same seed, the same split
