@@ -4,9 +4,12 @@
    faceless images, for dlib's default threshold and the service's settings.
 2. End to end: the largest detected face of each photo through the default model (service preprocessing, crop
    margin, mirror TTA, calibration) against the photo's hand label (noisy; ``contempt`` has no model class and is
-   left out). Writes ``photos.json``, ``photos_per_class.json`` and ``photos_confusion.png``.
+   left out). Writes ``photos.json``, ``photos_per_class.json`` and ``photos_confusion.png``. Balanced accuracy is
+   the mean recall over the labels with at least ``--min-support`` photos (fear has none in this set).
+3. With ``--align``: the same faces cut as eye-levelled crops (``service.detection.align``), same model, so the
+   effect of alignment alone is one line apart.
 
-    python -m benchmarks.eval_photos [--output runs/eval_photos] [--margins 0.0 0.1 0.2]
+    python -m benchmarks.eval_photos [--output runs/eval_photos] [--version V] [--align] [--margins 0.0 0.1 0.2]
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import Predictor, crop_face, find
-from service.detection import DlibHogDetector
+from service.config import DetectorSettings
+from service.detection import DlibHogDetector, whole_image_if_small
+from service.detection.align import LandmarkAligner
+from training.calibration import cross_validated, fit_logit_bias
 from training.data import canonical_label
 from training.reports import classification_metrics, write_report
 
@@ -34,6 +40,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", type=Path, default=Path("runs/eval_photos"))
     p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument("--version", help="model version (default: the newest, what the service serves)")
+    p.add_argument("--align", action="store_true", help="also score eye-levelled crops of the same faces")
+    p.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="score only photos the detector finds a face in (default: as the service, a small photo with none "
+        "found is one face crop)",
+    )
+    p.add_argument("--fit-bias", type=Path, help="fit a per-label logit bias on the photos into this JSON file")
+    p.add_argument("--min-support", type=int, default=100, help="labels counted in the balanced accuracy")
     p.add_argument("--margins", type=float, nargs="*", default=[], help="also score these crop margins")
     p.add_argument("--negatives", type=int, default=200)
     return p
@@ -84,19 +100,65 @@ def detection_report(photos: list[np.ndarray], negatives: list[np.ndarray]) -> t
     return results, service_faces
 
 
-def end_to_end(photos, labels, faces, model: str, margin: float | None) -> tuple[dict, list[str]]:
-    """The largest face of each labelled photo through the Predictor; ``margin`` overrides the crop margin."""
-    entry = find(model)
+def balanced_accuracy(metrics: dict, min_support: int) -> tuple[float, list[str]]:
+    """Mean recall over the labels with at least ``min_support`` samples (and those labels)."""
+    counted = [k for k, r in metrics["per_class"].items() if r["support"] >= min_support]
+    return float(np.mean([metrics["per_class"][k]["recall"] for k in counted])), counted
+
+
+def photo_logits(photos, labels, faces, args, margin: float | None, aligner=None):
+    """Logits of the largest face of each labelled photo through the Predictor, the targets, and the entry."""
+    entry = find(args.model, args.version)
     spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
     predictor, known = Predictor.load(entry), entry.manifest.labels
     crops, targets = [], []
     for image, label, found in zip(photos, labels, faces, strict=True):
         if found and label in known:
-            crops.append(crop_face(image, found[0].box, spec))
+            box = found[0].box
+            crops.append(aligner.crop(image, box, spec) if aligner else crop_face(image, box, spec))
             targets.append(known.index(label))
-    logits = predictor.predict(crops).logits
-    metrics = classification_metrics(logits, np.array(targets), known, entry.manifest.calibration_temperature)
-    return {**metrics, "face_margin": spec.face_margin}, known
+    return predictor.predict(crops).logits, np.array(targets), entry
+
+
+def scored(logits, targets, entry, args, **extra) -> dict:
+    metrics = classification_metrics(logits, targets, entry.manifest.labels, entry.manifest.calibration_temperature)
+    bal, counted = balanced_accuracy(metrics, args.min_support)
+    return {**metrics, "balanced_accuracy": bal, "balanced_over": counted, "version": entry.manifest.version, **extra}
+
+
+def end_to_end(photos, labels, faces, args, margin: float | None, aligner=None) -> tuple[dict, list[str]]:
+    """The largest face of each labelled photo through the Predictor; ``margin`` overrides the crop margin."""
+    logits, targets, entry = photo_logits(photos, labels, faces, args, margin, aligner)
+    margin = entry.manifest.input.face_margin if margin is None else margin
+    return scored(logits, targets, entry, args, aligned=aligner is not None, face_margin=margin), entry.manifest.labels
+
+
+def fit_bias(photos, labels, faces, args) -> dict:
+    """A per-label logit bias fitted on all the photos (written to ``--fit-bias``), and what it does on photos it
+    was not fitted on (5-fold cross-validation)."""
+    logits, targets, entry = photo_logits(photos, labels, faces, args, None)
+    temperature, known = entry.manifest.calibration_temperature, entry.manifest.labels
+    bias = fit_logit_bias(logits, targets, temperature)
+    args.fit_bias.write_text(json.dumps({k: round(float(b), 4) for k, b in zip(known, bias, strict=True)}, indent=2))
+    held_out = scored(cross_validated(logits, targets, temperature), targets, entry, args, cross_validated=True)
+    print_metrics(f"with a logit bias, 5-fold cross-validated (bias fitted on all -> {args.fit_bias})", held_out)
+    return held_out
+
+
+def brief(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    recall = {k: r["recall"] for k, r in metrics["per_class"].items()}
+    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")} | {"per_class_recall": recall}
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    print(
+        f"{title} ({metrics['samples']} photos with a face and a model label): accuracy {metrics['accuracy']:.3f}, "
+        f"balanced accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+    )
+    for label, r in metrics["per_class"].items():
+        print(f"  {label:9s} recall {r['recall']:.2f}  precision {r['precision']:.2f}  (n={r['support']})")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -110,21 +172,28 @@ def main(args: argparse.Namespace) -> dict:
             f"detector {name}: face in {r['photos_with_face']}/{r['photos']} photos, {r['ms_per_photo']:.1f} ms/photo, "
             f"{r['false_faces_on_faceless']} false faces on {r['faceless_images']} faceless images"
         )
-    metrics, known = end_to_end(photos, labels, faces, args.model, None)
+    if not args.no_fallback:
+        max_side = DetectorSettings().whole_image_fallback_max_side
+        faces = [whole_image_if_small(image, found, max_side) for image, found in zip(photos, faces, strict=True)]
+        detection["service_with_fallback"] = {"photos_with_face": sum(bool(f) for f in faces), "photos": len(photos)}
+        print(f"with the whole-image fallback (<= {max_side} px): a face for {sum(bool(f) for f in faces)} photos")
+    metrics, known = end_to_end(photos, labels, faces, args, None)
     write_report(args.output, "photos", {**metrics, "detection": detection}, known)
-    print(
-        f"end to end ({metrics['samples']} photos with a face and a model label): accuracy {metrics['accuracy']:.3f}, "
-        f"macro-F1 {metrics['macro_f1']:.3f}"
-    )
-    for label, r in metrics["per_class"].items():
-        print(f"  {label:9s} recall {r['recall']:.2f}  precision {r['precision']:.2f}  (n={r['support']})")
-    sweep = {m: end_to_end(photos, labels, faces, args.model, m)[0] for m in args.margins}
+    print_metrics(f"end to end, {args.model} {metrics['version']}", metrics)
+    aligned = None
+    if args.align:
+        aligned, _ = end_to_end(photos, labels, faces, args, None, LandmarkAligner())
+        write_report(args.output, "photos_aligned", aligned, known)
+        print_metrics("the same faces, eye-levelled crops", aligned)
+    biased = fit_bias(photos, labels, faces, args) if args.fit_bias else None
+    sweep = {m: end_to_end(photos, labels, faces, args, m)[0] for m in args.margins}
     for m, r in sweep.items():
         print(f"  margin {m:.2f}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f}")
     summary = {
         "detection": detection,
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
+        **brief(metrics),
+        "aligned": brief(aligned),
+        "logit_bias_cross_validated": brief(biased),
         "margin_sweep": {str(m): {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for m, r in sweep.items()},
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -198,6 +198,11 @@ class Manifest(BaseModel):
     outputs: list[str] = Field(default_factory=lambda: ["logits"], description="ONNX output names in order")
     valence_arousal: Literal["derived", "predicted", "none"] = "derived"
     calibration_temperature: float = Field(default=1.0, gt=0.0)
+    logit_bias: dict[str, float] = Field(
+        default_factory=dict,
+        description="single-label models: added to the logits of these labels before calibration, a prior "
+        "correction for the images the model serves (fitted on development data, not the val split)",
+    )
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="frame-attributes: probability over which each label counts as present"
     )
@@ -235,6 +240,11 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _check_task(self) -> Manifest:
         kind = TASKS[self.task]
+        unknown = sorted(set(self.logit_bias) - set(self.labels))
+        if unknown:
+            raise ValueError(f"logit_bias names labels the model lacks: {unknown}")
+        if self.logit_bias and kind.multi_label:
+            raise ValueError("logit_bias is for single-label models; multi-label models have thresholds")
         self._check_input(kind)
         if self.task == "clip-classification" and not self.input.frames:
             raise ValueError("clip-classification models need input.frames")

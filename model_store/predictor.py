@@ -52,8 +52,9 @@ class AttributePrediction:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Predictions for N inputs: logits before calibration, calibrated probabilities (softmax over the labels, or a
-    sigmoid per label when ``thresholds`` is set: multi-label models), valence/arousal (or None)."""
+    """Predictions for N inputs: logits before calibration (the manifest's ``logit_bias`` added), calibrated
+    probabilities (softmax over the labels, or a sigmoid per label when ``thresholds`` is set: multi-label models),
+    valence/arousal (or None)."""
 
     labels: tuple[str, ...]
     logits: np.ndarray
@@ -155,6 +156,8 @@ class Predictor:
         self.tta = tta and self.kind.mirror_tta  # clips, frames and vectors are not mirrored
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
+        bias = manifest.logit_bias
+        self.bias = np.array([bias.get(k, 0.0) for k in manifest.labels], np.float32) if bias else None
 
     @classmethod
     def load(
@@ -214,6 +217,8 @@ class Predictor:
             return merge_mirror(x, prepared.n) if prepared.mirrored else x
 
         logits = merged(np.asarray(outputs[self.manifest.outputs[0]], np.float32))
+        if self.bias is not None:
+            logits = logits + self.bias  # the manifest's prior correction: every reader of logits sees it
         temperature = self.manifest.calibration_temperature
         if self.kind.multi_label:
             return Predictions(tuple(self.labels), logits, sigmoid(logits, temperature), None, self.thresholds)

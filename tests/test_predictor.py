@@ -211,3 +211,39 @@ def test_evaluate_reports_the_predictors_accuracy(backend, predictors, default_e
     assert metrics["samples"] == 64 and metrics["backend"] == backend and metrics["tta"] is True
     assert metrics["accuracy"] == accuracy
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == accuracy
+
+
+def test_fitted_logit_bias_undoes_a_prior_shift():
+    """Logits pushed towards label 0 by a constant: the fitted bias takes the push back out and recall evens out."""
+    from training.calibration import cross_validated, fit_logit_bias
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 3000)
+    logits = rng.normal(0, 1, (3000, 3)) + 2.0 * np.eye(3)[targets]
+    shifted = logits + np.array([1.5, 0.0, 0.0])
+    bias = fit_logit_bias(shifted, targets)
+    np.testing.assert_allclose(bias - bias.mean(), [-1.0, 0.5, 0.5], atol=0.2)
+
+    def recall(z):
+        return [(z.argmax(1)[targets == k] == k).mean() for k in range(3)]
+
+    before = min(recall(shifted))
+    assert min(recall(shifted + bias)) > before + 0.1
+    assert min(recall(cross_validated(shifted, targets))) > before + 0.1
+
+
+def test_labels_without_examples_keep_a_zero_bias():
+    from training.calibration import fit_logit_bias
+
+    targets = np.array([0, 1, 0, 1] * 50)
+    logits = np.random.default_rng(1).normal(0, 1, (200, 3))
+    assert fit_logit_bias(logits, targets)[2] == 0.0
+
+
+def test_manifest_logit_bias_is_added_before_calibration():
+    entry = manifest(logit_bias={"happy": -50.0})
+    predictor = Predictor(entry, lambda x: {"logits": np.tile(np.eye(7, dtype=np.float32)[3] * 10, (len(x), 1))})
+    preds = predictor.infer(predictor.prepare_faces(np.zeros((2, 48, 48, 1), np.uint8)))
+    assert preds.logits[0, 3] == pytest.approx(-40.0) and preds[0].dominant != "happy"
+    with pytest.raises(ValueError, match="labels the model lacks"):
+        manifest(logit_bias={"bored": 1.0})

@@ -48,6 +48,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="default: predicted when the model has a valence/arousal head, else derived",
     )
     p.add_argument("--face-margin", type=float, help="override the crop margin recorded at training time")
+    p.add_argument(
+        "--logit-bias",
+        type=Path,
+        help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
+    )
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -71,6 +76,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         outputs=cfg["outputs"],
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),
+        logit_bias=json.loads(args.logit_bias.read_text()) if args.logit_bias else {},
         thresholds=report.get("thresholds", {}),
         metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},
         dataset=cfg["dataset"],
