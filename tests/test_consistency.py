@@ -35,8 +35,8 @@ def test_scorer_and_image_route_return_identical_faces_and_probabilities(client,
 
 
 def test_evaluate_measures_what_the_face_route_serves(client, fer_root, tmp_path):
-    """``training.evaluate`` on a face folder: the same accuracy, and per crop the same probabilities, as
-    ``POST /predict/face`` on the same crops."""
+    """``training.evaluate`` on a face folder: the same accuracy and the same confusion matrix (so the same label
+    for every crop) as ``POST /predict/face`` on the same crops."""
     data = tmp_path / "faces"
     crops: list[tuple[str, bytes]] = []
     for label_dir in sorted((fer_root / "val").iterdir()):
@@ -53,6 +53,11 @@ def test_evaluate_measures_what_the_face_route_serves(client, fer_root, tmp_path
         accuracy = np.mean([s["dominant"] == label for (label, _), s in zip(crops, served, strict=True)])
         assert report["samples"] == len(crops)
         assert report["accuracy"] == pytest.approx(accuracy, abs=1e-12), backend
+        labels = list(report["per_class"])
+        cm = np.zeros((len(labels), len(labels)), int)
+        for (label, _), s in zip(crops, served, strict=True):
+            cm[labels.index(label), labels.index(s["dominant"])] += 1
+        assert report["confusion_matrix"] == cm.tolist(), backend
 
 
 def test_scorer_reports_a_clip_model_given_photos_per_file_and_goes_on(store_copy, face_photo, tmp_path, monkeypatch):
