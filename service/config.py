@@ -186,12 +186,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def nest_aliases(data: dict[str, Any]) -> dict[str, Any]:
-    """Move flat alias keys into their groups, unless the nested key is set already (nested names win)."""
+    """Move flat alias keys into their groups, unless the nested key is set already (nested names win).
+
+    A key may also arrive with its prefix (``emotion_max_faces``): pydantic-settings 2.14+ hands on ``.env`` entries
+    that match no field that way."""
     data = dict(data)
     for flat, path in ALIASES.items():
-        if flat not in data:
+        prefixed = f"{ENV_PREFIX.lower()}{flat}"
+        if flat not in data and prefixed not in data:
             continue
-        value = data.pop(flat)
+        value = data.pop(flat) if flat in data else data.pop(prefixed)
+        data.pop(prefixed, None)
         node = data
         for key in path[:-1]:
             node[key] = node = dict(node.get(key) or {})

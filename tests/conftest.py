@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model_store import find
+from model_store import find, scan, version_key
 from service.config import Settings
 from service.main import create_app
 
@@ -22,6 +22,11 @@ SHARED = ROOT.parent / "shared" / "data"
 FER = SHARED / "fer2013"
 PHOTOS = SHARED / "photos" / "images"
 DEFAULT_MODEL = "fer_emotion_cnn"
+# what the committed store holds: the version requests get by default, and every version newest first
+DEFAULT_VERSION = find(DEFAULT_MODEL).manifest.version
+STORE_VERSIONS = sorted(
+    (e.manifest.version for e in scan()[0] if e.manifest.name == DEFAULT_MODEL), key=version_key, reverse=True
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -32,7 +32,7 @@ from service.client import (
     ModelList,
 )
 from service.client.calls import RetryPolicy, retry_after
-from tests.conftest import ROOT, metric
+from tests.conftest import DEFAULT_VERSION, ROOT, metric
 from tests.live import clean_env, free_port, serve
 
 KEY = "test-key-123"
@@ -139,9 +139,9 @@ def test_models_and_health_commands(server):
     assert json.loads(models.stdout) == httpx.get(f"{server}/models", headers={"X-API-Key": KEY}).json()
     table = cli("models", "--url", server, "--api-key", KEY).stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "VERSION", "DEFAULT"]
-    assert table[1].split()[:3] == ["fer_emotion_cnn", "1.1.0", "*"]
+    assert table[1].split()[:3] == ["fer_emotion_cnn", DEFAULT_VERSION, "*"]
     health = cli("health", "--url", server)
-    assert health.returncode == 0 and health.stdout.startswith("ok  fer_emotion_cnn 1.1.0")
+    assert health.returncode == 0 and health.stdout.startswith(f"ok  fer_emotion_cnn {DEFAULT_VERSION}")
     assert json.loads(cli("health", "--live", "--json", "--url", server).stdout) == {"status": "ok", "model": None,
                                                                                      "detail": None}  # fmt: skip
 
@@ -180,7 +180,7 @@ def test_typed_results_equal_the_api_answers(client, server, photos, crop):
     models = client.models()
     assert isinstance(models, ModelList) and models.default == "fer_emotion_cnn"
     assert client.model("fer_emotion_cnn", "1.0.0").version == "1.0.0"
-    assert client.health("live").status == "ok" and client.health("ready").model.version == "1.1.0"
+    assert client.health("live").status == "ok" and client.health("ready").model.version == DEFAULT_VERSION
 
 
 def test_a_numpy_image_is_sent_losslessly(client, crop):

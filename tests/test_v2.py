@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 from model_store import Predictor, Prepared, find
 from service.api import oip
 from service.errors import InvalidInput
-from tests.conftest import DEFAULT_MODEL
+from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, STORE_VERSIONS
 from tests.live import serve
 
 MODEL = DEFAULT_MODEL
@@ -66,7 +66,7 @@ def test_tritonclient_sees_the_server_live_and_ready(tc):
 
 def test_model_metadata_names_both_inputs_and_the_outputs(tc):
     metadata = tc.get_model_metadata(MODEL)
-    assert metadata["name"] == MODEL and metadata["versions"] == ["1.1.0", "1.0.0"]
+    assert metadata["name"] == MODEL and metadata["versions"] == STORE_VERSIONS  # newest first
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [
         {"name": "input", "datatype": "FP32", "shape": [-1, 1, 48, 48]},  # the ONNX graph's input name
@@ -94,7 +94,7 @@ def test_bytes_image_infer_equals_predict_face(tc, server, crops):
         np.testing.assert_allclose(pair, [expected["valence"], expected["arousal"]], atol=1e-4)
         dominant.append(expected["dominant"])
     assert [labels[i] for i in probabilities.argmax(1)] == dominant and len(set(dominant)) == 3  # distinct rows
-    assert result.get_response()["model_version"] == "1.1.0"
+    assert result.get_response()["model_version"] == DEFAULT_VERSION
 
 
 @pytest.fixture(scope="module")
