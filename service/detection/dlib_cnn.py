@@ -8,7 +8,6 @@ The model file comes from the ``face-recognition-models`` package (public domain
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import queue
@@ -21,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.detection.base import Detection
 from service.detection.dlib_hog import DlibHogDetector
+from service.detection.packaged import packaged_model
 from service.detection.scaling import rescaled, scan_scale, to_detections
 
 # The smallest face the mmod model finds without upsampling, in pixels of the image it scans: measured by shrinking
 # six photo faces in 5 px steps (found down to 65 px in all, 55-60 in some, none at 50).
 CNN_WINDOW = 65
 MODEL_FILE = "mmod_human_face_detector.dat"
-INSTALL_HINT = "pip install face-recognition-models  (or: pip install 'emotion-service[detectors]')"
 
 
 class DlibCnnSettings(BaseModel):
@@ -43,15 +42,8 @@ class DlibCnnSettings(BaseModel):
 
 
 def model_file(path: Path | None = None) -> Path:
-    """The mmod model: ``path`` or the installed package's file; a clear error saying how to install it if absent."""
-    if path is None:
-        spec = importlib.util.find_spec("face_recognition_models")  # located, not imported (it needs pkg_resources)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"the dlib-cnn face detector needs its model file; install it: {INSTALL_HINT}")
-        path = Path(spec.origin).parent / "models" / MODEL_FILE
-    if not path.is_file():
-        raise RuntimeError(f"dlib-cnn face detector model {path} not found; install it: {INSTALL_HINT}")
-    return path
+    """The mmod model: ``path`` or the installed package's file."""
+    return packaged_model(MODEL_FILE, "the dlib-cnn face detector", path)
 
 
 def _cnn_score(raw: float) -> float:
