@@ -133,10 +133,9 @@ def end_to_end(photos, labels, faces, args, margin: float | None, aligner=None) 
     return scored(logits, targets, entry, args, aligned=aligner is not None, face_margin=margin), entry.manifest.labels
 
 
-def fit_bias(photos, labels, faces, args) -> dict:
+def fit_bias(logits, targets, entry, args) -> dict:
     """A per-label logit bias fitted on all the photos (written to ``--fit-bias``), and what it does on photos it
     was not fitted on (5-fold cross-validation)."""
-    logits, targets, entry = photo_logits(photos, labels, faces, args, None)
     temperature, known = entry.manifest.calibration_temperature, entry.manifest.labels
     bias = fit_logit_bias(logits, targets, temperature)
     args.fit_bias.write_text(json.dumps({k: round(float(b), 4) for k, b in zip(known, bias, strict=True)}, indent=2))
@@ -177,7 +176,9 @@ def main(args: argparse.Namespace) -> dict:
         faces = [whole_image_if_small(image, found, max_side) for image, found in zip(photos, faces, strict=True)]
         detection["service_with_fallback"] = {"photos_with_face": sum(bool(f) for f in faces), "photos": len(photos)}
         print(f"with the whole-image fallback (<= {max_side} px): a face for {sum(bool(f) for f in faces)} photos")
-    metrics, known = end_to_end(photos, labels, faces, args, None)
+    logits, targets, entry = photo_logits(photos, labels, faces, args, None)
+    known = entry.manifest.labels
+    metrics = scored(logits, targets, entry, args, aligned=False, face_margin=entry.manifest.input.face_margin)
     write_report(args.output, "photos", {**metrics, "detection": detection}, known)
     print_metrics(f"end to end, {args.model} {metrics['version']}", metrics)
     aligned = None
@@ -185,7 +186,7 @@ def main(args: argparse.Namespace) -> dict:
         aligned, _ = end_to_end(photos, labels, faces, args, None, LandmarkAligner())
         write_report(args.output, "photos_aligned", aligned, known)
         print_metrics("the same faces, eye-levelled crops", aligned)
-    biased = fit_bias(photos, labels, faces, args) if args.fit_bias else None
+    biased = fit_bias(logits, targets, entry, args) if args.fit_bias else None
     sweep = {m: end_to_end(photos, labels, faces, args, m)[0] for m in args.margins}
     for m, r in sweep.items():
         print(f"  margin {m:.2f}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f}")
