@@ -122,3 +122,7 @@ def test_make_manifest_keeps_a_val_split_and_stratifies_a_pool(tmp_path):
     assert len(load_faces(out / "manifest.csv", "train", SPEC, LABELS)) == 3 + 18 + 9 + 1
     assert len(load_faces(out / "b.csv", "val", SPEC, LABELS)) == 3
     assert make_manifest.main(args) == rows  # the same seed, the same split
+    args.repeat = ["b=3"]
+    repeated = make_manifest.main(args)
+    assert sum(r["source"] == "b" and r["split"] == "train" for r in repeated) == 3 * 28
+    assert sum(r["source"] == "b" and r["split"] == "val" for r in repeated) == 3

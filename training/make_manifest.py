@@ -28,6 +28,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="NAME=ROOT",
         help="an ImageFolder tree (root/[train|val/]<label>/*); repeat for each set",
     )
+    p.add_argument(
+        "--repeat",
+        action="append",
+        default=[],
+        metavar="NAME=K",
+        help="list a set's training rows K times in manifest.csv (oversampling a smaller set); val rows once",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share for sets without a val split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, required=True, help="folder for manifest.csv and <source>.csv")
@@ -81,9 +88,20 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def parse_repeats(texts: list[str]) -> dict[str, int]:
+    repeats = {}
+    for text in texts:
+        name, _, k = text.partition("=")
+        if not k.isdigit() or int(k) < 1:
+            raise SystemExit(f"--repeat {text!r}: expected NAME=K with K a whole number >= 1")
+        repeats[name] = int(k)
+    return repeats
+
+
 def main(args: argparse.Namespace) -> list[dict[str, str]]:
     args.output.mkdir(parents=True, exist_ok=True)
     out_dir = args.output.resolve()
+    repeats = parse_repeats(args.repeat)
     everything = []
     for text in args.source:
         name, root = parse_source(text)
@@ -91,7 +109,8 @@ def main(args: argparse.Namespace) -> list[dict[str, str]]:
         write_csv(args.output / f"{name}.csv", rows)
         counts = {split: sum(r["split"] == split for r in rows) for split in ("train", "val")}
         print(f"{name}: {counts['train']} train, {counts['val']} val -> {args.output / f'{name}.csv'}")
-        everything += rows
+        train_rows = [r for r in rows if r["split"] == "train"]
+        everything += rows + train_rows * (repeats.get(name, 1) - 1)
     write_csv(args.output / "manifest.csv", everything)
     print(f"all: {len(everything)} rows -> {args.output / 'manifest.csv'}")
     return everything
