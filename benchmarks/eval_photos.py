@@ -24,10 +24,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from model_store import Predictor, crop_face, find
+from model_store import Predictor, find
 from service.config import DetectorSettings
 from service.detection import DlibHogDetector, whole_image_if_small
 from service.detection.align import LandmarkAligner
+from service.pipelines.face import PlainCrop
 from training.calibration import cross_validated, fit_logit_bias
 from training.data import canonical_label
 from training.reports import classification_metrics, write_report
@@ -107,15 +108,16 @@ def balanced_accuracy(metrics: dict, min_support: int) -> tuple[float, list[str]
 
 
 def photo_logits(photos, labels, faces, args, margin: float | None, aligner=None):
-    """Logits of the largest face of each labelled photo through the Predictor, the targets, and the entry."""
+    """Logits of the largest face of each labelled photo through the Predictor, the targets, and the entry; the
+    face is cut as the service's face pipeline cuts it (``aligner``, or the plain margin crop)."""
+    cropper = aligner or PlainCrop()
     entry = find(args.model, args.version)
     spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
     predictor, known = Predictor.load(entry), entry.manifest.labels
     crops, targets = [], []
     for image, label, found in zip(photos, labels, faces, strict=True):
         if found and label in known:
-            box = found[0].box
-            crops.append(aligner.crop(image, box, spec) if aligner else crop_face(image, box, spec))
+            crops.append(cropper.crop(image, found[0].box, spec))
             targets.append(known.index(label))
     return predictor.predict(crops).logits, np.array(targets), entry
 

@@ -67,9 +67,10 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> dict[
 
 
 def split_source(root: Path, fraction: float, seed: int) -> dict[str, list[Sample]]:
-    if {"train", "val"} <= available_splits(root):
+    splits = available_splits(root)
+    if {"train", "val"} <= splits:
         return {split: read_image_folder(root, split) for split in ("train", "val")}
-    pool = read_image_folder(root, "train" if "train" in available_splits(root) else None)
+    pool = read_image_folder(root, "train" if "train" in splits else None)
     return stratified_split(pool, fraction, seed)
 
 
