@@ -1,11 +1,16 @@
 """Batch augmentation on tensors (fast on CPU): flip, shift/scale/rotation, brightness/contrast, low resolution,
-erasing."""
+blur, low light, JPEG artefacts, erasing; and mixup/CutMix, which mix labels too.
+
+The photo-like steps (blur, low light, JPEG) are what separates a phone or news photo from a studio crop: they are
+off by default so that older recipes replay unchanged."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +28,12 @@ class AugmentCfg:
     zoom_out: float = 0.0  # extra zoom-out on top of ``scale``: faces shrink to as little as 1 - scale - zoom_out
     lowres_prob: float = 0.0  # share of images shown at a lower resolution (a small or distant face, upsampled)
     lowres_min: int = 16  # the smallest side they are reduced to
+    blur_prob: float = 0.0  # share of images blurred (defocus, motion, a soft phone lens)
+    blur_sigma: float = 1.5  # largest Gaussian sigma, in pixels of the model input
+    dark_prob: float = 0.0  # share of images darkened (gamma up to ``dark_gamma``) with sensor noise
+    dark_gamma: float = 2.5
+    jpeg_prob: float = 0.0  # share of images re-encoded as JPEG
+    jpeg_quality: tuple[int, int] = (15, 60)
 
 
 def _affine(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
@@ -89,6 +100,62 @@ def _lowres(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Ten
     return out
 
 
+def _blur(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur with a sigma drawn per image, for a ``blur_prob`` share."""
+    n = x.shape[0]
+    pick = torch.rand(n, generator=gen) < cfg.blur_prob
+    if cfg.blur_prob <= 0 or not pick.any():
+        return x
+    sigma = 0.5 + torch.rand(int(pick.sum()), generator=gen) * max(cfg.blur_sigma - 0.5, 0.0)
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-(taps.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)  # k x taps, one kernel per picked image
+    sel = x[pick]
+    k, c, h, w = sel.shape
+    flat = sel.reshape(1, k * c, h, w)
+    per_channel = kernel.repeat_interleave(c, 0)
+    flat = F.conv2d(
+        F.pad(flat, (radius, radius, 0, 0), mode="replicate"), per_channel.view(k * c, 1, 1, -1), groups=k * c
+    )
+    flat = F.conv2d(
+        F.pad(flat, (0, 0, radius, radius), mode="replicate"), per_channel.view(k * c, 1, -1, 1), groups=k * c
+    )
+    out = x.clone()
+    out[pick] = flat.reshape(k, c, h, w)
+    return out
+
+
+def _dark(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
+    """Low light: a gamma above 1 crushes the shadows, and the noise a sensor adds when it amplifies them."""
+    n = x.shape[0]
+    pick = (torch.rand(n, generator=gen) < cfg.dark_prob).view(n, 1, 1, 1)
+    if cfg.dark_prob <= 0 or not pick.any():
+        return x
+    gamma = 1.0 + torch.rand(n, 1, 1, 1, generator=gen) * (cfg.dark_gamma - 1.0)
+    noise = torch.randn(x.shape, generator=gen) * 0.03 * (gamma - 1.0)
+    dark = (x.clamp(0.0, 1.0) ** gamma + noise).clamp(0.0, 1.0)
+    return torch.where(pick, dark, x)
+
+
+def _jpeg(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
+    """Real JPEG round trips (OpenCV) at a random quality, for a ``jpeg_prob`` share: blocking and ringing."""
+    n = x.shape[0]
+    pick = torch.nonzero(torch.rand(n, generator=gen) < cfg.jpeg_prob).flatten()
+    if cfg.jpeg_prob <= 0 or len(pick) == 0:
+        return x
+    low, high = cfg.jpeg_quality
+    quality = torch.randint(low, high + 1, (len(pick),), generator=gen)
+    out = x.clone()
+    for i, q in zip(pick.tolist(), quality.tolist(), strict=True):
+        image = (x[i].permute(1, 2, 0).clamp(0.0, 1.0) * 255.0).round().byte().numpy()
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else image
+        back = back.reshape(image.shape)
+        out[i] = torch.from_numpy(np.ascontiguousarray(back)).permute(2, 0, 1).float() / 255.0
+    return out
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
     """``NxHxWxC`` uint8 -> augmented ``NxHxWxC`` float in 0..255 (normalised later by the shared function).
 
@@ -100,5 +167,34 @@ def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -
         folded = augment_batch(images.permute(0, 2, 3, 1, 4).reshape(n, h, w, t * c), cfg, gen)
         return folded.reshape(n, h, w, t, c).permute(0, 3, 1, 2, 4)
     x = images.permute(0, 3, 1, 2).float() / 255.0
-    x = _erase(_photometric(_lowres(_affine(x, cfg, gen), cfg, gen), cfg, gen), cfg, gen)
+    x = _blur(_lowres(_affine(x, cfg, gen), cfg, gen), cfg, gen)
+    x = _jpeg(_dark(_photometric(x, cfg, gen), cfg, gen), cfg, gen)
+    x = _erase(x, cfg, gen)
     return x.permute(0, 2, 3, 1) * 255.0
+
+
+def mix_batch(
+    x: torch.Tensor, targets: torch.Tensor, mixup: float, cutmix: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (``alpha=mixup``) or CutMix (``alpha=cutmix``), one chosen per batch with equal odds when both are on.
+
+    ``x`` is ``NxCxHxW``, ``targets`` ``NxK`` label distributions; each row is blended with a random partner of the
+    same batch and its target by the same share (for CutMix, the share of the box actually pasted).
+    """
+    if mixup <= 0 and cutmix <= 0:
+        return x, targets
+    use_cut = cutmix > 0 and (mixup <= 0 or bool(torch.rand(1, generator=gen) < 0.5))
+    alpha = cutmix if use_cut else mixup
+    lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(alpha, alpha))
+    partner = torch.randperm(x.shape[0], generator=gen)
+    if not use_cut:
+        return lam * x + (1 - lam) * x[partner], lam * targets + (1 - lam) * targets[partner]
+    h, w = x.shape[-2:]
+    ch, cw = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(h, (1,), generator=gen)), int(torch.randint(w, (1,), generator=gen))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[partner][..., y0:y1, x0:x1]
+    kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return out, kept * targets + (1 - kept) * targets[partner]

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model_store import InputSpec, merge_mirror, normalize, prepare_batch
-from training.augment import augment_batch
+from training.augment import augment_batch, mix_batch
 from training.data import FaceArrays
 
 
@@ -129,14 +129,21 @@ def train_one_epoch(
     model has that head and the row has targets."""
     va_all = torch.from_numpy(data.valence_arousal)
 
+    mixup, cutmix = getattr(args, "mixup", 0.0), getattr(args, "cutmix", 0.0)
+
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
-        return torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
+        x, y = torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
+        if mixup <= 0 and cutmix <= 0:
+            return x, y
+        return mix_batch(x, F.one_hot(y, len(data.labels)).float(), mixup, cutmix, gen)  # soft targets
 
     def loss_fn(out, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, float]:
         logits, va = split_outputs(out)
         logits = logits.float()
         loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if y.ndim == 2:  # mixed rows: count a row right when the larger share's label wins
+            y = y.argmax(1)
         if va is not None:
             target = va_all[idx].to(y.device)
             known = torch.isfinite(target).all(dim=1)

@@ -74,6 +74,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom-out", type=float, default=0.0, help="extra zoom-out: faces shrink to 0.9 - this")
     p.add_argument("--lowres-prob", type=float, default=0.0, help="share of images shown at a lower resolution")
     p.add_argument("--lowres-min", type=int, default=16, help="smallest side for --lowres-prob")
+    p.add_argument("--blur-prob", type=float, default=0.0, help="share of images blurred (Gaussian)")
+    p.add_argument("--blur-sigma", type=float, default=1.5, help="largest blur sigma, in input pixels")
+    p.add_argument("--dark-prob", type=float, default=0.0, help="share of images darkened (gamma) with noise")
+    p.add_argument("--jpeg-prob", type=float, default=0.0, help="share of images re-encoded as JPEG (quality 15-60)")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
+    p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
     p.add_argument(
         "--finetune", type=Path, help="start from these weights (slim safetensors or best.pt) with a fresh schedule"
     )
@@ -208,6 +214,10 @@ def setup(args: argparse.Namespace) -> None:
         "zoom_out": args.zoom_out,
         "lowres_prob": args.lowres_prob,
         "lowres_min": args.lowres_min,
+        "blur_prob": args.blur_prob,
+        "blur_sigma": args.blur_sigma,
+        "dark_prob": args.dark_prob,
+        "jpeg_prob": args.jpeg_prob,
     }
     args.augment = AugmentCfg(**(off if args.no_augment else on))
     args.output.mkdir(parents=True, exist_ok=True)

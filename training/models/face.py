@@ -1,4 +1,5 @@
-"""Still-face architectures: the compact default CNN, a binary attribute CNN and a ResNet-18 multi-task net."""
+"""Still-face architectures: the compact default CNN, a small-input ResNet, a binary attribute CNN and a ResNet-18
+multi-task net."""
 
 from __future__ import annotations
 
@@ -59,6 +60,29 @@ def emotion_cnn(num_classes: int = 7, **kwargs) -> nn.Module:
 def attribute_cnn(num_classes: int = 2, **kwargs) -> nn.Module:
     """A narrow EmotionCNN for one yes/no attribute (e.g. a single emotion detector, as in the cartoon suite)."""
     return EmotionCNN(num_classes, **kwargs)
+
+
+class ResNetFace(nn.Module):
+    """ResNet-18 layout for 48-pixel faces: a stride-1 3x3 stem (ImageNet's 7x7 stride-2 stem and max-pool would
+    leave a 48-pixel face 12 pixels wide before the first block), four stages down to 3x3, global average pool."""
+
+    def __init__(self, num_classes: int, in_chans: int = 1, width: int = 32, dropout: float = 0.3) -> None:
+        super().__init__()
+        widths = [width, width * 2, width * 4, width * 8]
+        self.stem = conv_bn_relu(in_chans, width)
+        self.trunk = resnet_stages(widths, strides=[2, 2, 2, 2])
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(self.stem(x)))
+
+
+@register_model(task="face-classification", input=GRAY48)
+def resnet_face(num_classes: int = 7, **kwargs) -> nn.Module:
+    """A second, structurally different face classifier (~2.8M parameters at width 32), e.g. for ensembles."""
+    return ResNetFace(num_classes, **kwargs)
 
 
 class ResNetMultiTask(nn.Module):

@@ -1,0 +1,81 @@
+"""Ensembles served as one graph: the averaging itself, and published members joined, exported and served."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model_store import Predictor, scan
+from tests.test_training import TINY, export_and_publish, run_train
+from training import ensemble
+from training.models.ensemble import Ensemble
+
+
+class Fixed(nn.Module):
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor([logits]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+def test_mean_of_each_members_calibrated_probabilities():
+    a, b = [2.0, 0.0, -1.0], [0.0, 1.0, 0.0]
+    out = Ensemble([Fixed(a), Fixed(b)], [0.5, 2.0])(torch.zeros(4, 1))
+    expected = (torch.softmax(torch.tensor(a) / 0.5, 0) + torch.softmax(torch.tensor(b) / 2.0, 0)) / 2
+    assert out.shape == (4, 3) and torch.allclose(out.exp(), expected.expand(4, -1), atol=1e-6)
+
+
+def test_an_ensemble_needs_a_temperature_per_member():
+    with pytest.raises(ValueError, match="one temperature per member"):
+        Ensemble([Fixed([0.0])], [1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, fer_root):
+    store = tmp_path_factory.mktemp("store")
+    folders = []
+    for seed in (0, 1):
+        run = tmp_path_factory.mktemp(f"member{seed}")
+        data = ("--data", str(fer_root), "--limit", "256", "--val-limit", "128", "--epochs", "2")
+        run_train(*data, "--output", str(run), "--seed", str(seed), *TINY)
+        folders.append(export_and_publish(run, store, f"member{seed}"))
+    return store, folders
+
+
+def test_joined_members_export_and_serve_as_their_average(members, tmp_path, fer_root):
+    store, folders = members
+    run = tmp_path / "ens"
+    argv = ["--data", str(fer_root), "--output", str(run), "--threads", "2"]
+    report = ensemble.main(ensemble.get_args_parser().parse_args([*argv, *(f"--member={f}" for f in folders)]))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["architecture"] == "emotion_ensemble" and len(cfg["architecture_args"]["members"]) == 2
+    assert 0 <= report["accuracy"] <= 1 and report["temperature"] > 0
+    folder = export_and_publish(run, store, "joined")
+    entries = {e.manifest.name: e for e in scan(store)[0]}
+    crops = list(np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8))
+    parts = []
+    for name in ("member0", "member1"):
+        entry = entries[name]
+        logits = Predictor.load(entry, tta=False).predict(crops).logits / entry.manifest.calibration_temperature
+        parts.append(torch.softmax(torch.from_numpy(logits), 1))
+    for backend in ("onnx", "torch"):
+        joined = Predictor.load(entries["joined"], backend=backend, tta=False).predict(crops).logits
+        assert np.allclose(np.exp(joined), ((parts[0] + parts[1]) / 2).numpy(), atol=1e-4)
+    assert folder.name == "0.1.0"
+
+
+def test_members_with_other_inputs_are_refused(members, tmp_path):
+    _, folders = members
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((folders[1] / "manifest.json").read_text())
+    manifest["input"]["height"] = manifest["input"]["width"] = 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="another input"):
+        ensemble.read_members([folders[0], other])

@@ -1,0 +1,103 @@
+"""Join published face classifiers into one ensemble run: ``python -m training.ensemble --member DIR ... --output R``.
+
+The members (store folders, e.g. ``model_store/fer_emotion_cnn/1.3.0``) must share labels and input. The result is
+a run folder like ``training.train`` writes (``config.json``, ``best.pt``, ``val.json`` with a temperature fitted on
+val for the whole), so ``export_slim``, ``export_onnx`` and ``publish`` ship it as one graph: the service runs it
+like any other model, with one preprocessing and one forward pass per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from model_store import Manifest
+from training.engine import resolve_amp
+from training.runs import SLIM_NAME, build_model, load_weights
+from training.tasks import task_for
+from training.train import get_args_parser as train_parser
+from training.train import resolved_config, setup
+
+log = logging.getLogger("training.ensemble")
+SHARED_INPUT = ("height", "width", "channels", "mean", "std")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--member", type=Path, action="append", required=True, help="a store folder; repeat per member")
+    p.add_argument("--data", type=Path, required=True, help="as for training.train: its val split scores the whole")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-tta", action="store_true")
+    return p
+
+
+def read_members(folders: list[Path]) -> list[Manifest]:
+    manifests = [Manifest.model_validate_json((f / "manifest.json").read_text()) for f in folders]
+    first = manifests[0]
+    for m in manifests[1:]:
+        if m.labels != first.labels:
+            raise SystemExit(f"{m.key} has labels {m.labels}, {first.key} has {first.labels}: they cannot be averaged")
+        mine, theirs = m.input.model_dump(), first.input.model_dump()
+        if any(mine[k] != theirs[k] for k in SHARED_INPUT):
+            raise SystemExit(f"{m.key} takes another input than {first.key}: an ensemble needs one preprocessing")
+        if m.task != "face-classification" or m.logit_bias:
+            raise SystemExit(f"{m.key}: only face-classification members without a logit bias can be joined")
+    return manifests
+
+
+def member_args(manifests: list[Manifest]) -> list[dict]:
+    return [
+        {
+            "architecture": m.architecture,
+            "architecture_args": m.architecture_args,
+            "temperature": m.calibration_temperature,
+            "source": m.key,
+        }
+        for m in manifests
+    ]
+
+
+def main(args: argparse.Namespace) -> dict:
+    manifests = read_members(args.member)
+    members = member_args(manifests)
+    train_args = [*("--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble")]
+    train_args += [
+        "--arch-args",
+        json.dumps({"members": members}),
+        "--epochs",
+        "0",
+        "--labels",
+        ",".join(manifests[0].labels),
+    ]
+    targs = train_parser().parse_args(train_args + (["--threads", str(args.threads)] if args.threads else []))
+    targs.no_tta = args.no_tta
+    setup(targs)
+    task = task_for(targs)
+    train, val = task.load()
+    amp_dtype = resolve_amp(targs.amp, targs.device)
+    cfg = resolved_config(targs, task, train, val, amp_dtype)
+    cfg["input"] = {**cfg["input"], "face_margin": manifests[0].input.face_margin}
+    (args.output / "config.json").write_text(json.dumps(cfg, indent=2))
+    model = build_model(cfg)
+    for net, folder in zip(model.members, args.member, strict=True):
+        load_weights(net, folder / SLIM_NAME)
+    torch.save({"model": model.state_dict()}, args.output / "best.pt")
+    state = {"best_epoch": 0, "epoch": 0, "history": []}
+    report = task.final_report(model, val, amp_dtype, state)
+    log.info(
+        "ensemble of %d: val accuracy %.4f macro-F1 %.4f (T=%.2f)",
+        len(members),
+        report["accuracy"],
+        report["macro_f1"],
+        report["temperature"],
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
