@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from model_store import Predictor, scan
+from model_store import Predictor, normalize, scan
 from tests.test_training import TINY, export_and_publish, run_train
 from training import ensemble
+from training.data import load_faces
+from training.engine import Teacher
 from training.models.ensemble import Ensemble
+from training.runs import build_model, load_config, load_store_model, load_weights
 
 
 class Fixed(nn.Module):
@@ -79,3 +82,35 @@ def test_members_with_other_inputs_are_refused(members, tmp_path):
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SystemExit, match="another input"):
         ensemble.read_members([folders[0], other])
+
+
+def test_teacher_targets_blend_labels_with_its_calibrated_probabilities():
+    teacher = Teacher(Fixed([1.0, 0.0, -1.0]), temperature=0.5, share=0.25)
+    labels = torch.eye(3)[[0, 2]]
+    out = teacher.soften(torch.zeros(2, 1), labels, "cpu", None)
+    probs = torch.softmax(torch.tensor([1.0, 0.0, -1.0]) / 0.5, 0)
+    assert torch.allclose(out, 0.75 * labels + 0.25 * probs, atol=1e-6)
+
+
+def kl_to(teacher_folder, student_run, images) -> float:
+    teacher, manifest = load_store_model(teacher_folder)
+    student = load_weights(build_model(load_config(student_run)), student_run / "best.pt")
+    x = torch.from_numpy(normalize(images, manifest.input))
+    with torch.no_grad():
+        p = torch.softmax(teacher(x) / manifest.calibration_temperature, 1)
+        log_q = torch.log_softmax(student(x), 1)
+    return float((p * (p.clamp_min(1e-8).log() - log_q)).sum(1).mean())
+
+
+def test_a_distilled_student_ends_closer_to_its_teacher(members, tmp_path, fer_root):
+    _, folders = members
+    common = ["--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "4", "--no-augment"]
+    common += ["--label-smoothing", "0", "--seed", "5", *TINY]
+    run_train(*common, "--output", str(tmp_path / "plain"))
+    run_train(*common, "--output", str(tmp_path / "student"), "--teacher", str(folders[0]), "--distill", "1.0")
+    cfg = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert cfg["args"]["teacher"] == str(folders[0])
+    images = load_faces(fer_root, "train", load_store_model(folders[0])[1].input, None, 256).images
+    distilled, plain = kl_to(folders[0], tmp_path / "student", images), kl_to(folders[0], tmp_path / "plain", images)
+    print(f"KL(teacher || student): distilled {distilled:.4f}, plain {plain:.4f}")
+    assert distilled < 0.7 * plain

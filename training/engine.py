@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -122,27 +123,44 @@ def run_epoch(model, n: int, batch: Batch, loss_fn: Loss, opt, sched, args, gen,
     return {"train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
 
 
-def train_one_epoch(
-    model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None
-) -> dict:
-    """One pass over face crops (or clips) with augmentation: cross-entropy, plus the valence/arousal MSE where the
-    model has that head and the row has targets."""
-    va_all = torch.from_numpy(data.valence_arousal)
+@dataclass
+class Teacher:
+    """A frozen model whose calibrated probabilities become part of the targets (distillation): the student learns
+    ``(1 - share) * labels + share * softmax(teacher / temperature)``, Hinton's soft targets at T = 1."""
 
+    model: nn.Module
+    temperature: float
+    share: float
+
+    @torch.no_grad()
+    def soften(self, x: torch.Tensor, targets: torch.Tensor, device: str, amp_dtype) -> torch.Tensor:
+        with autocast(device, amp_dtype):
+            logits, _ = split_outputs(self.model(x.to(device)))
+        probs = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
+        return (1 - self.share) * targets + self.share * probs
+
+
+def train_one_epoch(
+    model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None, teacher=None
+) -> dict:
+    """One pass over face crops (or clips) with augmentation: cross-entropy (on mixed or distilled soft targets
+    where asked), plus the valence/arousal MSE where the model has that head and the row has targets."""
+    va_all = torch.from_numpy(data.valence_arousal)
     mixup, cutmix = getattr(args, "mixup", 0.0), getattr(args, "cutmix", 0.0)
 
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
         x, y = torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
-        if mixup <= 0 and cutmix <= 0:
+        if mixup <= 0 and cutmix <= 0 and teacher is None:
             return x, y
-        return mix_batch(x, F.one_hot(y, len(data.labels)).float(), mixup, cutmix, gen)  # soft targets
+        x, y = mix_batch(x, F.one_hot(y, len(data.labels)).float(), mixup, cutmix, gen)  # soft targets
+        return (x, teacher.soften(x, y, args.device, amp_dtype)) if teacher else (x, y)
 
     def loss_fn(out, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, float]:
         logits, va = split_outputs(out)
         logits = logits.float()
         loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
-        if y.ndim == 2:  # mixed rows: count a row right when the larger share's label wins
+        if y.ndim == 2:  # mixed or distilled rows: count a row right when the larger share's label wins
             y = y.argmax(1)
         if va is not None:
             target = va_all[idx].to(y.device)

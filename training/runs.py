@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from model_store import FeatureSpec, InputSpec, parse_input
+from model_store import FeatureSpec, InputSpec, Manifest, parse_input
 from training.models import create_model, input_kwargs
 
 SLIM_NAME = "model.safetensors"
@@ -46,6 +46,19 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         state = state.get("model", state)
     model.load_state_dict(state)
     return model.eval()
+
+
+def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
+    """A published model's architecture with its slim weights, in eval mode, and its manifest (for teachers and
+    ensemble members)."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give a store folder such as model_store/<name>/<version>")
+    manifest = Manifest.model_validate_json(path.read_text())
+    cfg = {k: getattr(manifest, k) for k in ("architecture", "architecture_args", "labels")}
+    model = build_model({**cfg, "input": manifest.input.model_dump()})
+    return load_weights(model, folder / SLIM_NAME), manifest
 
 
 def example_input(spec: InputSpec | FeatureSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:

@@ -80,6 +80,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-prob", type=float, default=0.0, help="share of images re-encoded as JPEG (quality 15-60)")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
+    p.add_argument("--teacher", type=Path, help="distil from this store folder (e.g. an ensemble of the same input)")
+    p.add_argument("--distill", type=float, default=0.7, help="share of the teacher's probabilities in the targets")
     p.add_argument(
         "--finetune", type=Path, help="start from these weights (slim safetensors or best.pt) with a fresh schedule"
     )

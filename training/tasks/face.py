@@ -7,8 +7,9 @@ import numpy as np
 
 from model_store import InputSpec
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
-from training.engine import predict, train_one_epoch
+from training.engine import Teacher, predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
+from training.runs import load_store_model
 from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
 
 
@@ -34,6 +35,7 @@ class FaceTask(TrainTask):
     def __init__(self, args) -> None:
         super().__init__(args)
         self.tta = not args.no_tta
+        self._teacher: Teacher | None = None
 
     def build_spec(self) -> InputSpec:
         spec, args, update = self.cfg.input, self.args, {}
@@ -58,7 +60,25 @@ class FaceTask(TrainTask):
     def epoch(self, model, train: FaceArrays, opt, sched, gen, amp_dtype, scaler) -> dict:
         args = self.args
         weights = device_class_weights(train.class_counts(), args)
-        return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler)
+        teacher = self.teacher()
+        return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler, teacher)
+
+    def teacher(self) -> Teacher | None:
+        """``--teacher``: a published model over the same labels and input, loaded once and frozen."""
+        if not getattr(self.args, "teacher", None):
+            return None
+        if self._teacher is None:
+            model, manifest = load_store_model(self.args.teacher)
+            if manifest.labels != self.labels:
+                raise SystemExit(f"--teacher {manifest.key} has labels {manifest.labels}, the data {self.labels}")
+            mine, theirs = self.spec.model_dump(), manifest.input.model_dump()
+            if any(mine[k] != theirs[k] for k in ("height", "width", "channels", "mean", "std")):
+                raise SystemExit(f"--teacher {manifest.key} takes another input than this model")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model = model.to(self.args.device)
+            self._teacher = Teacher(model, manifest.calibration_temperature, self.args.distill)
+        return self._teacher
 
     def evaluate(self, model, data: FaceArrays, amp_dtype) -> dict:
         logits, va = predict(model, data.images, self.spec, self.args.device, tta=self.tta, amp_dtype=amp_dtype)
