@@ -79,6 +79,13 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
     whole_image_fallback_max_side: int = Field(
         256, ge=0, le=4096, description="an image or frame this small with no face found is one face crop; 0 = off"
     )
+    close_up_padding: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="photos with no face found are scanned once more inside a mid-gray border this share of their "
+        "longest side wide (finds faces that fill the photo); 0 = off",
+    )
     instances: int = Field(0, ge=0, le=64, description="detections run at once; 0 = one per CPU core, <= 8")
     align: bool = Field(
         False,

@@ -34,6 +34,7 @@ class Options:
     max_faces: int
     min_face_size: int | None  # also how small a face detection searches for
     whole_image_fallback_max_side: int
+    close_up_padding: float = 0.0  # photos only: the second, padded scan (``detection.close_up_faces``)
     sample_fps: float = 5.0
     max_frames: int = 3000
     start: float = 0.0
@@ -80,6 +81,7 @@ def resolve_options(
         max_faces=_capped(requested.max_faces, settings.limits.max_faces, capped),
         min_face_size=requested.min_face_size or settings.detector.min_face_size,
         whole_image_fallback_max_side=settings.detector.whole_image_fallback_max_side,
+        close_up_padding=settings.detector.close_up_padding,
         sample_fps=requested.sample_fps,
         max_frames=_capped(requested.max_frames, caps.max_frames, True)
         if capped

@@ -121,6 +121,17 @@ def test_whole_image_fallback_can_be_switched_off(make_client):
     assert off.post("/predict/image", files=upload(blank)).json()["faces"] == []
 
 
+def test_a_face_that_fills_the_photo_is_found_by_the_padded_second_scan(make_client, photo_paths):
+    """A 350 px news close-up (found by measurement: benchmarks/eval_photos.py) in which HOG alone finds nothing."""
+    path = photo_paths[0].parent / "Donald_Rumsfeld_0099.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this data set")
+    (face,) = make_client().post("/predict/image", files=upload(path.read_bytes())).json()["faces"]
+    assert face["score"] > 0.5 and face["box"]["width"] > 200  # a detection, not the whole-image fallback
+    off = make_client(detector={"close_up_padding": 0})
+    assert off.post("/predict/image", files=upload(path.read_bytes())).json()["faces"] == []
+
+
 def test_predict_image_applies_exif_orientation(client, face_photo):
     upright = cv2.cvtColor(photo_on_canvas(face_photo, 640, 400), cv2.COLOR_BGR2RGB)
     stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # camera stored it rotated...

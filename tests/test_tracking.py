@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from service.config import DetectorSettings
-from service.detection import DETECTORS, Detection, create_detector, whole_image_if_small
+from service.detection import DETECTORS, Detection, close_up_faces, create_detector, whole_image_if_small
 from service.options import Options
 from service.tracking import IouTracker, centroid_distance, iou
 from service.video.regions import FrameDetector, dedupe
@@ -116,6 +116,35 @@ def test_whole_image_if_small_only_when_nothing_found_in_a_small_image():
     assert whole_image_if_small(small, [face], 256) == [face]
     assert whole_image_if_small(large, [], 256) == []
     assert whole_image_if_small(small, [], 0) == []  # 0 = off
+
+
+class BorderSeeing:
+    """A stand-in detector that sees a face only in a padded canvas: one box straddling the top-left border."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def detect(self, image, min_face=None):
+        self.seen.append(image.shape)
+        return [Detection(10, 20, 60, 50, 0.8)] if image[0, 0].mean() == 128 else []
+
+
+def test_close_up_scan_maps_boxes_back_and_clips_them_to_the_photo():
+    image = np.zeros((100, 80, 3), np.uint8)
+    detector = BorderSeeing()
+    (face,) = close_up_faces(detector, image, 0.25)
+    assert detector.seen == [(150, 130, 3)]  # a 25-pixel border on every side (0.25 of the longest side)
+    assert face == Detection(0, 0, 45, 45, 0.8)  # (10 - 25, 20 - 25) clipped to the photo's corner
+    assert close_up_faces(detector, image[:, :, 0], 0.25)[0] == face  # gray photos too
+    assert close_up_faces(detector, image, 0.0) == [] and len(detector.seen) == 2  # 0 = off, nothing scanned
+
+
+def test_close_up_scan_drops_a_box_wholly_in_the_border():
+    class InBorder(BorderSeeing):
+        def detect(self, image, min_face=None):
+            return [Detection(0, 0, 20, 20, 0.9)]
+
+    assert close_up_faces(InBorder(), np.zeros((100, 100, 3), np.uint8), 0.25) == []
 
 
 def test_detector_registry_names_match_and_each_has_a_settings_group():

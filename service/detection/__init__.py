@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.detection.base import Detection, FaceDetector, whole_image_if_small
+from service.detection.base import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.dlib_cnn import DlibCnnDetector, DlibHogCnnDetector
 from service.detection.dlib_hog import DlibHogDetector
 
@@ -25,4 +25,12 @@ def create_detector(settings: DetectorSettings) -> FaceDetector:
     return DETECTORS[settings.backend].from_settings(settings)  # type: ignore[attr-defined]
 
 
-__all__ = ["DETECTORS", "Detection", "DlibHogDetector", "FaceDetector", "create_detector", "whole_image_if_small"]
+__all__ = [
+    "DETECTORS",
+    "Detection",
+    "DlibHogDetector",
+    "FaceDetector",
+    "close_up_faces",
+    "create_detector",
+    "whole_image_if_small",
+]

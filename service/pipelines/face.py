@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from model_store import InputSpec, Predictor, Prepared, crop_face
-from service.detection import Detection, FaceDetector, whole_image_if_small
+from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.imaging import decode_image
 from service.metrics import Metrics
 from service.options import Options
@@ -45,9 +45,12 @@ class FacePipeline:
         self.cropper = cropper or PlainCrop()
 
     def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
-        """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``."""
+        """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``; a photo
+        with none found gets a padded second scan, then (if small) is taken whole."""
         smallest = opts.min_face_size
-        found = self.detector.detect(image, smallest)
+        found = self.detector.detect(image, smallest) or close_up_faces(
+            self.detector, image, opts.close_up_padding, smallest
+        )
         found = whole_image_if_small(image, found, opts.whole_image_fallback_max_side)
         return [f for f in found if smallest is None or min(f.width, f.height) >= smallest][: opts.max_faces]
 
