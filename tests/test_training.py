@@ -221,3 +221,16 @@ def test_clip_model_trains_from_clip_manifest_and_serves_video(tmp_path, fer_roo
     assert response.status_code == 200, body
     assert body["clips"] and all(c["end"] >= c["start"] for c in body["clips"])
     assert abs(sum(body["summary"]["emotions"].values()) - 1) < 1e-3
+
+
+def test_channels_override_trains_a_colour_model_with_a_mean_and_std_per_channel(tmp_path, fer_root):
+    out = tmp_path / "rgb"
+    run_train(
+        *("--data", str(fer_root), "--limit", "64", "--val-limit", "32", "--epochs", "1", "--output", str(out)),
+        *("--channels", "3", "--input-size", "32"),
+        *TINY,
+    )
+    spec = load_config(out)["input"]
+    assert (spec["channels"], spec["height"], len(spec["mean"]), len(spec["std"])) == (3, 32, 3, 3)
+    first = torch.load(out / "best.pt", weights_only=True)["model"]["features.0.0.weight"]
+    assert first.shape[1] == 3  # the first convolution takes three channels

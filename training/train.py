@@ -56,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input-size", type=int, help="override the architecture's default square input size")
     p.add_argument("--face-margin", type=float, help="override the crop margin recorded for serving")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="override the architecture's input channels")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--opt", choices=["sgd", "adamw"], default="sgd")

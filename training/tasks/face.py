@@ -43,6 +43,9 @@ class FaceTask(TrainTask):
             update.update(height=args.input_size, width=args.input_size)
         if args.face_margin is not None:
             update["face_margin"] = args.face_margin
+        channels = getattr(args, "channels", None)
+        if channels and channels != spec.channels:  # gray <-> colour: the default mean/std, one per channel
+            update.update(channels=channels, mean=[spec.mean[0]] * channels, std=[spec.std[0]] * channels)
         return spec.model_copy(update=update)
 
     def load(self) -> tuple[FaceArrays, FaceArrays]:
