@@ -17,13 +17,12 @@ import torch
 
 from model_store import Manifest
 from training.engine import resolve_amp
-from training.runs import SLIM_NAME, build_model, load_weights
+from training.runs import SLIM_NAME, build_model, load_weights, require_compatible
 from training.tasks import task_for
 from training.train import get_args_parser as train_parser
 from training.train import resolved_config, setup
 
 log = logging.getLogger("training.ensemble")
-SHARED_INPUT = ("height", "width", "channels", "mean", "std")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,12 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def read_members(folders: list[Path]) -> list[Manifest]:
     manifests = [Manifest.model_validate_json((f / "manifest.json").read_text()) for f in folders]
     first = manifests[0]
-    for m in manifests[1:]:
-        if m.labels != first.labels:
-            raise SystemExit(f"{m.key} has labels {m.labels}, {first.key} has {first.labels}: they cannot be averaged")
-        mine, theirs = m.input.model_dump(), first.input.model_dump()
-        if any(mine[k] != theirs[k] for k in SHARED_INPUT):
-            raise SystemExit(f"{m.key} takes another input than {first.key}: an ensemble needs one preprocessing")
+    for m in manifests:
+        require_compatible(m, first.labels, first.input, "member")
         if m.task != "face-classification" or m.logit_bias:
             raise SystemExit(f"{m.key}: only face-classification members without a logit bias can be joined")
     return manifests

@@ -61,6 +61,19 @@ def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
     return load_weights(model, folder / SLIM_NAME), manifest
 
 
+SHARED_INPUT = ("height", "width", "channels", "mean", "std")
+
+
+def require_compatible(manifest: Manifest, labels: list[str], spec: InputSpec, role: str) -> None:
+    """A published model used beside another (a teacher, an ensemble member) must have the same labels and read
+    the same input, since one preprocessing feeds both."""
+    if manifest.labels != labels:
+        raise SystemExit(f"{role} {manifest.key} has labels {manifest.labels}, not {labels}")
+    mine, theirs = spec.model_dump(), manifest.input.model_dump()
+    if any(mine[k] != theirs[k] for k in SHARED_INPUT):
+        raise SystemExit(f"{role} {manifest.key} takes another input than {spec.height}x{spec.width}x{spec.channels}")
+
+
 def example_input(spec: InputSpec | FeatureSpec, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """A random batch in the model's input layout (``NxCxHxW``, ``NxCxTxHxW`` for clip models, ``NxL`` for
     feature vectors)."""

@@ -9,7 +9,7 @@ from model_store import InputSpec
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
 from training.engine import Teacher, predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
-from training.runs import load_store_model
+from training.runs import load_store_model, require_compatible
 from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
 
 
@@ -72,11 +72,7 @@ class FaceTask(TrainTask):
             return None
         if self._teacher is None:
             model, manifest = load_store_model(self.args.teacher)
-            if manifest.labels != self.labels:
-                raise SystemExit(f"--teacher {manifest.key} has labels {manifest.labels}, the data {self.labels}")
-            mine, theirs = self.spec.model_dump(), manifest.input.model_dump()
-            if any(mine[k] != theirs[k] for k in ("height", "width", "channels", "mean", "std")):
-                raise SystemExit(f"--teacher {manifest.key} takes another input than this model")
+            require_compatible(manifest, self.labels, self.spec, "--teacher")
             for p in model.parameters():
                 p.requires_grad_(False)
             model = model.to(self.args.device)
