@@ -37,6 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0, help="per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
     return p
 
@@ -54,7 +55,7 @@ def sample_inputs() -> tuple[bytes, bytes]:
     raise SystemExit("no single-face photo found")
 
 
-def raw_model_throughput(model: str, face: bytes, seconds: float) -> float:
+def raw_model_throughput(model: str, face: bytes, seconds: float, version: str | None = None) -> float:
     """Faces/s calling the model directly per face: decode, then ``Predictor.predict`` on the ONNX file.
 
     That is the service's own path (shared preprocessing, mirror TTA, onnxruntime, calibration) without HTTP or
@@ -62,7 +63,7 @@ def raw_model_throughput(model: str, face: bytes, seconds: float) -> float:
     cores the server needs), so it runs a few percent below a default spinning session; raw figures taken with one
     (this script before it used the Predictor) are not directly comparable.
     """
-    predictor = Predictor.load(find(model), "onnx")
+    predictor = Predictor.load(find(model, version), "onnx")
     predictor.warmup()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -180,14 +181,15 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 def main(args: argparse.Namespace) -> dict:
     face, photo = sample_inputs()
-    raw_before = raw_model_throughput(args.model, face, args.seconds)
+    raw_before = raw_model_throughput(args.model, face, args.seconds, args.version)
     proc, base = start_server()
-    results: dict = {"cpu_count": os.cpu_count()}
+    results: dict = {"cpu_count": os.cpu_count(), "model": args.model, "version": args.version}
     try:
         for name, route, data, raw_body in scenarios(face, photo):
             for c in args.concurrency:
                 before = server_histogram(base, route)
-                r = asyncio.run(load(f"{base}{route}?model={args.model}", data, c, args.seconds, raw_body))
+                query = f"?model={args.model}" + (f"&version={args.version}" if args.version else "")
+                r = asyncio.run(load(f"{base}{route}{query}", data, c, args.seconds, raw_body))
                 r["server_share_within_15ms"] = server_share_under(before, server_histogram(base, route), "0.015")
                 results[f"{name}_c{c}"] = r
                 print(
@@ -200,7 +202,7 @@ def main(args: argparse.Namespace) -> dict:
         proc.wait(timeout=20)
     # The raw figure is taken before and after the HTTP runs; the ratio uses the higher one (the conservative side),
     # since this VM's speed drifts by tens of percent over minutes.
-    raw_after = raw_model_throughput(args.model, face, args.seconds)
+    raw_after = raw_model_throughput(args.model, face, args.seconds, args.version)
     raw = max(raw_before, raw_after)
     results.update(raw_faces_per_s_before=raw_before, raw_faces_per_s_after=raw_after)
     best_http = max(v["rps"] for k, v in results.items() if k.startswith("face_c"))
