@@ -57,20 +57,20 @@ def member_args(manifests: list[Manifest]) -> list[dict]:
     ]
 
 
+def training_args(args: argparse.Namespace, manifests: list[Manifest]) -> argparse.Namespace:
+    """The ``training.train`` arguments of a zero-epoch run of ``emotion_ensemble`` over these members, so that the
+    run folder, its resolved config and its val report come out as for any trained model."""
+    argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]
+    argv += ["--arch-args", json.dumps({"members": member_args(manifests)}), "--labels", ",".join(manifests[0].labels)]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    if args.no_tta:
+        argv.append("--no-tta")
+    return train_parser().parse_args(argv)
+
+
 def main(args: argparse.Namespace) -> dict:
     manifests = read_members(args.member)
-    members = member_args(manifests)
-    train_args = [*("--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble")]
-    train_args += [
-        "--arch-args",
-        json.dumps({"members": members}),
-        "--epochs",
-        "0",
-        "--labels",
-        ",".join(manifests[0].labels),
-    ]
-    targs = train_parser().parse_args(train_args + (["--threads", str(args.threads)] if args.threads else []))
-    targs.no_tta = args.no_tta
+    targs = training_args(args, manifests)
     setup(targs)
     task = task_for(targs)
     train, val = task.load()
@@ -82,15 +82,8 @@ def main(args: argparse.Namespace) -> dict:
     for net, folder in zip(model.members, args.member, strict=True):
         load_weights(net, folder / SLIM_NAME)
     torch.save({"model": model.state_dict()}, args.output / "best.pt")
-    state = {"best_epoch": 0, "epoch": 0, "history": []}
-    report = task.final_report(model, val, amp_dtype, state)
-    log.info(
-        "ensemble of %d: val accuracy %.4f macro-F1 %.4f (T=%.2f)",
-        len(members),
-        report["accuracy"],
-        report["macro_f1"],
-        report["temperature"],
-    )
+    report = task.final_report(model, val, amp_dtype, {"best_epoch": 0, "epoch": 0, "history": []})
+    log.info("ensemble of %d: val accuracy %.4f macro-F1 %.4f", len(manifests), report["accuracy"], report["macro_f1"])
     return report
 
 
