@@ -146,7 +146,7 @@ def train_one_epoch(
     """One pass over face crops (or clips) with augmentation: cross-entropy (on mixed or distilled soft targets
     where asked), plus the valence/arousal MSE where the model has that head and the row has targets."""
     va_all = torch.from_numpy(data.valence_arousal)
-    mixup, cutmix = getattr(args, "mixup", 0.0), getattr(args, "cutmix", 0.0)
+    mixup, cutmix = args.mixup, args.cutmix
 
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()

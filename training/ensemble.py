@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from model_store import Manifest
+from model_store import Manifest, read_manifest
 from training.engine import resolve_amp
 from training.runs import SLIM_NAME, build_model, load_weights, require_compatible
 from training.tasks import task_for
@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def read_members(folders: list[Path]) -> list[Manifest]:
-    manifests = [Manifest.model_validate_json((f / "manifest.json").read_text()) for f in folders]
+    manifests = [read_manifest(f) for f in folders]
     first = manifests[0]
     for m in manifests:
         require_compatible(m, first.labels, first.input, "member")

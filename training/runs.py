@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from model_store import FeatureSpec, InputSpec, Manifest, parse_input
+from model_store import FeatureSpec, InputSpec, Manifest, parse_input, read_manifest
 from training.models import create_model, input_kwargs
 
 SLIM_NAME = "model.safetensors"
@@ -51,14 +51,10 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
 def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
     """A published model's architecture with its slim weights, in eval mode, and its manifest (for teachers and
     ensemble members)."""
-    folder = Path(folder)
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: give a store folder such as model_store/<name>/<version>")
-    manifest = Manifest.model_validate_json(path.read_text())
+    manifest = read_manifest(folder)
     cfg = {k: getattr(manifest, k) for k in ("architecture", "architecture_args", "labels")}
     model = build_model({**cfg, "input": manifest.input.model_dump()})
-    return load_weights(model, folder / SLIM_NAME), manifest
+    return load_weights(model, Path(folder) / SLIM_NAME), manifest
 
 
 SHARED_INPUT = ("height", "width", "channels", "mean", "std")

@@ -43,9 +43,9 @@ class FaceTask(TrainTask):
             update.update(height=args.input_size, width=args.input_size)
         if args.face_margin is not None:
             update["face_margin"] = args.face_margin
-        channels = getattr(args, "channels", None)
-        if channels and channels != spec.channels:  # gray <-> colour: the default mean/std, one per channel
-            update.update(channels=channels, mean=[spec.mean[0]] * channels, std=[spec.std[0]] * channels)
+        if args.channels and args.channels != spec.channels:  # gray <-> colour: the default mean/std per channel
+            n = args.channels
+            update.update(channels=n, mean=[spec.mean[0]] * n, std=[spec.std[0]] * n)
         return spec.model_copy(update=update)
 
     def load(self) -> tuple[FaceArrays, FaceArrays]:
@@ -68,7 +68,7 @@ class FaceTask(TrainTask):
 
     def teacher(self) -> Teacher | None:
         """``--teacher``: a published model over the same labels and input, loaded once and frozen."""
-        if not getattr(self.args, "teacher", None):
+        if not self.args.teacher:
             return None
         if self._teacher is None:
             model, manifest = load_store_model(self.args.teacher)
