@@ -126,19 +126,31 @@ def balanced_accuracy(metrics: dict, min_support: int) -> tuple[float, list[str]
     return float(np.mean([metrics["per_class"][k]["recall"] for k in counted])), counted
 
 
-def photo_logits(photos, labels, faces, args, margin: float | None, aligner=None):
-    """Logits of the largest face of each labelled photo through the Predictor, the targets, and the entry; the
-    face is cut as the service's face pipeline cuts it (``aligner``, or the plain margin crop)."""
+def read_photos() -> tuple[list[np.ndarray], list[str]]:
+    """The shared photos (BGR) and their hand labels in the models' label names."""
+    with open(PHOTOS / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [cv2.imread(str(PHOTOS / "images" / r["image"])) for r in rows], [canonical_label(r["label"]) for r in rows]
+
+
+def largest_face_crops(photos, labels, faces, spec, known: list[str], aligner=None) -> tuple[list, np.ndarray]:
+    """The largest face of each photo with a label in ``known``, cut as the service's face pipeline cuts it
+    (``aligner``, or the plain margin crop), and the label indices."""
     cropper = aligner or PlainCrop()
-    entry = find(args.model, args.version)
-    spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
-    predictor, known = Predictor.load(entry), entry.manifest.labels
     crops, targets = [], []
     for image, label, found in zip(photos, labels, faces, strict=True):
         if found and label in known:
             crops.append(cropper.crop(image, found[0].box, spec))
             targets.append(known.index(label))
-    return predictor.predict(crops).logits, np.array(targets), entry
+    return crops, np.array(targets)
+
+
+def photo_logits(photos, labels, faces, args, margin: float | None, aligner=None):
+    """Logits of the largest face of each labelled photo through the Predictor, the targets, and the entry."""
+    entry = find(args.model, args.version)
+    spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
+    crops, targets = largest_face_crops(photos, labels, faces, spec, entry.manifest.labels, aligner)
+    return Predictor.load(entry).predict(crops).logits, targets, entry
 
 
 def scored(logits, targets, entry, args, **extra) -> dict:
@@ -182,10 +194,7 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    with open(PHOTOS / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    photos = [cv2.imread(str(PHOTOS / "images" / r["image"])) for r in rows]
-    labels = [canonical_label(r["label"]) for r in rows]
+    photos, labels = read_photos()
     detection, faces = detection_report(photos, faceless_images(args.negatives))
     for name, r in detection.items():
         print(

@@ -1,0 +1,160 @@
+"""Compare published face classifiers, and averages of them, on the same faces: the selection table behind a new
+default version.
+
+Each entry (a store folder) runs once per set through ``model_store.Predictor`` (onnxruntime, mirror TTA), the code
+path the service serves; an average ("combo") is then the mean of its members' calibrated probabilities, which is
+what ``training.ensemble`` would ship as one graph, so a combination can be judged before it is built. Sets: the
+``val`` split of each ``--set NAME=SOURCE`` (any face dataset ``training.evaluate`` reads) and, unless
+``--no-photos``, the largest face of each shared photo as ``/predict/image`` finds it (balanced accuracy over the
+labels with at least ``--min-support`` photos). Writes ``compare.json`` and ``compare.png``.
+
+    python -m benchmarks.compare_models --entry model_store/fer_emotion_cnn/1.3.0 --entry runs/store/b/1.0.0 \\
+        --set fer2013=../shared/data/fer2013 --set rafdb=runs/mix/rafdb.csv --combo 0+1 --output runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
+from model_store import Predictor, read_manifest
+from model_store.store import StoreEntry
+from service.detection import DlibHogDetector
+from training.data import load_faces
+from training.reports import classification_metrics, softmax
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--entry", type=Path, action="append", required=True, help="a store folder; repeat")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=SOURCE", help="a face dataset; repeat")
+    p.add_argument("--split", default="val")
+    p.add_argument("--combo", action="append", default=[], help="entry indices joined by '+', e.g. 0+1+2; repeat")
+    p.add_argument("--no-photos", action="store_true")
+    p.add_argument("--photo-limit", type=int, help="only the first N photos (for quick checks)")
+    p.add_argument("--min-support", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--output", type=Path, default=Path("runs/compare"))
+    return p
+
+
+def mean_calibrated(logits: list[np.ndarray], temperatures: list[float]) -> np.ndarray:
+    """Log of the mean of each member's ``softmax(logits / T)``: the ensemble's output, usable as logits."""
+    if not logits or len(logits) != len(temperatures):
+        raise ValueError("one temperature per member, and at least one member")
+    probs = sum(softmax(z, t) for z, t in zip(logits, temperatures, strict=True)) / len(logits)
+    return np.log(np.clip(probs, 1e-8, None))
+
+
+def parse_combo(text: str, n: int) -> list[int]:
+    """``"0+2"`` -> ``[0, 2]``; every index must name an ``--entry``."""
+    try:
+        members = [int(part) for part in text.split("+")]
+    except ValueError:
+        raise ValueError(f"--combo {text!r}: write entry indices joined by '+', e.g. 0+1") from None
+    if not members or any(not 0 <= i < n for i in members) or len(set(members)) != len(members):
+        raise ValueError(f"--combo {text!r}: indices must be distinct and in 0..{n - 1}")
+    return members
+
+
+def open_entries(folders: list[Path]) -> list[StoreEntry]:
+    """Store entries that can be averaged: one label list and one input spec."""
+    entries = [StoreEntry(read_manifest(folder), folder) for folder in folders]
+    first = entries[0].manifest
+    for entry in entries[1:]:
+        m = entry.manifest
+        if m.labels != first.labels or m.input != first.input:
+            raise ValueError(f"{entry.folder}: labels or input differ from {entries[0].folder}; cannot compare")
+    return entries
+
+
+def face_sets(args, spec, labels: list[str]) -> dict[str, tuple[object, np.ndarray]]:
+    """``{name: (images or crops, targets)}`` for every ``--set`` and the photos."""
+    sets = {}
+    for item in args.set:
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise ValueError(f"--set {item!r}: write NAME=SOURCE")
+        data = load_faces(Path(source), args.split or None, spec, labels)
+        sets[name] = (data.images, data.targets)
+    if not args.no_photos:
+        photos, photo_labels = read_photos()
+        photos, photo_labels = photos[: args.photo_limit], photo_labels[: args.photo_limit]
+        detector = DlibHogDetector()
+        faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]
+        sets["photos"] = largest_face_crops(photos, photo_labels, service_fallbacks(photos, faces, {}), spec, labels)
+    return sets
+
+
+def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], temperature: float, min_support: int) -> dict:
+    metrics = classification_metrics(logits, targets, labels, temperature)
+    metrics["balanced_accuracy"], metrics["balanced_over"] = balanced_accuracy(metrics, min_support)
+    return metrics
+
+
+def candidate_names(entries: list[StoreEntry], combos: list[list[int]]) -> list[str]:
+    """``[i] name version`` per entry (two stores may hold the same name and version), ``mean of [i] [j]`` per
+    combo."""
+    names = [f"[{i}] {e.manifest.name} {e.manifest.version}" for i, e in enumerate(entries)]
+    return names + ["mean of " + " ".join(f"[{i}]" for i in combo) for combo in combos]
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets, names = list(next(iter(results.values()))), list(results)
+    fig, ax = plt.subplots(figsize=(min(16, 2 + 0.3 * len(sets) * len(names)), 4.5))
+    width, colours = 0.8 / len(names), plt.get_cmap("tab20").colors
+    values = np.array([[results[name][s]["macro_f1"] for s in sets] for name in names])
+    for i, name in enumerate(names):
+        ax.bar(np.arange(len(sets)) + i * width, values[i], width, label=name, color=colours[i % len(colours)])
+    ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, sets)
+    ax.set_ylim(max(0.0, values.min() - 0.05), min(1.0, values.max() + 0.02))  # the differences are what matter
+    ax.set_ylabel("macro-F1")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict:
+    entries = open_entries(args.entry)
+    combos = [parse_combo(c, len(entries)) for c in args.combo]
+    labels, spec = list(entries[0].manifest.labels), entries[0].manifest.input
+    sets = face_sets(args, spec, labels)
+    temps = [e.manifest.calibration_temperature for e in entries]
+    results: dict[str, dict] = {name: {} for name in candidate_names(entries, combos)}
+    for set_name, (faces, targets) in sets.items():
+        logits = []
+        for entry in tqdm(entries, desc=set_name, unit="model", leave=False):
+            predictor = Predictor.load(entry, threads=args.threads)
+            logits.append(predictor.predict(list(faces)).logits)
+        rows = [(z, t) for z, t in zip(logits, temps, strict=True)]
+        rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
+        for name, (z, t) in zip(results, rows, strict=True):
+            results[name][set_name] = score(z, targets, labels, t, args.min_support)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "compare.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.output / "compare.png")
+    for name, by_set in results.items():
+        cells = [f"{s} {m['accuracy']:.3f}/{m['macro_f1']:.3f}" for s, m in by_set.items()]
+        if "photos" in by_set:
+            cells.append(f"photos balanced {by_set['photos']['balanced_accuracy']:.3f}")
+        print(f"{name}: " + " | ".join(cells))
+    return results
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    try:
+        main(parser.parse_args())
+    except ValueError as exc:
+        parser.error(str(exc))

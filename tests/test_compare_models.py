@@ -1,0 +1,71 @@
+"""benchmarks.compare_models: the averaging it scores, its argument checks, and a real run on shipped models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import compare_models
+from model_store import find
+from tests.test_ensemble import Fixed
+from training.models.ensemble import Ensemble
+from training.reports import softmax
+
+
+def test_one_member_is_its_own_calibrated_softmax():
+    z = np.random.default_rng(0).normal(size=(5, 7))
+    np.testing.assert_allclose(np.exp(compare_models.mean_calibrated([z], [0.7])), softmax(z, 0.7), atol=1e-9)
+
+
+def test_the_average_is_what_the_served_ensemble_computes():
+    a, b = [2.0, 0.0, -1.0], [0.0, 1.0, 0.0]
+    graph = Ensemble([Fixed(a), Fixed(b)], [0.5, 2.0])(torch.zeros(1, 1)).numpy()
+    ours = compare_models.mean_calibrated([np.array([a]), np.array([b])], [0.5, 2.0])
+    np.testing.assert_allclose(ours, graph, atol=1e-5)
+
+
+@pytest.mark.parametrize("text", ["0+9", "0+0", "a+b", ""])
+def test_bad_combos_are_refused_with_the_fix(text):
+    with pytest.raises(ValueError, match="--combo"):
+        compare_models.parse_combo(text, 3)
+
+
+def test_entries_with_another_input_cannot_be_compared(tmp_path, default_entry):
+    other = default_entry.manifest.model_copy(
+        update={"input": default_entry.manifest.input.model_copy(update={"height": 64, "width": 64})}
+    )
+    (tmp_path / "manifest.json").write_text(other.model_dump_json())
+    with pytest.raises(ValueError, match="labels or input differ"):
+        compare_models.open_entries([default_entry.folder, tmp_path])
+
+
+def test_cli_turns_a_bad_combo_into_a_usage_error(default_entry):
+    cmd = [sys.executable, "-m", "benchmarks.compare_models", "--entry", str(default_entry.folder), "--combo", "0+1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "indices must be distinct and in 0..0" in done.stderr
+
+
+def test_real_models_on_val_faces_and_photos(tmp_path, fer_root, photo_paths):
+    rows = ["path,label,split"]
+    for label in ("happy", "sad", "surprise", "neutral"):
+        rows += [f"{p},{label},val" for p in sorted((fer_root / "val" / label).glob("*.jpg"))[:10]]
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    old, new = find("fer_emotion_cnn", "1.1.0"), find("fer_emotion_cnn")
+    argv = f"--entry {old.folder} --entry {new.folder} --set fer={tmp_path / 'faces.csv'} --combo 1 --combo 0+1"
+    argv += f" --photo-limit 40 --min-support 1 --output {tmp_path / 'out'}"
+    args = compare_models.get_args_parser().parse_args(argv.split())
+    results = compare_models.main(args)
+    alone, combo_alone = results["[1] fer_emotion_cnn " + new.manifest.version], results["mean of [1]"]
+    assert list(results)[:2] == ["[0] fer_emotion_cnn 1.1.0", f"[1] fer_emotion_cnn {new.manifest.version}"]
+    assert len(results) == 4 and set(alone) == {"fer", "photos"} and "mean of [0] [1]" in results
+    assert alone["fer"]["samples"] == 40 and 20 <= alone["photos"]["samples"] <= 40
+    for name in ("fer", "photos"):  # one member averaged is the member itself
+        assert combo_alone[name]["confusion_matrix"] == alone[name]["confusion_matrix"]
+    assert alone["fer"]["accuracy"] > 0.6  # 40 easy FER2013 val faces: the shipped model reads most of them
+    saved = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert list(saved) == list(results) and (tmp_path / "out" / "compare.png").stat().st_size > 1000
