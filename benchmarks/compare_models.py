@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
 from model_store import Predictor, read_manifest
+from model_store.manifest import TASKS
 from model_store.store import StoreEntry
 from service.detection import DlibHogDetector
 from training.data import load_faces
@@ -66,8 +67,10 @@ def open_entries(folders: list[Path]) -> list[StoreEntry]:
     """Store entries that can be averaged: one label list and one input spec."""
     entries = [StoreEntry(read_manifest(folder), folder) for folder in folders]
     first = entries[0].manifest
-    for entry in entries[1:]:
+    for entry in entries:
         m = entry.manifest
+        if TASKS[m.task].input != "face" or TASKS[m.task].multi_label:
+            raise ValueError(f"{entry.folder}: a {m.task} model; only face classifiers can be compared here")
         if m.labels != first.labels or m.input != first.input:
             raise ValueError(f"{entry.folder}: labels or input differ from {entries[0].folder}; cannot compare")
     return entries
@@ -126,17 +129,17 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.no_photos and not args.set:
+        raise ValueError("nothing to score: give a --set NAME=SOURCE or leave the photos on")
     entries = open_entries(args.entry)
     combos = [parse_combo(c, len(entries)) for c in args.combo]
+    predictors = [Predictor.load(entry, threads=args.threads) for entry in entries]
     labels, spec = list(entries[0].manifest.labels), entries[0].manifest.input
     sets = face_sets(args, spec, labels)
     temps = [e.manifest.calibration_temperature for e in entries]
     results: dict[str, dict] = {name: {} for name in candidate_names(entries, combos)}
     for set_name, (faces, targets) in sets.items():
-        logits = []
-        for entry in tqdm(entries, desc=set_name, unit="model", leave=False):
-            predictor = Predictor.load(entry, threads=args.threads)
-            logits.append(predictor.predict(list(faces)).logits)
+        logits = [p.predict(list(faces)).logits for p in tqdm(predictors, desc=set_name, unit="model", leave=False)]
         rows = [(z, t) for z, t in zip(logits, temps, strict=True)]
         rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
         for name, (z, t) in zip(results, rows, strict=True):

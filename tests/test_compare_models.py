@@ -44,6 +44,19 @@ def test_entries_with_another_input_cannot_be_compared(tmp_path, default_entry):
         compare_models.open_entries([default_entry.folder, tmp_path])
 
 
+def test_only_face_classifiers_are_compared(tmp_path, default_entry):
+    other = default_entry.manifest.model_copy(update={"task": "frame-attributes", "valence_arousal": "none"})
+    (tmp_path / "manifest.json").write_text(other.model_dump_json())
+    with pytest.raises(ValueError, match="only face classifiers"):
+        compare_models.open_entries([default_entry.folder, tmp_path])
+
+
+def test_nothing_to_score_is_refused(default_entry):
+    args = compare_models.get_args_parser().parse_args(["--entry", str(default_entry.folder), "--no-photos"])
+    with pytest.raises(ValueError, match="nothing to score"):
+        compare_models.main(args)
+
+
 def test_cli_turns_a_bad_combo_into_a_usage_error(default_entry):
     cmd = [sys.executable, "-m", "benchmarks.compare_models", "--entry", str(default_entry.folder), "--combo", "0+1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
