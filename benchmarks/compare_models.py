@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
-from model_store import Predictor, read_manifest
+from model_store import Predictor, read_manifest, to_uint8_face
 from model_store.manifest import TASKS
 from model_store.store import StoreEntry
 from service.detection import DlibHogDetector
@@ -76,8 +76,8 @@ def open_entries(folders: list[Path]) -> list[StoreEntry]:
     return entries
 
 
-def face_sets(args, spec, labels: list[str]) -> dict[str, tuple[object, np.ndarray]]:
-    """``{name: (images or crops, targets)}`` for every ``--set`` and the photos."""
+def face_sets(args, spec, labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (model-sized faces, targets)}`` for every ``--set`` and the photos, prepared once for all entries."""
     sets = {}
     for item in args.set:
         name, sep, source = item.partition("=")
@@ -90,7 +90,8 @@ def face_sets(args, spec, labels: list[str]) -> dict[str, tuple[object, np.ndarr
         photos, photo_labels = photos[: args.photo_limit], photo_labels[: args.photo_limit]
         detector = DlibHogDetector()
         faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]
-        sets["photos"] = largest_face_crops(photos, photo_labels, service_fallbacks(photos, faces, {}), spec, labels)
+        crops, targets = largest_face_crops(photos, photo_labels, service_fallbacks(photos, faces, {}), spec, labels)
+        sets["photos"] = (np.stack([to_uint8_face(crop, spec) for crop in crops]), targets)
     return sets
 
 
@@ -139,7 +140,7 @@ def main(args: argparse.Namespace) -> dict:
     temps = [e.manifest.calibration_temperature for e in entries]
     results: dict[str, dict] = {name: {} for name in candidate_names(entries, combos)}
     for set_name, (faces, targets) in sets.items():
-        logits = [p.predict(list(faces)).logits for p in tqdm(predictors, desc=set_name, unit="model", leave=False)]
+        logits = [p.predict_faces(faces).logits for p in tqdm(predictors, desc=set_name, unit="model", leave=False)]
         rows = [(z, t) for z, t in zip(logits, temps, strict=True)]
         rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
         for name, (z, t) in zip(results, rows, strict=True):
