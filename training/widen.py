@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from training.export_slim import save_slim
 from training.models.face import EmotionCNN
 from training.runs import load_store_model
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise SystemExit(f"--width/--hidden: {exc}") from None
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, args.output)
+    save_slim(wide, args.output, {"architecture": manifest.architecture, "labels": ",".join(manifest.labels)})
     params = sum(p.numel() for p in wide.parameters())
     print(f"{manifest.key} widened to width {args.width}, hidden {args.hidden}: {params:,} parameters -> {args.output}")
 
