@@ -27,8 +27,7 @@ from tqdm import tqdm
 from model_store import Predictor, find
 from service.config import DetectorSettings
 from service.detection import DlibHogDetector, close_up_faces, whole_image_if_small
-from service.detection.align import LandmarkAligner
-from service.pipelines.face import PlainCrop
+from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
 from training.data import canonical_label
 from training.reports import classification_metrics, write_report
@@ -133,10 +132,10 @@ def read_photos() -> tuple[list[np.ndarray], list[str]]:
     return [cv2.imread(str(PHOTOS / "images" / r["image"])) for r in rows], [canonical_label(r["label"]) for r in rows]
 
 
-def largest_face_crops(photos, labels, faces, spec, known: list[str], aligner=None) -> tuple[list, np.ndarray]:
+def largest_face_crops(photos, labels, faces, spec, known: list[str], cropper=None) -> tuple[list, np.ndarray]:
     """The largest face of each photo with a label in ``known``, cut as the service's face pipeline cuts it
-    (``aligner``, or the plain margin crop), and the label indices."""
-    cropper = aligner or PlainCrop()
+    (``cropper``, default ``FaceCropper()``: the model's framing), and the label indices."""
+    cropper = cropper or FaceCropper()
     crops, targets = [], []
     for image, label, found in zip(photos, labels, faces, strict=True):
         if found and label in known:
@@ -210,7 +209,7 @@ def main(args: argparse.Namespace) -> dict:
     print_metrics(f"end to end, {args.model} {metrics['version']}", metrics)
     aligned = None
     if args.align:
-        aligned, _ = end_to_end(photos, labels, faces, args, None, LandmarkAligner())
+        aligned, _ = end_to_end(photos, labels, faces, args, None, FaceCropper(level=True))
         write_report(args.output, "photos_aligned", aligned, known)
         print_metrics("the same faces, eye-levelled crops", aligned)
     biased = fit_bias(logits, targets, entry, args) if args.fit_bias else None

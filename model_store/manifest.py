@@ -93,7 +93,14 @@ class InputSpec(BaseModel):
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="extra context around a detected box, per side, as a fraction of its size",
+        description="extra context around the face, per side, as a fraction of its size (for 'chip' framing: "
+        "dlib's chip padding)",
+    )
+    framing: Literal["box", "chip"] = Field(
+        default="box",
+        description="how a face is cut from a photo or frame, as the model was trained: 'box', the detector box "
+        "grown by face_margin into a square; 'chip', dlib's 5-point aligned chip (eyes and nose brought to a fixed "
+        "template, as dlib's face networks were trained) padded by face_margin",
     )
     frames: int | None = Field(default=None, gt=0, description="clip models: frames per clip")
 

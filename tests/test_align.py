@@ -71,13 +71,12 @@ def test_align_setting_puts_the_aligner_in_the_face_pipeline(face_photo, default
     """EMOTION_DETECTOR__ALIGN=true: photos are cut by the aligner, still one model-sized crop per face."""
     from model_store import Predictor
     from service.config import Settings
-    from service.detection.align import LandmarkAligner
     from service.options import Options
     from service.pipelines import build_pipelines
 
-    assert not isinstance(build_pipelines(Settings()).face.cropper, LandmarkAligner)
+    assert not build_pipelines(Settings()).face.cropper.level
     pipelines = build_pipelines(Settings(detector={"align": True}))
-    assert isinstance(pipelines.face.cropper, LandmarkAligner)
+    assert pipelines.face.cropper.level and pipelines.video.cropper is pipelines.face.cropper
     _, data = cv2.imencode(".jpg", face_photo)
     predictor = Predictor.load(default_entry)
     _, faces, prepared = pipelines.face.prepare_image(data.tobytes(), predictor, Options(20, None, 256))

@@ -34,6 +34,7 @@ class AugmentCfg:
     dark_gamma: float = 2.5
     jpeg_prob: float = 0.0  # share of images re-encoded as JPEG
     jpeg_quality: tuple[int, int] = (15, 60)
+    gray_prob: float = 0.0  # share of colour images turned gray (so gray input does not signal one data set)
 
 
 def _affine(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
@@ -156,6 +157,15 @@ def _jpeg(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tenso
     return out
 
 
+def _gray(x: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
+    """The channel mean in every channel, for a ``gray_prob`` share of a colour batch."""
+    n = x.shape[0]
+    pick = (torch.rand(n, generator=gen) < cfg.gray_prob).view(n, 1, 1, 1)
+    if cfg.gray_prob <= 0 or x.shape[1] == 1 or not pick.any():
+        return x
+    return torch.where(pick, x.mean(dim=1, keepdim=True).expand_as(x), x)
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -> torch.Tensor:
     """``NxHxWxC`` uint8 -> augmented ``NxHxWxC`` float in 0..255 (normalised later by the shared function).
 
@@ -168,7 +178,7 @@ def augment_batch(images: torch.Tensor, cfg: AugmentCfg, gen: torch.Generator) -
         return folded.reshape(n, h, w, t, c).permute(0, 3, 1, 2, 4)
     x = images.permute(0, 3, 1, 2).float() / 255.0
     x = _blur(_lowres(_affine(x, cfg, gen), cfg, gen), cfg, gen)
-    x = _jpeg(_dark(_photometric(x, cfg, gen), cfg, gen), cfg, gen)
+    x = _jpeg(_dark(_photometric(_gray(x, cfg, gen), cfg, gen), cfg, gen), cfg, gen)
     x = _erase(x, cfg, gen)
     return x.permute(0, 2, 3, 1) * 255.0
 

@@ -35,10 +35,19 @@ def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractConte
     return torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
+    """Weight decay on weights only (not biases, norms or affine scales); with ``backbone_lr_scale`` every parameter
+    outside ``model.head`` learns at ``lr * backbone_lr_scale`` (a pretrained trunk under a new head)."""
+    groups = []
+    for in_head in (True, False):
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("head.") == in_head]
+        scale = 1.0 if in_head else backbone_lr_scale
+        for decayed in (True, False):
+            params = [p for _, p in named if (p.ndim > 1) == decayed]
+            if params:
+                groups.append({"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * scale})
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     if name == "adamw":

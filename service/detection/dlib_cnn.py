@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from model_store.packaged import packaged_model
 from service.detection.base import Detection
 from service.detection.dlib_hog import DlibHogDetector
-from service.detection.packaged import packaged_model
 from service.detection.scaling import rescaled, scan_scale, to_detections
 
 # The smallest face the mmod model finds without upsampling, in pixels of the image it scans: measured by shrinking

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.detection import FaceDetector, create_detector
-from service.detection.align import LandmarkAligner
+from service.detection.align import FaceCropper
 from service.metrics import Metrics
 from service.pipelines.attributes import AttributePipeline
 from service.pipelines.face import FacePipeline
@@ -27,11 +27,11 @@ class Pipelines:
 def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipelines:
     """The pipelines the settings describe (the app's lifespan and the offline scorer both build them here)."""
     detector, limits = create_detector(settings.detector), settings.limits
-    cropper = LandmarkAligner() if settings.detector.align else None
+    cropper = FaceCropper(level=settings.detector.align)  # one landmark model for photos and video
     return Pipelines(
         detector,
         FacePipeline(detector, limits.max_image_pixels, metrics, cropper),
-        VideoPipeline(detector, metrics),
+        VideoPipeline(detector, metrics, cropper),
         AttributePipeline(limits.max_image_pixels, metrics),
         FeaturePipeline(limits.max_feature_rows, limits.max_feature_values, metrics),
     )

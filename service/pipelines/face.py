@@ -11,8 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from model_store import InputSpec, Predictor, Prepared, crop_face
+from model_store import InputSpec, Predictor, Prepared
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
+from service.detection.align import FaceCropper
 from service.imaging import decode_image
 from service.metrics import Metrics
 from service.options import Options
@@ -21,16 +22,9 @@ from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 
 
 class Cropper(Protocol):
-    """Cuts a detected face out of a photo as the model expects it (``model_store.crop_face``'s contract)."""
+    """Cuts a detected face out of a photo as the model expects it (``FaceCropper``: the manifest's framing)."""
 
     def crop(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray: ...
-
-
-class PlainCrop:
-    """The detector box grown by the model's margin, as the training crops were cut."""
-
-    def crop(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray:
-        return crop_face(image, box, spec)
 
 
 class FacePipeline:
@@ -42,7 +36,7 @@ class FacePipeline:
         cropper: Cropper | None = None,
     ) -> None:
         self.detector, self.max_image_pixels, self.metrics = detector, max_image_pixels, metrics
-        self.cropper = cropper or PlainCrop()
+        self.cropper = cropper or FaceCropper()
 
     def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
         """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``; a photo

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_store import InputSpec, Predictions, crop_face, to_uint8_face
+from model_store import InputSpec, Predictions, to_uint8_face
 from service.detection import FaceDetector
+from service.detection.align import FaceCropper
 from service.metrics import Metrics
 from service.options import Options
+from service.pipelines.face import Cropper
 from service.registry import LoadedModel
 from service.results import ModelId, Sample, VideoResult
 from service.tracking import IouTracker
@@ -47,15 +49,15 @@ class Scan:
 
 
 class FaceStep:
-    """Detect and track the faces of a sampled frame, crop each with the model's margin."""
+    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin)."""
 
-    def __init__(self, detector: FaceDetector, spec: InputSpec, opts: Options) -> None:
-        self.finder, self.tracker, self.spec = FrameDetector(detector, opts), IouTracker(), spec
+    def __init__(self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options) -> None:
+        self.finder, self.tracker, self.cropper, self.spec = FrameDetector(detector, opts), IouTracker(), cropper, spec
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
         found = self.finder.detect(frame, scan.frames_analyzed, [track.box for track in self.tracker.live])
         for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found]), strict=True):
-            scan.faces.append(to_uint8_face(crop_face(frame, det.box, self.spec), self.spec))
+            scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
 
     def finish(self, scan: Scan) -> None:
@@ -88,8 +90,9 @@ Step = FaceStep | FrameStep
 
 
 class VideoPipeline:
-    def __init__(self, detector: FaceDetector, metrics: Metrics | None = None) -> None:
+    def __init__(self, detector: FaceDetector, metrics: Metrics | None = None, cropper: Cropper | None = None) -> None:
         self.detector, self.metrics = detector, metrics
+        self.cropper = cropper or FaceCropper()
 
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
@@ -110,7 +113,7 @@ class VideoPipeline:
         """The per-frame step the model needs (its input kind)."""
         spec = model.predictor.image_spec
         if model.input_kind != "frame":
-            return FaceStep(self.detector, spec, opts)
+            return FaceStep(self.detector, self.cropper, spec, opts)
         loop = asyncio.get_running_loop()
 
         def classify(frames: np.ndarray) -> Predictions:  # in the scan's thread: prepare here, batch on the loop

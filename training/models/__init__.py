@@ -1,6 +1,6 @@
 """Registered architectures; importing this package registers them all."""
 
-from training.models import clip, ensemble, face, features, frames  # noqa: F401  (registration side effects)
+from training.models import clip, dlib_resnet, ensemble, face, features, frames  # noqa: F401  (registration side effects)
 from training.models.registry import (
     ModelCfg,
     create_model,

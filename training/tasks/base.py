@@ -79,7 +79,9 @@ class TrainTask:
         return metric
 
     def make_model(self) -> nn.Module:
-        return create_model(self.args.arch, len(self.labels), **input_kwargs(self.spec), **self.args.arch_args)
+        args = self.args
+        pretrained = {"pretrained": True} if args.pretrained else {}
+        return create_model(args.arch, len(self.labels), **input_kwargs(self.spec), **pretrained, **args.arch_args)
 
     def load_best(self, model: nn.Module) -> None:
         best = torch.load(self.args.output / "best.pt", map_location=self.args.device, weights_only=True)
