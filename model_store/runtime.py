@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from model_store.linked import open_program
 from model_store.manifest import FileRole, Manifest
 from model_store.store import StoreEntry, StoreError, verify_file
 
@@ -110,7 +111,13 @@ class TorchRunner:
             torch.set_num_threads(threads)
         check_tensors_only(path)
         self._torch = torch
-        self.module = torch.export.load(str(path)).module().to(device)
+        weights = manifest.file("weights")
+        try:
+            archive = open_program(path, path.with_name(weights.path) if weights else None)
+        except ValueError as exc:
+            raise StoreError(f"{manifest.key}: {exc}") from exc
+        self.module = torch.export.load(archive if isinstance(archive, io.BytesIO) else str(archive)).module()
+        self.module = self.module.to(device)
         self.outputs = list(manifest.outputs)
         self.device = device
 
@@ -135,4 +142,6 @@ def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu",
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     role, factory = BACKENDS[backend]
+    if entry.manifest.file("weights") is not None and role != "weights":
+        verify_file(entry, "weights")  # the ONNX graph and the torch program may read their weights from it
     return factory(verify_file(entry, role), entry.manifest, device, threads)

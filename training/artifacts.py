@@ -32,14 +32,15 @@ def write_artifacts(
     (SystemExit over ``tolerance``: an export that changes the model must not be published)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    save_slim(model, folder / SLIM_NAME, metadata)
-    onnx = export(model, example_input(spec, 2), outputs, folder / ONNX_NAME)
+    weights = folder / SLIM_NAME
+    save_slim(model, weights, metadata)
+    onnx = export(model, example_input(spec, 2), outputs, folder / ONNX_NAME, weights=weights)
     diff = parity(model, onnx, example_input(spec, 5, seed=1))
     if diff > tolerance:
         raise SystemExit(f"ONNX parity failed: max abs diff {diff:.2e} > tolerance {tolerance:.0e}")
-    artifacts: dict[FileRole, Path] = {"weights": folder / SLIM_NAME, "onnx": onnx}
+    artifacts: dict[FileRole, Path] = {"weights": weights, "onnx": onnx}
     if torch_program:
-        artifacts["torch_program"] = export_program(model, spec, folder / TORCH_PROGRAM_NAME)
+        artifacts["torch_program"] = export_program(model, spec, folder / TORCH_PROGRAM_NAME, weights)
     log.info("exported %s: torch vs onnxruntime max abs diff %.2e", ", ".join(p.name for p in artifacts.values()), diff)
     return artifacts, diff
 

@@ -1,7 +1,9 @@
 """ONNX export with a parity check: ``python -m training.export_onnx --run runs/x`` -> ``runs/x/export/model.onnx``.
 
 Loads the slim weights, exports with a dynamic batch axis, runs the same inputs through torch and onnxruntime,
-prints the largest absolute difference and fails when it exceeds ``--tolerance``.
+prints the largest absolute difference and fails when it exceeds ``--tolerance``. Written next to the slim weights
+(the default), the graph holds no weights of its own: its initializers read ``model.safetensors``
+(``model_store.linked``), so a store entry carries its weights once.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 
+from model_store.linked import tensor_ranges
 from training.engine import split_outputs
 from training.runs import (
     ONNX_NAME,
@@ -39,25 +44,61 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def export(model: torch.nn.Module, example: torch.Tensor, outputs: list[str], path: Path, opset: int = 18) -> Path:
-    """Export ``model`` with input ``input`` and a dynamic batch axis; one self-contained file."""
+def export(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    outputs: list[str],
+    path: Path,
+    opset: int = 18,
+    weights: Path | None = None,
+) -> Path:
+    """Export ``model`` with input ``input`` and a dynamic batch axis. Without ``weights``, one self-contained file;
+    with ``weights`` (the model's slim safetensors, in the same folder), a graph whose initializers read that file
+    (``model_store.linked``). The graph is left unfused, so its initializers are the state_dict's tensors by name;
+    onnxruntime folds batch norms and constants itself when it loads the graph."""
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             model.eval(),
             (example,),
-            str(path),
+            None,
             input_names=["input"],
             output_names=outputs,
             opset_version=opset,
             dynamo=True,
-            external_data=False,
+            optimize=weights is None,
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+    proto = program.model_proto
+    if weights is not None:
+        link_initializers(proto, weights)
+    onnx.save(proto, str(path))
     return path
+
+
+def link_initializers(proto: onnx.ModelProto, weights: Path) -> int:
+    """Turn every initializer whose bytes equal the safetensors tensor of the same name into external data that
+    points at those bytes (``weights`` must sit next to the ONNX file); the others stay inline. How many linked."""
+    ranges, linked = tensor_ranges(weights), 0
+    with open(weights, "rb") as fh:
+        for init in proto.graph.initializer:
+            if init.name not in ranges:
+                continue
+            offset, length, _, _ = ranges[init.name]
+            fh.seek(offset)
+            if fh.read(length) != numpy_helper.to_array(init).tobytes():
+                continue
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            del init.external_data[:]
+            for key, value in (("location", weights.name), ("offset", str(offset)), ("length", str(length))):
+                entry = init.external_data.add()
+                entry.key, entry.value = key, value
+            linked += 1
+    return linked
 
 
 def parity(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
@@ -72,11 +113,12 @@ def parity(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
 def main(args: argparse.Namespace) -> tuple[Path, float]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = load_config(args.run)
-    model = load_weights(build_model(cfg), args.weights or args.run / "export" / SLIM_NAME)
+    weights = args.weights or args.run / "export" / SLIM_NAME
+    model = load_weights(build_model(cfg), weights)
     spec = input_spec(cfg)
-    out = export(
-        model, example_input(spec, 2), cfg["outputs"], args.output or args.run / "export" / ONNX_NAME, args.opset
-    )
+    out = args.output or args.run / "export" / ONNX_NAME
+    linked = weights if weights.parent.resolve() == out.parent.resolve() else None  # a copy elsewhere: self-contained
+    out = export(model, example_input(spec, 2), cfg["outputs"], out, args.opset, linked)
     diff = parity(model, out, example_input(spec, 5, seed=1))
     log.info("wrote %s (%.2f MB); torch vs onnxruntime max abs diff %.2e", out, out.stat().st_size / 1e6, diff)
     if diff > args.tolerance:

@@ -1,20 +1,22 @@
 """Deployment-slim weights: ``python -m training.export_slim --run runs/x`` -> ``runs/x/export/model.safetensors``.
 
 Only the ``state_dict`` (no optimiser, scheduler or pickled objects), as safetensors. With ``--torch-program`` it
-also writes ``model.pt2``, a ``torch.export`` program (graph + weights, no pickled code) that the service's torch
-backend runs without importing the training package.
+also writes ``model.pt2``, a ``torch.export`` program (the graph, no pickled code) that the service's torch backend
+runs without importing the training package; its weights are read from ``model.safetensors`` (``model_store.linked``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import zipfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from model_store import FeatureSpec, InputSpec
+from model_store.linked import program_links, tensor_ranges
 from training.runs import (
     SLIM_NAME,
     TORCH_PROGRAM_NAME,
@@ -39,12 +41,39 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def export_program(model: torch.nn.Module, spec: InputSpec | FeatureSpec, path: Path) -> Path:
-    """Save a ``torch.export`` program with a dynamic batch axis."""
+def export_program(
+    model: torch.nn.Module, spec: InputSpec | FeatureSpec, path: Path, weights: Path | None = None
+) -> Path:
+    """Save a ``torch.export`` program with a dynamic batch axis; with ``weights`` (the slim safetensors beside it)
+    the archive leaves out every weight that file holds byte for byte (``model_store.linked.open_program`` joins
+    them back when loading)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(model.eval(), (example_input(spec, 2),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
+    if weights is not None:
+        leave_out_weights(path, weights)
     return path
+
+
+def leave_out_weights(path: Path, weights: Path) -> int:
+    """Rewrite the program archive without the weight members equal to a tensor of ``weights``; how many left out."""
+    ranges = tensor_ranges(weights)
+    with zipfile.ZipFile(path) as archive, open(weights, "rb") as fh:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+        drop = set()
+        for member, name in program_links(archive).items():
+            if name in ranges:
+                offset, length, _, _ = ranges[name]
+                fh.seek(offset)
+                if fh.read(length) == archive.read(member):
+                    drop.add(member)
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
+        for info, data in members:
+            if info.filename not in drop:
+                out.writestr(info, data)
+    tmp.replace(path)
+    return len(drop)
 
 
 def save_slim(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> int:
@@ -63,7 +92,7 @@ def main(args: argparse.Namespace) -> Path:
     n = save_slim(model, out, {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
     log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
     if args.torch_program:
-        program = export_program(model, input_spec(cfg), out.with_name(TORCH_PROGRAM_NAME))
+        program = export_program(model, input_spec(cfg), out.with_name(TORCH_PROGRAM_NAME), out)
         log.info("wrote %s (%.2f MB)", program, program.stat().st_size / 1e6)
     return out
 

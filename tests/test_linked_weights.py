@@ -1,0 +1,88 @@
+"""One copy of the weights per store entry: the ONNX graph and the torch program read ``model.safetensors``."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from model_store import Predictor, StoreError, find, publish
+from model_store.linked import open_program, program_links, tensor_ranges
+from tests.factories import FER_LABELS, manifest
+from training.artifacts import write_artifacts
+from training.models import create_model
+from training.runs import example_input
+
+SPEC = {"height": 48, "width": 48, "channels": 1, "mean": [0.5], "std": [0.25]}
+
+
+@pytest.fixture(scope="module")
+def linked_store(tmp_path_factory):
+    """A small emotion_cnn with trained-looking batch-norm statistics, published through ``write_artifacts``."""
+    torch.manual_seed(0)
+    model = create_model("emotion_cnn", 7, width=4, hidden=16).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    root = tmp_path_factory.mktemp("linked")
+    m = manifest(input=SPEC, architecture_args={"width": 4, "hidden": 16})
+    artifacts, diff = write_artifacts(model, m.input, ["logits"], root / "export", {"labels": ",".join(FER_LABELS)})
+    entry = publish(m, artifacts, root / "store")
+    return model, entry, diff
+
+
+def test_the_graph_and_the_program_hold_no_weights_of_their_own(linked_store):
+    model, entry, diff = linked_store
+    import onnx
+
+    graph = onnx.load(str(entry.path("onnx")), load_external_data=False).graph
+    external = [i for i in graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    inline = [i for i in graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
+    assert {i.name for i in external} == {n for n, p in model.named_parameters()} | {
+        n for n, _ in model.named_buffers() if not n.endswith("num_batches_tracked")
+    }
+    assert sum(len(i.raw_data) for i in inline) < 1024 and diff < 1e-5
+    with zipfile.ZipFile(entry.path("torch_program")) as archive:
+        left_out = set(program_links(archive)) - set(archive.namelist())
+    assert len(left_out) == len(model.state_dict())  # every weight, buffers included, lives in the safetensors
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_both_backends_give_the_torch_model_outputs(linked_store, backend):
+    model, entry, _ = linked_store
+    x = example_input(entry.manifest.input, 4, seed=3)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = Predictor.load(entry, backend=backend).run(x.numpy())["logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_changed_weights_file_stops_either_backend(linked_store, tmp_path, backend):
+    import shutil
+
+    _, entry, _ = linked_store
+    folder = tmp_path / "m" / "1.0.0"
+    shutil.copytree(entry.folder, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="checksum mismatch for model.safetensors"):
+        Predictor.load(find("m", root=tmp_path), backend=backend)
+
+
+def test_a_program_without_its_weights_file_is_refused_by_name(linked_store, tmp_path):
+    _, entry, _ = linked_store
+    with pytest.raises(ValueError, match="reads its weights from model.safetensors"):
+        open_program(entry.path("torch_program"), None)
+    other = tmp_path / "other.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(3, np.float32)}, str(other))
+    assert list(tensor_ranges(other)) == ["x"]
+    with pytest.raises(ValueError, match="which does not hold them"):
+        open_program(entry.path("torch_program"), other)
