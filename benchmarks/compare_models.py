@@ -2,8 +2,9 @@
 default version.
 
 Each entry (a store folder) runs once per set through ``model_store.Predictor`` (onnxruntime, mirror TTA), the code
-path the service serves; an average ("combo") is then the mean of its members' calibrated probabilities, which is
-what ``training.ensemble`` would ship as one graph, so a combination can be judged before it is built. Sets: the
+path the service serves, on faces prepared as its manifest says (size, channels, and for photos the framing); an
+average ("combo") is then the mean of its members' calibrated probabilities, which is what ``training.ensemble``
+would ship as one graph (for members of one input), so a combination can be judged before it is built. Sets: the
 ``val`` split of each ``--set NAME=SOURCE`` (any face dataset ``training.evaluate`` reads) and, unless
 ``--no-photos``, the largest face of each shared photo as ``/predict/image`` finds it (balanced accuracy over the
 labels with at least ``--min-support`` photos). Writes ``compare.json`` and ``compare.png``.
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
-from model_store import Predictor, read_manifest, to_uint8_face
+from model_store import InputSpec, Predictor, read_manifest, to_uint8_face
 from model_store.manifest import TASKS
 from model_store.store import StoreEntry
 from service.detection import DlibHogDetector
@@ -64,35 +65,51 @@ def parse_combo(text: str, n: int) -> list[int]:
 
 
 def open_entries(folders: list[Path]) -> list[StoreEntry]:
-    """Store entries that can be averaged: one label list and one input spec."""
+    """Store entries that can be compared and averaged: face classifiers over one label list (each reads its own
+    input: size, channels, framing)."""
     entries = [StoreEntry(read_manifest(folder), folder) for folder in folders]
     first = entries[0].manifest
     for entry in entries:
         m = entry.manifest
         if TASKS[m.task].input != "face" or TASKS[m.task].multi_label:
             raise ValueError(f"{entry.folder}: a {m.task} model; only face classifiers can be compared here")
-        if m.labels != first.labels or m.input != first.input:
-            raise ValueError(f"{entry.folder}: labels or input differ from {entries[0].folder}; cannot compare")
+        if m.labels != first.labels:
+            raise ValueError(f"{entry.folder}: labels differ from {entries[0].folder}; cannot compare")
     return entries
 
 
-def face_sets(args, spec, labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{name: (model-sized faces, targets)}`` for every ``--set`` and the photos, prepared once for all entries."""
-    sets = {}
-    for item in args.set:
-        name, sep, source = item.partition("=")
-        if not sep or not name or not source:
-            raise ValueError(f"--set {item!r}: write NAME=SOURCE")
-        data = load_faces(Path(source), args.split or None, spec, labels)
-        sets[name] = (data.images, data.targets)
-    if not args.no_photos:
-        photos, photo_labels = read_photos()
-        photos, photo_labels = photos[: args.photo_limit], photo_labels[: args.photo_limit]
-        detector = DlibHogDetector()
-        faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]
-        crops, targets = largest_face_crops(photos, photo_labels, service_fallbacks(photos, faces, {}), spec, labels)
-        sets["photos"] = (np.stack([to_uint8_face(crop, spec) for crop in crops]), targets)
-    return sets
+def spec_key(spec: InputSpec) -> str:
+    return spec.model_dump_json()
+
+
+def photo_faces(args) -> tuple[list[np.ndarray], list[str], list]:
+    """The shared photos, their labels and the faces ``/predict/image`` finds in each (detected once for all)."""
+    photos, labels = read_photos()
+    photos, labels = photos[: args.photo_limit], labels[: args.photo_limit]
+    detector = DlibHogDetector()
+    faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]
+    return photos, labels, service_fallbacks(photos, faces, {})
+
+
+def face_sets(args, specs: list[InputSpec], labels: list[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``{spec: {set name: (model-sized faces, targets)}}`` for every ``--set`` and the photos, prepared once per
+    distinct input spec (photo faces cut as each model's framing says, like the service)."""
+    photos = None if args.no_photos else photo_faces(args)
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for spec in specs:
+        if spec_key(spec) in out:
+            continue
+        sets = out[spec_key(spec)] = {}
+        for item in args.set:
+            name, sep, source = item.partition("=")
+            if not sep or not name or not source:
+                raise ValueError(f"--set {item!r}: write NAME=SOURCE")
+            data = load_faces(Path(source), args.split or None, spec, labels)
+            sets[name] = (data.images, data.targets)
+        if photos is not None:
+            crops, targets = largest_face_crops(*photos, spec, labels)
+            sets["photos"] = (np.stack([to_uint8_face(crop, spec) for crop in crops]), targets)
+    return out
 
 
 def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], temperature: float, min_support: int) -> dict:
@@ -135,12 +152,16 @@ def main(args: argparse.Namespace) -> dict:
     entries = open_entries(args.entry)
     combos = [parse_combo(c, len(entries)) for c in args.combo]
     predictors = [Predictor.load(entry, threads=args.threads) for entry in entries]
-    labels, spec = list(entries[0].manifest.labels), entries[0].manifest.input
-    sets = face_sets(args, spec, labels)
+    labels, specs = list(entries[0].manifest.labels), [e.manifest.input for e in entries]
+    prepared = face_sets(args, specs, labels)
     temps = [e.manifest.calibration_temperature for e in entries]
     results: dict[str, dict] = {name: {} for name in candidate_names(entries, combos)}
-    for set_name, (faces, targets) in sets.items():
-        logits = [p.predict_faces(faces).logits for p in tqdm(predictors, desc=set_name, unit="model", leave=False)]
+    for set_name in prepared[spec_key(specs[0])]:
+        targets = prepared[spec_key(specs[0])][set_name][1]
+        logits = [
+            p.predict_faces(prepared[spec_key(spec)][set_name][0]).logits
+            for p, spec in tqdm(list(zip(predictors, specs, strict=True)), desc=set_name, unit="model", leave=False)
+        ]
         rows = [(z, t) for z, t in zip(logits, temps, strict=True)]
         rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
         for name, (z, t) in zip(results, rows, strict=True):

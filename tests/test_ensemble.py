@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from model_store import Predictor, normalize, scan
+from model_store import Predictor, StoreEntry, normalize, read_manifest, scan
 from tests.test_training import TINY, export_and_publish, run_train
 from training import ensemble
 from training.data import load_faces
-from training.engine import Teacher
+from training.engine import Teacher, TeacherTable
 from training.models.ensemble import Ensemble
 from training.runs import build_model, load_config, load_store_model, load_weights
 
@@ -114,3 +114,25 @@ def test_a_distilled_student_ends_closer_to_its_teacher(members, tmp_path, fer_r
     distilled, plain = kl_to(folders[0], tmp_path / "student", images), kl_to(folders[0], tmp_path / "plain", images)
     print(f"KL(teacher || student): distilled {distilled:.4f}, plain {plain:.4f}")
     assert distilled < 0.7 * plain
+
+
+def test_a_table_teacher_blends_each_rows_own_probabilities():
+    probs = np.array([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8]], np.float32)
+    table = TeacherTable(probs, share=0.5)
+    out = table.blend(torch.eye(3)[[0, 0]], np.array([1, 0]))
+    assert torch.allclose(out, torch.tensor([[0.5, 0.1, 0.4], [0.75, 0.25, 0.0]]))
+
+
+def test_a_teacher_of_another_input_scores_every_training_row_once(members, tmp_path, fer_root):
+    """A gray 48-px teacher for a colour student: its probabilities come from its own reading of each training row
+    (through the Predictor, as served), are kept in the run folder, and the student trains on them."""
+    _, folders = members
+    student = tmp_path / "student"
+    common = ["--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "1", "--channels", "3"]
+    run_train(*common, *TINY, "--output", str(student), "--teacher", str(folders[0]), "--distill", "0.5")
+    entry = StoreEntry(read_manifest(folders[0]), folders[0])
+    rows = load_faces(fer_root, "train", entry.manifest.input, None, 256)
+    expected = Predictor.load(entry).predict_faces(rows.images).probabilities
+    kept = np.load(student / "teacher_probs.npy")
+    assert kept.shape == (256, 7) and np.allclose(kept, expected, atol=1e-5)
+    assert json.loads((student / "config.json").read_text())["input"]["channels"] == 3

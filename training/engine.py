@@ -149,6 +149,20 @@ class Teacher:
         return (1 - self.share) * targets + self.share * probs
 
 
+@dataclass
+class TeacherTable:
+    """A teacher that reads another input (another size, colour or architecture than the student's): its calibrated
+    probabilities computed once per training row (``probs``, in the training set's row order) and blended into
+    that row's targets, ``(1 - share) * labels + share * probs`` (offline distillation: the teacher saw each image
+    un-augmented, with its own mirror TTA)."""
+
+    probs: np.ndarray
+    share: float
+
+    def blend(self, targets: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return (1 - self.share) * targets + self.share * torch.from_numpy(self.probs[idx])
+
+
 def train_one_epoch(
     model, data: FaceArrays, spec: InputSpec, opt, sched, args, gen, weights, amp_dtype, scaler=None, teacher=None
 ) -> dict:
@@ -162,8 +176,11 @@ def train_one_epoch(
         x, y = torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
         if mixup <= 0 and cutmix <= 0 and teacher is None:
             return x, y
-        x, y = mix_batch(x, F.one_hot(y, len(data.labels)).float(), mixup, cutmix, gen)  # soft targets
-        return (x, teacher.soften(x, y, args.device, amp_dtype)) if teacher else (x, y)
+        y = F.one_hot(y, len(data.labels)).float()  # soft targets from here
+        if isinstance(teacher, TeacherTable):  # before mixing: a row's table entry mixes with its image
+            y = teacher.blend(y, idx)
+        x, y = mix_batch(x, y, mixup, cutmix, gen)
+        return (x, teacher.soften(x, y, args.device, amp_dtype)) if isinstance(teacher, Teacher) else (x, y)
 
     def loss_fn(out, y: torch.Tensor, idx: np.ndarray) -> tuple[torch.Tensor, float]:
         logits, va = split_outputs(out)

@@ -60,11 +60,16 @@ def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
 SHARED_INPUT = ("height", "width", "channels", "mean", "std")
 
 
-def require_compatible(manifest: Manifest, labels: list[str], spec: InputSpec, role: str) -> None:
-    """A published model used beside another (a teacher, an ensemble member) must have the same labels and read
-    the same input, since one preprocessing feeds both."""
+def require_compatible_labels(manifest: Manifest, labels: list[str], role: str) -> None:
+    """A published model whose probabilities stand beside another's must have the same labels, in order."""
     if manifest.labels != labels:
         raise SystemExit(f"{role} {manifest.key} has labels {manifest.labels}, not {labels}")
+
+
+def require_compatible(manifest: Manifest, labels: list[str], spec: InputSpec, role: str) -> None:
+    """A published model used beside another on the same batches (an online teacher, an ensemble member) must have
+    the same labels and read the same input, since one preprocessing feeds both."""
+    require_compatible_labels(manifest, labels, role)
     mine, theirs = spec.model_dump(), manifest.input.model_dump()
     if any(mine[k] != theirs[k] for k in SHARED_INPUT):
         raise SystemExit(f"{role} {manifest.key} takes another input than {spec.height}x{spec.width}x{spec.channels}")

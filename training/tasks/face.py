@@ -3,13 +3,15 @@ trees, the FER2013 CSV or a ``path,label,split`` manifest, with augmentation and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from model_store import InputSpec
+from model_store import InputSpec, Predictor, StoreEntry, read_manifest
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
-from training.engine import Teacher, predict, train_one_epoch
+from training.engine import Teacher, TeacherTable, predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
-from training.runs import load_store_model, require_compatible
+from training.runs import SHARED_INPUT, load_store_model, require_compatible, require_compatible_labels
 from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
 
 
@@ -48,36 +50,65 @@ class FaceTask(TrainTask):
             update.update(channels=n, mean=[spec.mean[0]] * n, std=[spec.std[0]] * n)
         return spec.model_copy(update=update)
 
-    def load(self) -> tuple[FaceArrays, FaceArrays]:
+    def read_sets(self, spec: InputSpec) -> tuple[FaceArrays, FaceArrays]:
+        """Train and val rows read at ``spec`` (the same rows in the same order whatever the spec)."""
         args = self.args
-        self.spec = spec = self.build_spec()
         labels = split_labels(args.labels) or FER_LABELS
 
         def read(source, split, limit, names=labels):
             return load_faces(source, split, spec, names, limit, args.seed)
 
-        train, val = train_and_val(args, read, available_splits(args.data), holdout)
+        return train_and_val(args, read, available_splits(args.data), holdout)
+
+    def load(self) -> tuple[FaceArrays, FaceArrays]:
+        self.spec = self.build_spec()
+        train, val = self.read_sets(self.spec)
         self.labels = train.labels
         return train, val
 
     def epoch(self, model, train: FaceArrays, opt, sched, gen, amp_dtype, scaler) -> dict:
         args = self.args
         weights = device_class_weights(train.class_counts(), args)
-        teacher = self.teacher()
+        teacher = self.teacher(train)
         return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler, teacher)
 
-    def teacher(self) -> Teacher | None:
-        """``--teacher``: a published model over the same labels and input, loaded once and frozen."""
-        if not self.args.teacher:
+    def teacher(self, train: FaceArrays) -> Teacher | TeacherTable | None:
+        """``--teacher``: a published model over the same labels, loaded once and frozen. One that reads the same
+        input runs beside the student on each batch; one that reads another input scores every training row once
+        (``teacher_probs.npy`` in the run folder, kept for ``--resume``)."""
+        args = self.args
+        if not args.teacher:
             return None
         if self._teacher is None:
-            model, manifest = load_store_model(self.args.teacher)
-            require_compatible(manifest, self.labels, self.spec, "--teacher")
-            for p in model.parameters():
-                p.requires_grad_(False)
-            model = model.to(self.args.device)
-            self._teacher = Teacher(model, manifest.calibration_temperature, self.args.distill)
+            manifest = read_manifest(args.teacher)
+            if manifest.input.model_dump(include=set(SHARED_INPUT)) == self.spec.model_dump(include=set(SHARED_INPUT)):
+                self._teacher = self.online_teacher()
+            else:
+                require_compatible_labels(manifest, self.labels, "--teacher")
+                self._teacher = TeacherTable(self.teacher_table(train), args.distill)
         return self._teacher
+
+    def online_teacher(self) -> Teacher:
+        model, manifest = load_store_model(self.args.teacher)
+        require_compatible(manifest, self.labels, self.spec, "--teacher")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return Teacher(model.to(self.args.device), manifest.calibration_temperature, self.args.distill)
+
+    def teacher_table(self, train: FaceArrays) -> np.ndarray:
+        """The teacher's calibrated probabilities for every training row (mirror TTA, through the Predictor)."""
+        path = self.args.output / "teacher_probs.npy"
+        if path.is_file():
+            probs = np.load(path)
+            if probs.shape == (len(train), len(self.labels)):
+                return probs
+        entry = StoreEntry(read_manifest(self.args.teacher), Path(self.args.teacher))
+        rows, _ = self.read_sets(entry.manifest.input)
+        if not np.array_equal(rows.targets, train.targets):
+            raise SystemExit("--teacher: its reading of the training rows does not line up with the student's")
+        probs = Predictor.load(entry, threads=self.args.threads or 0).predict_faces(rows.images).probabilities
+        np.save(path, probs)
+        return probs
 
     def evaluate(self, model, data: FaceArrays, amp_dtype) -> dict:
         logits, va = predict(model, data.images, self.spec, self.args.device, tta=self.tta, amp_dtype=amp_dtype)
