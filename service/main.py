@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors
-from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, MultipartCloseMiddleware
 from service.api.routes import attributes, demo, features, health, jobs, metrics, models, predict, v2, video
 from service.config import Settings, get_settings
 from service.jobs import create_jobs
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Apparent facial expression of every face in photos, face crops and videos.",
         lifespan=_lifespan(settings, app_metrics),
     )
+    app.add_middleware(MultipartCloseMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.limits.max_upload_bytes,

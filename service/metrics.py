@@ -17,7 +17,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 class Metrics:
     def __init__(self) -> None:
-        self.active = 0  # requests being handled now (the gauge below, readable without prometheus internals)
+        self.active = 0  # requests being handled now, probes aside (the in-flight gauge, readable without prometheus)
         self.registry = CollectorRegistry()
         self._define_http(self.registry)
         self._define_models(self.registry)
@@ -33,7 +33,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("emotion_requests_in_flight", "Requests being handled", registry=r)
+        self.in_flight = Gauge(
+            "emotion_requests_in_flight", "Requests being handled (health checks and scrapes aside)", registry=r
+        )
         self.rejected = Counter("emotion_requests_rejected_total", "Requests shed with 503 over capacity", registry=r)
 
     def _define_models(self, r: CollectorRegistry) -> None:
@@ -148,6 +150,14 @@ class Metrics:
         """A rescan of the store (``api`` or ``periodic``) and how many versions it holds now."""
         self.model_reloads.labels(trigger=trigger).inc()
         self.store_versions.set(versions)
+
+    def request_started(self) -> None:
+        self.active += 1
+        self.in_flight.inc()
+
+    def request_ended(self) -> None:
+        self.active -= 1
+        self.in_flight.dec()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()

@@ -425,7 +425,7 @@ def test_metrics_count_requests_latency_faces_and_models(client, face_photo):
     assert 'emotion_request_duration_seconds_bucket{le="0.05",route="/predict/image"}' in text
     assert f'emotion_inference_duration_seconds_count{{model="{DEFAULT_MODEL}:' in text
     assert "emotion_models_loaded 1.0" in text
-    assert metric(text, "emotion_requests_in_flight") == 1.0  # the /metrics request itself
+    assert metric(text, "emotion_requests_in_flight") == 0.0  # a scrape is not load: /metrics is not counted
 
 
 def test_docs_and_openapi_are_counted_under_their_routes(client):

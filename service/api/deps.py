@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, File, Header, HTTPException, Query, Request, UploadFile
 
+from service.api.uploads import upload_problem
 from service.config import Settings
 from service.errors import InvalidInput
 from service.jobs import JobService
@@ -133,7 +134,7 @@ async def _image_bytes(
         return await read_upload(file, limit)
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
-        raise HTTPException(422, "the form has no field 'file'; send the image as multipart field 'file'")
+        raise HTTPException(*upload_problem(request, "image"))
     if not content_type.startswith(RAW_BODY_TYPES):
         raise HTTPException(
             415,
@@ -147,6 +148,24 @@ async def _image_bytes(
 
 
 ImageBytesDep = Annotated[bytes, Depends(_image_bytes)]
+
+
+def is_json(content_type: str) -> bool:
+    """``application/json`` or any ``application/*+json``, parameters (``; charset=utf-8``) aside."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body that is not declared JSON: FastAPI would otherwise validate its raw bytes as the object."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json(content_type):
+        raise HTTPException(
+            415, f"send the body as JSON with Content-Type: application/json (it was {content_type or 'not set'!r})"
+        )
+
+
+JsonBodyDep = Depends(require_json)
 
 
 MaxFaces = Annotated[int | None, Query(ge=1, le=500, description="keep the largest N faces (capped by the server)")]

@@ -1,11 +1,14 @@
-"""Pure ASGI middleware: request-body limits enforced while the body streams in, and request metrics with load
-shedding. Neither parses a body; both answer in the same ``{"detail": ...}`` JSON as every other error."""
+"""Pure ASGI middleware: request-body limits enforced while the body streams in, a note whether a multipart body was
+complete, and request metrics with load shedding. None parses a body; those that answer use the same
+``{"detail": ...}`` JSON as every other error."""
 
 from __future__ import annotations
 
+import email.message
 import json
 import time
 
+from service.api.uploads import MULTIPART_CLOSED
 from service.metrics import Metrics
 
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
@@ -73,6 +76,44 @@ class BodyLimitMiddleware:
                 await send_json(send, 413, self._too_large(limit))
 
 
+def multipart_boundary(scope) -> bytes | None:
+    """The boundary of a ``multipart/form-data`` request, None for any other body."""
+    header = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    if not header.lower().startswith("multipart/form-data"):
+        return None
+    parsed = email.message.Message()
+    parsed["content-type"] = header
+    boundary = parsed.get_param("boundary")
+    return boundary.encode("latin-1", "replace") if isinstance(boundary, str) and boundary else None
+
+
+class MultipartCloseMiddleware:
+    """Notes in the scope (``MULTIPART_CLOSED``) whether a multipart body reached its closing delimiter
+    (``--boundary--``). The form parser takes a body cut off before it as a form without its last parts, which
+    would otherwise be reported as a missing field rather than as a truncated upload."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        boundary = multipart_boundary(scope) if scope["type"] == "http" else None
+        if boundary is None:
+            await self.app(scope, receive, send)
+            return
+        closing, tail = b"--" + boundary + b"--", b""
+        scope[MULTIPART_CLOSED] = False
+
+        async def watching_receive():
+            nonlocal tail
+            message = await receive()
+            if message["type"] == "http.request" and not scope[MULTIPART_CLOSED]:
+                window = tail + message.get("body", b"")
+                scope[MULTIPART_CLOSED], tail = closing in window, window[-len(closing) :]
+            return message
+
+        await self.app(scope, watching_receive, send)
+
+
 def route_template(scope) -> str:
     """The matched route's path template (``/models/{name}``), so metrics have one series per route, not per URL;
     ``unmatched`` for paths no route serves."""
@@ -83,9 +124,18 @@ def route_template(scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+PROBES = ("/health/", "/metrics", "/v2/health/")
+
+
+def is_probe(path: str) -> bool:
+    """Health checks and scrapes: they answer under any load and are not load themselves."""
+    return path.startswith(PROBES)
+
+
 class MetricsMiddleware:
     """Counts and times every request by route template, and answers 503 with ``Retry-After`` when more than
-    ``max_in_flight`` requests are already being handled."""
+    ``max_in_flight`` requests are already being handled. Probes are neither shed nor counted in flight, so a
+    scrape or a health check never takes a place a prediction could have had."""
 
     def __init__(self, app, metrics: Metrics, max_in_flight: int) -> None:
         self.app, self.metrics, self.max_in_flight = app, metrics, max_in_flight
@@ -94,8 +144,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exempt = scope["path"].startswith(("/health", "/metrics", "/v2/health"))  # probes answer under load
-        if not exempt and self.metrics.active >= self.max_in_flight:
+        probe = is_probe(scope["path"])
+        if not probe and self.metrics.active >= self.max_in_flight:
             self.metrics.rejected.inc()
             await send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
             return
@@ -107,11 +157,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.active += 1
-        self.metrics.in_flight.inc()
+        if not probe:
+            self.metrics.request_started()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.active -= 1
-            self.metrics.in_flight.dec()
+            if not probe:
+                self.metrics.request_ended()
             self.metrics.observe_request(scope["method"], route_template(scope), status, time.perf_counter() - started)

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from service.api.deps import ApiKeyDep, ModelDep, PipelinesDep, SettingsDep
+from service.api.deps import ApiKeyDep, JsonBodyDep, ModelDep, PipelinesDep, SettingsDep
 from service.api.routes.predict import ERRORS
 from service.schemas import FeaturePredictionRequest, FeaturePredictionResponse, features_response
 
@@ -17,13 +17,16 @@ FEATURE_ERRORS = {
         401: None,
         404: None,
         413: "too many rows or values (EMOTION_LIMITS__MAX_FEATURE_ROWS, __MAX_FEATURE_VALUES), or body too large",
+        415: "the body is not declared JSON (Content-Type: application/json)",
         422: "malformed JSON, a row of the wrong length, NaN or infinite values, or not a feature model",
         503: None,
     }.items()
 }
 
 
-@router.post("/features", response_model=FeaturePredictionResponse, responses=FEATURE_ERRORS)
+@router.post(
+    "/features", response_model=FeaturePredictionResponse, responses=FEATURE_ERRORS, dependencies=[JsonBodyDep]
+)
 async def predict_features(
     body: FeaturePredictionRequest, model: ModelDep, pipelines: PipelinesDep, settings: SettingsDep
 ) -> FeaturePredictionResponse:

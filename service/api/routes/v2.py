@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from model_store import Prepared
 from service.api import oip
 from service.api.deps import ApiKeyDep, PipelinesDep, RegistryDep, SettingsDep
-from service.api.errors import status_of
+from service.api.errors import ErrorResponse, http_problem, status_of, validation_message
 from service.api.middleware import BodyTooLarge
 from service.config import Settings
 from service.errors import InvalidInput, ModelUnavailable, ServiceError
@@ -44,15 +44,14 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc, TimeoutError):
         status, headers, message = 503, {"Retry-After": "5"}, "the request took too long; retry later"
     elif isinstance(exc, RequestValidationError):
-        status = 400
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) or "invalid request"
+        status, message = 400, validation_message(exc)
     elif isinstance(exc, StarletteHTTPException):
-        status, headers, message = exc.status_code, exc.headers, str(exc.detail)
+        (status, message), headers = http_problem(exc), exc.headers
         status = 400 if status == 422 else status
     else:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         status, message = 500, "internal server error"
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return ErrorResponse({"error": message}, status_code=status, headers=headers)
 
 
 class OipRoute(APIRoute):
