@@ -82,3 +82,29 @@ def test_align_setting_puts_the_aligner_in_the_face_pipeline(face_photo, default
     _, faces, prepared = pipelines.face.prepare_image(data.tobytes(), predictor, Options(20, None, 256))
     assert len(faces) == 1 and prepared.n == 1
     assert len(predictor.postprocess(predictor.run(prepared.x), prepared)) == 1
+
+
+@needs_landmarks
+def test_chip_framing_cuts_dlibs_aligned_chip_at_model_size_whatever_the_roll(face_photo):
+    """A model whose manifest says ``framing: chip`` gets dlib's aligned chip: model-sized, and the same face turned
+    by 15 degrees in the photo gives (nearly) the same chip, since the landmarks take the roll out."""
+    from service.detection import DlibHogDetector
+    from service.detection.align import FaceCropper
+
+    spec = InputSpec(height=112, width=112, channels=3, mean=[0.5] * 3, std=[0.25] * 3, face_margin=0.1, framing="chip")
+    image = face_photo
+    face = DlibHogDetector().detect(image)[0]
+    cropper = FaceCropper()
+    chip = cropper.crop(image, face.box, spec)
+    assert chip.shape == (112, 112, 3) and chip.dtype == np.uint8
+    h, w = image.shape[:2]
+    cx, cy = face.x + face.width / 2, face.y + face.height / 2
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((cx, cy), 15, 1.0), (w, h), borderMode=cv2.BORDER_REPLICATE)
+    again = cropper.crop(turned, face.box, spec)
+    plain = cv2.resize(crop_face(turned, face.box, spec.model_copy(update={"framing": "box"})), (112, 112))
+    diff_chip = np.abs(chip.astype(float) - again.astype(float)).mean()
+    diff_plain = np.abs(chip.astype(float) - plain.astype(float)).mean()
+    print(f"mean abs difference to the upright chip: chip {diff_chip:.1f}, plain crop {diff_plain:.1f}")
+    assert diff_chip < 12 and diff_chip < diff_plain / 2
+    gray = cropper.crop(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), face.box, spec)  # gray photos are chipped too
+    assert gray.shape == (112, 112, 3)
