@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from service.api import errors
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, MultipartCloseMiddleware
-from service.api.routes import attributes, demo, features, health, jobs, metrics, models, predict, v2, video
+from service.api.routes import attributes, demo, docs, features, health, jobs, metrics, models, predict, v2, video
 from service.config import Settings, get_settings
 from service.jobs import create_jobs
 from service.metrics import Metrics
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Apparent facial expression of every face in photos, face crops and videos.",
         lifespan=_lifespan(settings, app_metrics),
+        docs_url=None,  # service/api/routes/docs.py serves /docs and /redoc from installed files, not a CDN
+        redoc_url=None,
     )
     app.add_middleware(MultipartCloseMiddleware)
     app.add_middleware(
@@ -64,6 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.limits.max_in_flight)
     errors.install(app)
-    for module in (health, models, predict, attributes, features, video, jobs, v2, metrics, demo):
+    for module in (health, models, predict, attributes, features, video, jobs, v2, metrics, docs, demo):
         app.include_router(module.router)
     return app
