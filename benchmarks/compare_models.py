@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
@@ -36,6 +38,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry", type=Path, action="append", required=True, help="a store folder; repeat")
     p.add_argument("--set", action="append", default=[], metavar="NAME=SOURCE", help="a face dataset; repeat")
     p.add_argument("--split", default="val")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="I:KEY=VALUE[,KEY=VALUE]",
+        help="entry I again with its input spec changed (e.g. 0:framing=chip,face_margin=0.1: one model, another "
+        "framing); variants are numbered after the entries, for --combo too",
+    )
     p.add_argument("--combo", action="append", default=[], help="entry indices joined by '+', e.g. 0+1+2; repeat")
     p.add_argument("--no-photos", action="store_true")
     p.add_argument("--photo-limit", type=int, help="only the first N photos (for quick checks)")
@@ -118,11 +128,51 @@ def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], temperatur
     return metrics
 
 
-def candidate_names(entries: list[StoreEntry], combos: list[list[int]]) -> list[str]:
-    """``[i] name version`` per entry (two stores may hold the same name and version), ``mean of [i] [j]`` per
-    combo."""
-    names = [f"[{i}] {e.manifest.name} {e.manifest.version}" for i, e in enumerate(entries)]
-    return names + ["mean of " + " ".join(f"[{i}]" for i in combo) for combo in combos]
+@dataclass(frozen=True)
+class Candidate:
+    """One model read one way: a store entry, or a variant of one with another input spec."""
+
+    name: str
+    predictor: Predictor
+    spec: InputSpec
+    temperature: float
+
+
+def parse_variant(text: str, n: int) -> tuple[int, dict]:
+    """``"0:framing=chip,face_margin=0.1"`` -> ``(0, {"framing": "chip", "face_margin": 0.1})``."""
+    index, sep, body = text.partition(":")
+    if not sep or not index.isdigit() or not 0 <= int(index) < n or "=" not in body:
+        raise ValueError(f"--variant {text!r}: write I:KEY=VALUE[,KEY=VALUE] with I in 0..{n - 1}")
+    changes = {}
+    for pair in body.split(","):
+        key, _, value = pair.partition("=")
+        changes[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{" else value.strip()
+    return int(index), changes
+
+
+def candidates(entries: list[StoreEntry], variants: list[str], threads: int) -> list[Candidate]:
+    """``[i] name version`` per entry (two stores may hold the same name and version), then each variant, named
+    with what it changes; one loaded predictor per entry."""
+    predictors = [Predictor.load(entry, threads=threads) for entry in entries]
+    out = [
+        Candidate(
+            f"[{i}] {e.manifest.name} {e.manifest.version}", p, e.manifest.input, e.manifest.calibration_temperature
+        )
+        for i, (e, p) in enumerate(zip(entries, predictors, strict=True))
+    ]
+    for text in variants:
+        i, changes = parse_variant(text, len(entries))
+        try:
+            spec = InputSpec.model_validate({**entries[i].manifest.input.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ValueError(f"--variant {text!r}: {exc.errors()[0]['msg']}") from None
+        described = ", ".join(f"{k}={v}" for k, v in changes.items())
+        out.append(
+            Candidate(
+                f"[{len(out)}] {out[i].name[len(f'[{i}] ') :]} ({described})", predictors[i], spec, out[i].temperature
+            )
+        )
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
@@ -150,19 +200,20 @@ def main(args: argparse.Namespace) -> dict:
     if args.no_photos and not args.set:
         raise ValueError("nothing to score: give a --set NAME=SOURCE or leave the photos on")
     entries = open_entries(args.entry)
-    combos = [parse_combo(c, len(entries)) for c in args.combo]
-    predictors = [Predictor.load(entry, threads=args.threads) for entry in entries]
-    labels, specs = list(entries[0].manifest.labels), [e.manifest.input for e in entries]
-    prepared = face_sets(args, specs, labels)
-    temps = [e.manifest.calibration_temperature for e in entries]
-    results: dict[str, dict] = {name: {} for name in candidate_names(entries, combos)}
-    for set_name in prepared[spec_key(specs[0])]:
-        targets = prepared[spec_key(specs[0])][set_name][1]
+    members = candidates(entries, args.variant, args.threads)
+    combos = [parse_combo(c, len(members)) for c in args.combo]
+    labels = list(entries[0].manifest.labels)
+    prepared = face_sets(args, [m.spec for m in members], labels)
+    names = [m.name for m in members] + ["mean of " + " ".join(f"[{i}]" for i in combo) for combo in combos]
+    results: dict[str, dict] = {name: {} for name in names}
+    first = prepared[spec_key(members[0].spec)]
+    for set_name, (_, targets) in first.items():
         logits = [
-            p.predict_faces(prepared[spec_key(spec)][set_name][0]).logits
-            for p, spec in tqdm(list(zip(predictors, specs, strict=True)), desc=set_name, unit="model", leave=False)
+            m.predictor.predict_faces(prepared[spec_key(m.spec)][set_name][0]).logits
+            for m in tqdm(members, desc=set_name, unit="model", leave=False)
         ]
-        rows = [(z, t) for z, t in zip(logits, temps, strict=True)]
+        temps = [m.temperature for m in members]
+        rows = list(zip(logits, temps, strict=True))
         rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
         for name, (z, t) in zip(results, rows, strict=True):
             results[name][set_name] = score(z, targets, labels, t, args.min_support)
@@ -170,11 +221,20 @@ def main(args: argparse.Namespace) -> dict:
     (args.output / "compare.json").write_text(json.dumps(results, indent=2))
     plot(results, args.output / "compare.png")
     for name, by_set in results.items():
-        cells = [f"{s} {m['accuracy']:.3f}/{m['macro_f1']:.3f}" for s, m in by_set.items()]
-        if "photos" in by_set:
-            cells.append(f"photos balanced {by_set['photos']['balanced_accuracy']:.3f}")
-        print(f"{name}: " + " | ".join(cells))
+        print(f"{name}: " + " | ".join(summary_cells(by_set)))
     return results
+
+
+def summary_cells(by_set: dict) -> list[str]:
+    """Accuracy/macro-F1 per set; for the photos also balanced accuracy and the recalls that decide a default."""
+    cells = [f"{s} {m['accuracy']:.3f}/{m['macro_f1']:.3f}" for s, m in by_set.items()]
+    if "photos" in by_set:
+        photos = by_set["photos"]
+        per = photos["per_class"]
+        recall = " ".join(f"{k[:3]} {per[k]['recall']:.2f}" for k in per if per[k]["support"])
+        angry = f", angry precision {per['angry']['precision']:.2f}" if "angry" in per else ""
+        cells.append(f"photos balanced {photos['balanced_accuracy']:.3f} (recall {recall}{angry})")
+    return cells
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 
 from benchmarks import compare_models
 from model_store import find
+from tests.conftest import DEFAULT_MODEL
 from tests.test_ensemble import Fixed
 from training.models.ensemble import Ensemble
 from training.reports import softmax
@@ -35,13 +36,21 @@ def test_bad_combos_are_refused_with_the_fix(text):
         compare_models.parse_combo(text, 3)
 
 
-def test_entries_with_another_input_cannot_be_compared(tmp_path, default_entry):
-    other = default_entry.manifest.model_copy(
-        update={"input": default_entry.manifest.input.model_copy(update={"height": 64, "width": 64})}
-    )
+def test_entries_with_other_labels_cannot_be_compared(tmp_path, default_entry):
+    other = default_entry.manifest.model_copy(update={"labels": list(reversed(default_entry.manifest.labels))})
     (tmp_path / "manifest.json").write_text(other.model_dump_json())
-    with pytest.raises(ValueError, match="labels or input differ"):
+    with pytest.raises(ValueError, match="labels differ"):
         compare_models.open_entries([default_entry.folder, tmp_path])
+
+
+def test_a_variant_names_an_entry_and_the_input_fields_it_changes():
+    assert compare_models.parse_variant("1:framing=chip,face_margin=0.1", 2) == (
+        1,
+        {"framing": "chip", "face_margin": 0.1},
+    )
+    for bad in ("2:face_margin=0.1", "x:face_margin=0.1", "0", "0:"):
+        with pytest.raises(ValueError, match="--variant"):
+            compare_models.parse_variant(bad, 2)
 
 
 def test_only_face_classifiers_are_compared(tmp_path, default_entry):
@@ -68,14 +77,18 @@ def test_real_models_on_val_faces_and_photos(tmp_path, fer_root, photo_paths):
     for label in ("happy", "sad", "surprise", "neutral"):
         rows += [f"{p},{label},val" for p in sorted((fer_root / "val" / label).glob("*.jpg"))[:10]]
     (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
-    old, new = find("fer_emotion_cnn", "1.1.0"), find("fer_emotion_cnn")
-    argv = f"--entry {old.folder} --entry {new.folder} --set fer={tmp_path / 'faces.csv'} --combo 1 --combo 0+1"
+    fast, default = find("fer_emotion_cnn"), find(DEFAULT_MODEL)
+    argv = f"--entry {fast.folder} --entry {default.folder} --variant 0:face_margin=0.0"
+    argv += f" --set fer={tmp_path / 'faces.csv'} --combo 1 --combo 0+1"
     argv += f" --photo-limit 40 --min-support 1 --output {tmp_path / 'out'}"
     args = compare_models.get_args_parser().parse_args(argv.split())
     results = compare_models.main(args)
-    alone, combo_alone = results["[1] fer_emotion_cnn " + new.manifest.version], results["mean of [1]"]
-    assert list(results)[:2] == ["[0] fer_emotion_cnn 1.1.0", f"[1] fer_emotion_cnn {new.manifest.version}"]
-    assert len(results) == 4 and set(alone) == {"fer", "photos"} and "mean of [0] [1]" in results
+    name = f"fer_emotion_cnn {fast.manifest.version}"
+    alone, combo_alone = results[f"[1] {default.manifest.name} {default.manifest.version}"], results["mean of [1]"]
+    assert list(results)[::2][:2] == [f"[0] {name}", f"[2] {name} (face_margin=0.0)"]
+    assert len(results) == 5 and set(alone) == {"fer", "photos"} and "mean of [0] [1]" in results
+    tight, plain = results[f"[2] {name} (face_margin=0.0)"], results[f"[0] {name}"]
+    assert tight["fer"] == plain["fer"] and tight["photos"] != plain["photos"]  # the margin only cuts photos
     assert alone["fer"]["samples"] == 40 and 20 <= alone["photos"]["samples"] <= 40
     for name in ("fer", "photos"):  # one member averaged is the member itself
         assert combo_alone[name]["confusion_matrix"] == alone[name]["confusion_matrix"]
