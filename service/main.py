@@ -7,6 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import BaseRoute
 
 from service.api import errors
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, MultipartCloseMiddleware
@@ -66,6 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.limits.max_in_flight)
     errors.install(app)
-    for module in (health, models, predict, attributes, features, video, jobs, v2, metrics, docs, demo):
-        app.include_router(module.router)
+    routers = [m.router for m in (health, models, predict, attributes, features, video, jobs, v2, metrics, docs, demo)]
+    for router in routers:
+        app.include_router(router)
+    app_metrics.known_routes(served_routes([*app.routes, *(route for r in routers for route in r.routes)]))
     return app
+
+
+def served_routes(routes: list[BaseRoute]) -> list[tuple[str, str, int]]:
+    """``(method, path template, success status)`` of each route that has methods (the routers' own routes: the
+    app lists included routers as one entry each), for the request metrics' zero series."""
+    found = []
+    for route in routes:
+        methods = sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"})
+        status = getattr(route, "status_code", None) or 200
+        found += [(method, route.path, status) for method in methods if hasattr(route, "path")]
+    return found

@@ -1,9 +1,14 @@
 """Prometheus metrics, one registry per app: every metric is defined and observed here; the HTTP middleware and
-the pipelines call these methods rather than touching metric objects of their own."""
+the pipelines call these methods rather than touching metric objects of their own.
+
+Labelled series whose labels are known before their first event (the app's routes, the models in the store, the
+final job statuses, the reload triggers) are created at zero up front (``known_*``), as Prometheus advises: a
+dashboard then has its series from the first scrape, and ``rate()``/``increase()`` see the first event.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +18,7 @@ if TYPE_CHECKING:
     from service.results import VideoResult
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called with: POST /models/reload, the timer
 
 
 class Metrics:
@@ -23,6 +29,8 @@ class Metrics:
         self._define_models(self.registry)
         self._define_kinds(self.registry)
         self._define_jobs(self.registry)
+        for trigger in RELOAD_TRIGGERS:
+            self.model_reloads.labels(trigger=trigger)
 
     def _define_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter("emotion_requests_total", "HTTP requests", ["method", "route", "status"], registry=r)
@@ -102,6 +110,34 @@ class Metrics:
             registry=r,
         )
         self.job_workers = Gauge("emotion_job_workers", "Workers seen alive", registry=r)
+
+    def known_routes(self, routes: Iterable[tuple[str, str, int]]) -> None:
+        """Zero series for each ``(method, route template, success status)`` the app serves."""
+        for method, route, status in routes:
+            self.requests.labels(method=method, route=route, status=str(status))
+            self.latency.labels(route=route)
+
+    def known_models(self, models: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """Zero series for each model version (``name:version`` and its labels) whatever its kind, so every per-model
+        panel has its series before the first load or call (a face model's feature and attribute counters stay 0)."""
+        per_model = (
+            self.model_loads,
+            self.model_load_failures,
+            self.inference,
+            self.batch_size,
+            self.feature_rows,
+            self.attribute_predictions,
+        )
+        for model, labels in models:
+            for metric in per_model:
+                metric.labels(model=model)
+            for label in labels:
+                self.attributes_present.labels(model=model, attribute=label)
+
+    def known_job_statuses(self, statuses: Iterable[str]) -> None:
+        """Zero ``jobs_finished`` series for each final job status."""
+        for status in statuses:
+            self.jobs_finished.labels(status=status)
 
     def inference_observer(self, model: str) -> Callable[[int, float], None]:
         latency, rows = self.inference.labels(model=model), self.batch_size.labels(model=model)

@@ -23,7 +23,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Worker, func
 
 from service.config import Settings
-from service.jobs.model import worker_id
+from service.jobs.model import FINAL, worker_id
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.runner import JobRunner
 from service.metrics import Metrics
@@ -104,9 +104,11 @@ async def video_job(ctx: dict[str, Any], job_id: str) -> str:
 def build_worker(settings: Settings, metrics: Metrics, burst: bool = False) -> LeasedWorker:
     """An arq worker running ``video_job`` with models loaded once, at start (the default one warmed up)."""
     me, queue = worker_id(), settings.queue
+    metrics.known_job_statuses(sorted(FINAL))
 
     async def startup(ctx: dict[str, Any]) -> None:
         registry = ModelRegistry(settings, metrics)
+        metrics.known_models((r.entry.manifest.key, r.entry.manifest.labels) for r in registry.all_records())
         await registry.get()
         store = RedisJobStore(ctx["redis"], queue.folder(), queue.name)
         ctx["registry"] = registry

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.config import Settings
 from service.jobs.errors import JobFinished, QueueUnavailable
-from service.jobs.model import STATUSES, Job, new_id, utcnow
+from service.jobs.model import FINAL, STATUSES, Job, new_id, utcnow
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.options import Requested
@@ -60,6 +60,7 @@ class JobService:
         self.ttl = settings.queue.job_ttl_s
         self.housekeeping: asyncio.Task | None = None
         self.changed = asyncio.Event()  # a job was submitted or cancelled here: refresh the gauges now
+        metrics.known_job_statuses(sorted(FINAL))
 
     async def start(self) -> None:
         await self.queue.start()
