@@ -128,6 +128,13 @@ class VideoSettings(Group):
     full_detect_every_s: float = Field(
         1.0, ge=0.0, le=60.0, description="seconds between full-frame detections; in between only around tracks"
     )
+    min_readable_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of a video's analysed span that must decode (damaged stretches are read past and "
+        "reported); less is refused with 422 instead of summarising what is left. Applies to jobs too; 0 = never",
+    )
 
 
 class QueueSettings(Group):

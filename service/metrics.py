@@ -70,6 +70,9 @@ class Metrics:
         self.models_loaded = Gauge("emotion_models_loaded", "Models currently loaded", registry=r)
         self.video_frames_decoded = Counter("emotion_video_frames_decoded_total", "Video frames decoded", registry=r)
         self.video_frames_analyzed = Counter("emotion_video_frames_analyzed_total", "Video frames analysed", registry=r)
+        self.video_frames_unreadable = Counter(
+            "emotion_video_frames_unreadable_total", "Video frames that could not be decoded (read past)", registry=r
+        )
         self.video_seconds = Histogram(
             "emotion_video_processing_seconds",
             "Time to process one video",
@@ -149,8 +152,9 @@ class Metrics:
         return observe
 
     def observe_video(self, result: VideoResult, seconds: float) -> None:
-        """One analysed video: frames decoded and analysed, faces classified, and the time it took."""
+        """One analysed video: frames decoded, unreadable and analysed, faces classified, and the time it took."""
         self.video_frames_decoded.inc(result.frames_decoded)
+        self.video_frames_unreadable.inc(result.frames_unreadable)
         self.video_frames_analyzed.inc(result.frames_analyzed)
         self.faces.inc(result.faces)
         self.video_seconds.observe(seconds)

@@ -43,6 +43,7 @@ class Options:
     max_duration: float = 600.0
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
     detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
+    min_readable_share: float = 0.5  # of a video's analysed span that must decode, else InvalidInput
 
 
 @dataclass(frozen=True)
@@ -92,4 +93,5 @@ def resolve_options(
         max_duration=caps.max_duration if capped else math.inf,
         full_detect_every=max(1, round(requested.sample_fps * video.full_detect_every_s)),
         detect_max_side=video.detector_max_side,
+        min_readable_share=video.min_readable_share,
     )

@@ -10,6 +10,7 @@ import numpy as np
 
 from model_store import AttributePrediction, FacePrediction, Manifest
 from service.detection import Detection
+from service.video.decode import Gap
 
 Box = tuple[int, int, int, int]
 
@@ -182,10 +183,16 @@ class VideoResult:
     summary: Summary | None  # the whole clip, over every face and sample
     timings: dict[str, float]
     attributes: AttributeTimeline | None = None  # frame-attributes models: whole frames, no faces or tracks
+    unreadable: list[Gap] = field(default_factory=list)  # runs of frames that did not decode, read past
+    readable_share: float = 1.0  # of the analysed span
 
     @property
     def faces(self) -> int:
         return sum(len(t.timeline) for t in self.tracks)
+
+    @property
+    def frames_unreadable(self) -> int:
+        return sum(g.frames for g in self.unreadable)
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,12 @@ from service.client.schemas import (
     Segment,
     TimelinePoint,
     Track,
+    UnreadableSpan,
     VASource,
     VideoPredictionResponse,
 )
 from service.results import ModelId
+from service.video.decode import describe_gaps
 
 __all__ = [
     "AffectPrediction",
@@ -64,6 +66,7 @@ __all__ = [
     "Segment",
     "TimelinePoint",
     "Track",
+    "UnreadableSpan",
     "VASource",
     "VideoPredictionResponse",
     "attributes_response",
@@ -134,6 +137,16 @@ def _track(track: results.TrackResult) -> Track:
     )
 
 
+def unreadable_warning(result: results.VideoResult) -> list[str]:
+    """What a caller must know about a clip that was analysed around damaged stretches."""
+    if not result.unreadable:
+        return []
+    return [
+        f"{result.frames_unreadable} frames could not be decoded ({describe_gaps(result.unreadable)}) and were read "
+        f"past: the timelines and summaries cover the other {result.readable_share:.0%} of the analysed span"
+    ]
+
+
 def video_response(result: results.VideoResult) -> VideoPredictionResponse:
     return VideoPredictionResponse(
         duration_s=round(result.duration, 3),
@@ -142,6 +155,9 @@ def video_response(result: results.VideoResult) -> VideoPredictionResponse:
         height=result.height,
         frames_analyzed=result.frames_analyzed,
         sample_fps=result.sample_fps,
+        frames_unreadable=result.frames_unreadable,
+        unreadable=[UnreadableSpan(start=g.start, end=g.end, frames=g.frames) for g in result.unreadable],
+        warnings=unreadable_warning(result),
         **_model(result.model),
         tracks=[_track(t) for t in result.tracks],
         clips=[

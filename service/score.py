@@ -169,6 +169,7 @@ def summary_row(source: str, result: BaseModel | None, error: str | None) -> dic
     elif isinstance(result, VideoPredictionResponse):
         dominant = result.summary.dominant if result.summary else ""
         row.update(kind="video", faces=len(result.tracks), dominant=dominant, duration_s=result.duration_s)
+        row.update(frames_unreadable=result.frames_unreadable, warning="; ".join(result.warnings))
     return row
 
 
@@ -225,6 +226,8 @@ async def run(args: argparse.Namespace) -> int:
                 result, error = None, f"cannot read: {exc.strerror or exc}"
             if error:
                 tqdm.write(f"{path}: {error}")
+            for warning in getattr(result, "warnings", []):
+                tqdm.write(f"{path}: warning: {warning}")
             rows.append(summary_row(str(path), result, error))
     finally:
         await registry.close()

@@ -72,6 +72,7 @@ def render_video(name: str, answer: dict) -> str:
         lines.append(table(["TRACK", "FROM S", "TO S", "DOMINANT", "SHARE", "VALENCE", "AROUSAL", "SEGMENTS"], rows))
     if answer.get("summary"):
         lines.append(f"whole clip: {_top(answer['summary']['emotions'])}")
+    lines += [f"warning: {warning}" for warning in answer.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -147,6 +147,14 @@ class AttributeTimeline(BaseModel):
     segments: list[AttributeSegment] = Field(description="runs of presence, by start time")
 
 
+class UnreadableSpan(BaseModel):
+    """A stretch of the video whose frames could not be decoded (damaged): left out of every timeline."""
+
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds (exclusive)")
+    frames: int = Field(description="frames lost in it")
+
+
 class VideoPredictionResponse(BaseModel):
     duration_s: float
     fps: float
@@ -154,6 +162,13 @@ class VideoPredictionResponse(BaseModel):
     height: int
     frames_analyzed: int
     sample_fps: float
+    frames_unreadable: int = Field(
+        0, description="frames of the analysed span that could not be decoded; read past, left out of the analysis"
+    )
+    unreadable: list[UnreadableSpan] = Field(default_factory=list, description="where those frames were, in order")
+    warnings: list[str] = Field(
+        default_factory=list, description="what the analysis could not cover and why (empty when it covers the clip)"
+    )
     model: ModelRef
     valence_arousal_source: VASource
     tracks: list[Track]

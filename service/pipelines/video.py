@@ -96,7 +96,9 @@ class VideoPipeline:
 
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
-        sampling = Sampling(opts.sample_fps, opts.start, opts.end, opts.max_frames, opts.max_duration)
+        sampling = Sampling(
+            opts.sample_fps, opts.start, opts.end, opts.max_frames, opts.max_duration, opts.min_readable_share
+        )
         sampler = FrameSampler(path, sampling)
         scan = Scan(sampler.info)
         for t, index, frame in sampler:
@@ -172,6 +174,8 @@ class VideoPipeline:
             summary=made.get("summary"),
             timings={"decode": info.decode_seconds, "detect": scan.detect_seconds, "classify": classify_seconds},
             attributes=made.get("attributes"),
+            unreadable=info.gaps,
+            readable_share=info.readable_share,
         )
         if self.metrics is not None:
             self.metrics.observe_video(result, time.perf_counter() - started)

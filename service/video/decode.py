@@ -1,5 +1,12 @@
 """Reading a video: container sniffing, opening with its limits, and a decoder thread that hands over the frame
-at or after each sampling time, so decoding overlaps the detection of the previous sample."""
+at or after each sampling time, so decoding overlaps the detection of the previous sample.
+
+A frame that does not decode (a damaged stretch of the file) does not end the stream: OpenCV's ``grab()`` fails once
+per unreadable packet and goes on with the next, so the decoder reads past failures to the end and records each run
+of them as a ``Gap``. The end of the stream is a long run of failures: past the header's frame count, a short one
+(``FAILED_RUN_AT_END``); before it, or without one, ``MAX_FAILED_RUN``. A clip of which too little decodes
+(``Sampling.min_readable_share`` of the analysed span) is refused rather than summarised from what is left.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -17,6 +24,8 @@ import numpy as np
 from service.errors import InputTooLarge, InvalidInput, UnsupportedFormat
 
 CONTAINERS = "mp4, mov, avi, webm or mkv"
+FAILED_RUN_AT_END = 50  # failed grabs in a row, past the header's frame count, taken as the end (~5 us each)
+MAX_FAILED_RUN = 10_000  # failed grabs in a row taken as the end anywhere (400 s of 25 fps video unreadable)
 
 
 def sniff_video(head: bytes) -> str | None:
@@ -40,13 +49,24 @@ def check_container(head: bytes) -> str:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Which frames to hand over: one at or after each ``start + k / sample_fps`` up to ``end``."""
+    """Which frames to hand over: one at or after each ``start + k / sample_fps`` up to ``end``; and how much of
+    the analysed span must decode for the analysis to stand (``min_readable_share``)."""
 
     sample_fps: float
     start: float = 0.0
     end: float | None = None
     max_frames: int = 3000
     max_duration: float = 600.0
+    min_readable_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A run of frames that could not be decoded: ``[start, end)`` in seconds of the stream, and how many."""
+
+    start: float
+    end: float
+    frames: int
 
 
 @dataclass
@@ -55,9 +75,39 @@ class VideoInfo:
     width: int
     height: int
     duration: float  # from the header; completed from the stream when the header has none
+    frame_count: int = 0  # from the header; 0 when it has none
     frames_decoded: int = 0
     last_index: int = -1
     decode_seconds: float = 0.0
+    gaps: list[Gap] = field(default_factory=list)  # unreadable runs within the analysed span
+    span: tuple[float, float] = (0.0, 0.0)  # the part of the stream that was read for the analysis, in seconds
+
+    @property
+    def frames_unreadable(self) -> int:
+        return sum(g.frames for g in self.gaps)
+
+    @property
+    def readable_share(self) -> float:
+        """The share of the analysed span that decoded (1.0 for an empty span)."""
+        length = self.span[1] - self.span[0]
+        return 1.0 if length <= 0 else max(0.0, 1.0 - sum(g.end - g.start for g in self.gaps) / length)
+
+
+def clip_gaps(gaps: list[Gap], start: float, end: float) -> list[Gap]:
+    """The parts of ``gaps`` within ``[start, end)``, their frame counts cut in proportion."""
+    kept = []
+    for gap in gaps:
+        lo, hi = max(gap.start, start), min(gap.end, end)
+        if hi > lo:
+            share = (hi - lo) / (gap.end - gap.start)
+            kept.append(Gap(round(lo, 3), round(hi, 3), max(1, round(gap.frames * share))))
+    return kept
+
+
+def describe_gaps(gaps: list[Gap]) -> str:
+    """``1.00-5.80 s, 9.00-10.00 s`` (the first five runs)."""
+    shown = ", ".join(f"{g.start:.2f}-{g.end:.2f} s" for g in gaps[:5])
+    return shown + (f" and {len(gaps) - 5} more" if len(gaps) > 5 else "")
 
 
 def _timestamp(cap: cv2.VideoCapture, index: int, fps: float, fallback_fps: float) -> float:
@@ -88,7 +138,31 @@ class FrameSampler:
             self.cap.release()
             raise InputTooLarge(f"video lasts {duration:.1f}s; the limit is {sampling.max_duration:.0f}s")
         width, height = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.info = VideoInfo(fps, width, height, duration)
+        frame_count = int(count) if math.isfinite(count) and 0 < count < 1e9 else 0
+        self.info = VideoInfo(fps, width, height, duration, frame_count)
+        self.frame_step = 1.0 / (fps or sampling.sample_fps)
+        self.found: list[Gap] = []  # every unreadable run met, before clipping to the analysed span
+        self.last_t: float | None = None  # the last frame grabbed
+        self.read_until: float | None = None  # where reading stopped short of the end (end option, frame cap)
+        self.ended, self.skipped = False, 0
+
+    def _grab(self, index: int) -> bool:
+        """Advance one frame; on failure, go on past unreadable frames until one decodes or the stream has ended.
+        Returns whether a frame was grabbed; each failure counts as one frame (``index``) in a recorded gap."""
+        cap, info, failed = self.cap, self.info, 0
+        before = self.last_t
+        while not cap.grab():
+            failed += 1
+            past_end = info.frame_count and index + failed >= info.frame_count
+            if failed >= (FAILED_RUN_AT_END if past_end else MAX_FAILED_RUN):
+                self.ended = True
+                return False
+        if failed:
+            t = _timestamp(cap, index + failed, info.fps, self.sampling.sample_fps)
+            start = 0.0 if before is None else before + self.frame_step
+            self.found.append(Gap(start, max(t, start), failed))
+        self.skipped = failed
+        return True
 
     def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
         s, info, cap = self.sampling, self.info, self.cap
@@ -96,15 +170,17 @@ class FrameSampler:
         try:
             while sampled < s.max_frames and not stop.is_set():
                 started = time.perf_counter()
-                if not cap.grab():
+                if not self._grab(index + 1):
                     break
-                index += 1
+                index += 1 + self.skipped
                 info.frames_decoded += 1
                 t = _timestamp(cap, index, info.fps, s.sample_fps)
                 if t > s.max_duration:
                     raise InputTooLarge(f"video runs past the {s.max_duration:.0f}s limit")
                 if s.end is not None and t > s.end:
+                    self.read_until = s.end
                     break
+                self.last_t = t
                 if t + 1e-6 < next_t:
                     info.decode_seconds += time.perf_counter() - started
                     continue
@@ -119,6 +195,25 @@ class FrameSampler:
             out.put(_DONE)
         except Exception as exc:
             out.put(exc)
+
+    def _account(self) -> None:
+        """The analysed span and the gaps within it; a trailing gap when the stream ended before the header's
+        duration (its last frames did not decode). InvalidInput when too little of the span decoded."""
+        info, s = self.info, self.sampling
+        read_until = self.read_until or (self.last_t or 0.0) + self.frame_step
+        if self.ended and info.duration > read_until + self.frame_step / 2:
+            missing = max(1, round((info.duration - read_until) / self.frame_step))
+            self.found.append(Gap(read_until, info.duration, missing))
+            read_until = info.duration
+        end = read_until if s.end is None else min(read_until, s.end)
+        info.span = (s.start, max(s.start, end))
+        info.gaps = clip_gaps(self.found, *info.span)
+        if info.gaps and info.readable_share < s.min_readable_share:
+            raise InvalidInput(
+                f"only {info.readable_share:.0%} of the analysed video decodes ({info.frames_unreadable} frames "
+                f"unreadable at {describe_gaps(info.gaps)}); at least {s.min_readable_share:.0%} must, for the "
+                "analysis to mean anything (EMOTION_VIDEO__MIN_READABLE_SHARE)"
+            )
 
     def __iter__(self) -> Iterator[tuple[float, int, np.ndarray]]:
         frames: queue.Queue = queue.Queue(maxsize=8)
@@ -141,3 +236,4 @@ class FrameSampler:
             raise InvalidInput("no frame of the video could be decoded")
         info = self.info
         info.duration = info.duration or (info.last_index + 1) / (info.fps or self.sampling.sample_fps)
+        self._account()

@@ -400,6 +400,11 @@ async function analyseVideo(file) {
 
 $("#video-cancel").addEventListener("click", () => videoRequest && videoRequest.abort());
 
+/** Unreadable stretches of a video as "1.0–5.8 s, 9.0–10.0 s". */
+function describeGaps(gaps) {
+  return gaps.map((g) => `${g.start.toFixed(1)}–${g.end.toFixed(1)} s`).join(", ");
+}
+
 function showVideo(file, body, seconds) {
   if (videoUrl) URL.revokeObjectURL(videoUrl);
   videoUrl = URL.createObjectURL(file);
@@ -409,6 +414,10 @@ function showVideo(file, body, seconds) {
   const stats = [
     ["Duration", `${body.duration_s.toFixed(1)} s at ${Math.round(body.fps)} fps`],
     ["Frames analysed", `${body.frames_analyzed} (${body.sample_fps} per second)`],
+    // damaged stretches the service read past: the timelines below leave them out
+    ...(body.frames_unreadable
+      ? [["Not analysed", `${body.frames_unreadable} unreadable frames at ${describeGaps(body.unreadable)}`]]
+      : []),
     ["Faces tracked", String(body.tracks.length)],
     ["Whole clip", body.summary ? `mostly ${body.summary.dominant}` : "no face"],
     ["Analysis time", `${seconds.toFixed(1)} s`],
