@@ -1,6 +1,6 @@
-"""Fixtures and helpers for the job tests: a real Redis (the one on 127.0.0.1:6379 when it answers, else a
-``redis-server`` started here on a free port), a key prefix per test cleaned up after it, real worker processes
-(``python -m service.worker``), generated clips."""
+"""Fixtures and helpers for the job tests: a real Redis (``EMOTION_TEST_REDIS_URL`` when set; else database 15 of
+the one on 127.0.0.1:6379 when it answers; else a ``redis-server`` started here on a free port), a key prefix per
+test cleaned up after it, real worker processes (``python -m service.worker``), generated clips."""
 
 from __future__ import annotations
 
@@ -33,10 +33,20 @@ def answers(url: str) -> bool:
         return False
 
 
+TEST_REDIS_ENV = "EMOTION_TEST_REDIS_URL"
+# Database 15 (the last of Redis' default 16): the tests' keys stay out of database 0, where a service keeps its jobs.
+LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis server for the whole session; never skipped: CI and this machine have ``redis-server``."""
-    if answers(url := "redis://127.0.0.1:6379/0"):
+    """A Redis server for the whole session; never skipped: CI and this machine have ``redis-server``. The one
+    ``EMOTION_TEST_REDIS_URL`` names must answer (a chosen server is never silently replaced)."""
+    if chosen := os.environ.get(TEST_REDIS_ENV):
+        assert answers(chosen), f"{TEST_REDIS_ENV}={chosen} does not answer"
+        yield chosen
+        return
+    if answers(url := LOCAL_REDIS):
         yield url
         return
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
