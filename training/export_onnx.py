@@ -57,6 +57,20 @@ def export(
     (``model_store.linked``). The graph is left unfused, so its initializers are the state_dict's tensors by name;
     onnxruntime folds batch norms and constants itself when it loads the graph."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if weights is not None:
+        onnx.save(link_initializers(_translate(model, example, outputs, opset, optimize=False), weights), str(path))
+        try:  # the unfused translation of a few ops (a bias-free Conv3d) is not runnable: fall back, self-contained
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": example.numpy()})
+            return path
+        except Exception as exc:  # onnxruntime raises its own exception types
+            log.warning("%s: the unfused graph does not run (%s); writing the fused, self-contained one", path, exc)
+    onnx.save(_translate(model, example, outputs, opset, optimize=True), str(path))
+    return path
+
+
+def _translate(
+    model: torch.nn.Module, example: torch.Tensor, outputs: list[str], opset: int, optimize: bool
+) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,21 +82,17 @@ def export(
             output_names=outputs,
             opset_version=opset,
             dynamo=True,
-            optimize=weights is None,
+            optimize=optimize,
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
-    proto = program.model_proto
-    if weights is not None:
-        link_initializers(proto, weights)
-    onnx.save(proto, str(path))
-    return path
+    return program.model_proto
 
 
-def link_initializers(proto: onnx.ModelProto, weights: Path) -> int:
+def link_initializers(proto: onnx.ModelProto, weights: Path) -> onnx.ModelProto:
     """Turn every initializer whose bytes equal the safetensors tensor of the same name into external data that
-    points at those bytes (``weights`` must sit next to the ONNX file); the others stay inline. How many linked."""
-    ranges, linked = tensor_ranges(weights), 0
+    points at those bytes (``weights`` must sit next to the ONNX file); the others stay inline."""
+    ranges = tensor_ranges(weights)
     with open(weights, "rb") as fh:
         for init in proto.graph.initializer:
             if init.name not in ranges:
@@ -97,8 +107,7 @@ def link_initializers(proto: onnx.ModelProto, weights: Path) -> int:
             for key, value in (("location", weights.name), ("offset", str(offset)), ("length", str(length))):
                 entry = init.external_data.add()
                 entry.key, entry.value = key, value
-            linked += 1
-    return linked
+    return proto
 
 
 def parity(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
