@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from service.api.errors import printable
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import DEFAULT_MODEL, wait_ready
+from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, wait_ready
 from tests.live import serve
 
 APP = create_app(Settings(_env_file=None))
 DOCUMENT = TestClient(APP).get("/openapi.json").json()
 # Every operation whose document declares a request body, with its path parameters filled in.
 BODY_ROUTES = sorted(
-    path.replace("{name}", DEFAULT_MODEL).replace("{version}", "1.0.0")
+    path.replace("{name}", DEFAULT_MODEL).replace("{version}", DEFAULT_VERSION)
     for path, operations in DOCUMENT["paths"].items()
     for method, operation in operations.items()
     if method == "post" and "requestBody" in operation
@@ -88,7 +88,7 @@ def test_every_body_route_is_covered():
         "/predict/image",
         "/predict/video",
         f"/v2/models/{DEFAULT_MODEL}/infer",
-        f"/v2/models/{DEFAULT_MODEL}/versions/1.0.0/infer",
+        f"/v2/models/{DEFAULT_MODEL}/versions/{DEFAULT_VERSION}/infer",
     }
 
 

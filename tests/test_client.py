@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synth import Appearance, write_clip
+from model_store import scan, version_key
 from service.client import (
     AsyncEmotionClient,
     EmotionAPIError,
@@ -32,10 +33,12 @@ from service.client import (
     ModelList,
 )
 from service.client.calls import RetryPolicy, retry_after
-from tests.conftest import DEFAULT_VERSION, ROOT, metric
+from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, ROOT, metric
 from tests.live import clean_env, free_port, serve
 
 KEY = "test-key-123"
+# the fast model's oldest version in the store: a version asked for by name
+FAST_OLDEST = min((e.manifest.version for e in scan()[0] if e.manifest.name == "fer_emotion_cnn"), key=version_key)
 EMOTION = Path(sys.executable).with_name("emotion")  # the console script pyproject.toml declares
 
 
@@ -139,9 +142,9 @@ def test_models_and_health_commands(server):
     assert json.loads(models.stdout) == httpx.get(f"{server}/models", headers={"X-API-Key": KEY}).json()
     table = cli("models", "--url", server, "--api-key", KEY).stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "VERSION", "DEFAULT"]
-    assert table[1].split()[:3] == ["fer_emotion_cnn", DEFAULT_VERSION, "*"]
+    assert table[1].split()[:3] == [DEFAULT_MODEL, DEFAULT_VERSION, "*"]
     health = cli("health", "--url", server)
-    assert health.returncode == 0 and health.stdout.startswith(f"ok  fer_emotion_cnn {DEFAULT_VERSION}")
+    assert health.returncode == 0 and health.stdout.startswith(f"ok  {DEFAULT_MODEL} {DEFAULT_VERSION}")
     assert json.loads(cli("health", "--live", "--json", "--url", server).stdout) == {"status": "ok", "model": None,
                                                                                      "detail": None}  # fmt: skip
 
@@ -178,8 +181,8 @@ def test_typed_results_equal_the_api_answers(client, server, photos, crop):
     assert isinstance(image, ImagePredictionResponse) and len(image.faces) == 1
     assert image.model_dump(mode="json") == api(server, "/predict/image", photos[0].read_bytes(), max_faces=1)
     models = client.models()
-    assert isinstance(models, ModelList) and models.default == "fer_emotion_cnn"
-    assert client.model("fer_emotion_cnn", "1.0.0").version == "1.0.0"
+    assert isinstance(models, ModelList) and models.default == DEFAULT_MODEL
+    assert client.model("fer_emotion_cnn", FAST_OLDEST).version == FAST_OLDEST
     assert client.health("live").status == "ok" and client.health("ready").model.version == DEFAULT_VERSION
 
 
@@ -266,7 +269,7 @@ def test_async_client_retries_concurrent_requests_past_load_shedding(server, cro
     assert [f.dominant for f in faces] == ["happy"] * 3 and faces[0] == faces[1] == faces[2]
     assert rejected(server) - before >= 1
     assert video.frames_analyzed == 8 and len(video.tracks) == 1
-    assert models.default == "fer_emotion_cnn" and health.status == "ok"
+    assert models.default == DEFAULT_MODEL and health.status == "ok"
 
 
 def test_connection_failures_are_retried_then_raised():

@@ -14,13 +14,14 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from model_store import Predictor, Prepared, find
+from model_store import Predictor, Prepared, find, scan, version_key
 from service.api import oip
 from service.errors import InvalidInput
-from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, STORE_VERSIONS
 from tests.live import serve
 
-MODEL = DEFAULT_MODEL
+MODEL = "fer_emotion_cnn"  # the 48-px gray model: the shapes below are its input's
+VERSIONS = sorted((e.manifest.version for e in scan()[0] if e.manifest.name == MODEL), key=version_key, reverse=True)
+NEWEST, OLDEST = VERSIONS[0], VERSIONS[-1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def crops(fer_root) -> list[bytes]:
 
 
 def predict_face(server: str, data: bytes) -> dict:
-    return httpx.post(f"{server}/predict/face", content=data, headers={"Content-Type": "image/jpeg"}).json()
+    return httpx.post(
+        f"{server}/predict/face", params={"model": MODEL}, content=data, headers={"Content-Type": "image/jpeg"}
+    ).json()
 
 
 def error_of(response: httpx.Response) -> str:
@@ -61,12 +64,12 @@ def test_tritonclient_sees_the_server_live_and_ready(tc):
     assert tc.is_server_live() and tc.is_server_ready()
     metadata = tc.get_server_metadata()
     assert metadata["name"] == "emotion-service" and "binary_tensor_data" in metadata["extensions"]
-    assert tc.is_model_ready(MODEL) and tc.is_model_ready(MODEL, "1.0.0")
+    assert tc.is_model_ready(MODEL) and tc.is_model_ready(MODEL, OLDEST)
 
 
 def test_model_metadata_names_both_inputs_and_the_outputs(tc):
     metadata = tc.get_model_metadata(MODEL)
-    assert metadata["name"] == MODEL and metadata["versions"] == STORE_VERSIONS  # newest first
+    assert metadata["name"] == MODEL and metadata["versions"] == VERSIONS  # newest first
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [
         {"name": "input", "datatype": "FP32", "shape": [-1, 1, 48, 48]},  # the ONNX graph's input name
@@ -77,7 +80,7 @@ def test_model_metadata_names_both_inputs_and_the_outputs(tc):
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 7]},
         {"name": "valence_arousal", "datatype": "FP32", "shape": [-1, 2]},
     ]
-    assert tc.get_model_metadata(MODEL, "1.0.0")["inputs"] == metadata["inputs"]
+    assert tc.get_model_metadata(MODEL, OLDEST)["inputs"] == metadata["inputs"]
 
 
 def test_bytes_image_infer_equals_predict_face(tc, server, crops):
@@ -94,7 +97,7 @@ def test_bytes_image_infer_equals_predict_face(tc, server, crops):
         np.testing.assert_allclose(pair, [expected["valence"], expected["arousal"]], atol=1e-4)
         dominant.append(expected["dominant"])
     assert [labels[i] for i in probabilities.argmax(1)] == dominant and len(set(dominant)) == 3  # distinct rows
-    assert result.get_response()["model_version"] == DEFAULT_VERSION
+    assert result.get_response()["model_version"] == NEWEST
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +112,18 @@ def tensor(crops) -> np.ndarray:
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_fp32_tensor_infer_returns_the_model_outputs(tc, tensor, binary):
-    raw = Predictor.load(find(MODEL, "1.0.0"), tta=False)
+    raw = Predictor.load(find(MODEL, OLDEST), tta=False)
     tensor_input = triton.InferInput("input", list(tensor.shape), "FP32")
     tensor_input.set_data_from_numpy(tensor, binary_data=binary)
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("logits", "probabilities")]
-    result = tc.infer(MODEL, [tensor_input], model_version="1.0.0", outputs=outputs, request_id="r1")
+    result = tc.infer(MODEL, [tensor_input], model_version=OLDEST, outputs=outputs, request_id="r1")
     logits = result.as_numpy("logits")
     assert logits.shape == (3, 7) and logits.dtype == np.float32
     np.testing.assert_allclose(logits, raw.run(tensor)["logits"], atol=1e-5)
     expected = raw.postprocess(raw.run(tensor), Prepared(tensor, len(tensor)))  # calibrated, no mirror rows
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected.probabilities, atol=1e-6)
     response = result.get_response()
-    assert response["model_version"] == "1.0.0" and response["id"] == "r1"
+    assert response["model_version"] == OLDEST and response["id"] == "r1"
     assert [o["name"] for o in response["outputs"]] == ["logits", "probabilities"]  # only those asked for
 
 
@@ -275,14 +278,15 @@ def test_api_key_guards_model_routes_with_protocol_errors(make_client):
     assert client.get(f"/v2/models/{MODEL}", headers={"X-API-Key": "k"}).status_code == 200
 
 
-def test_a_model_that_fails_to_load_is_not_ready_and_its_infer_is_503(store_copy, make_client, crops):
-    onnx = next((store_copy / MODEL).iterdir()) / "model.onnx"
+def test_a_model_that_fails_to_load_is_not_ready_and_its_infer_is_503(store_copy, make_client, crops, default_entry):
+    model = default_entry.manifest.name  # the one model store_copy holds
+    onnx = next((store_copy / model).iterdir()) / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:1000])
     client = make_client(store_path=store_copy, ready=False)
     assert client.get("/v2/health/ready").status_code == 503
-    ready = client.get(f"/v2/models/{MODEL}/ready")
-    assert ready.status_code == 503 and ready.json() == {"name": MODEL, "ready": False}
+    ready = client.get(f"/v2/models/{model}/ready")
+    assert ready.status_code == 503 and ready.json() == {"name": model, "ready": False}
     data = [base64.b64encode(crops[0]).decode()]
-    response = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [{"name": "image", "datatype": "BYTES",
+    response = client.post(f"/v2/models/{model}/infer", json={"inputs": [{"name": "image", "datatype": "BYTES",
                                                                           "shape": [1], "data": data}]})  # fmt: skip
     assert response.status_code == 503 and "checksum mismatch" in error_of(response) and response.headers["retry-after"]
