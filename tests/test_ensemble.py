@@ -109,7 +109,7 @@ def test_a_distilled_student_ends_closer_to_its_teacher(members, tmp_path, fer_r
     run_train(*common, "--output", str(tmp_path / "plain"))
     run_train(*common, "--output", str(tmp_path / "student"), "--teacher", str(folders[0]), "--distill", "1.0")
     cfg = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert cfg["args"]["teacher"] == str(folders[0])
+    assert cfg["args"]["teacher"] == [str(folders[0])]
     images = load_faces(fer_root, "train", load_store_model(folders[0])[1].input, None, 256).images
     distilled, plain = kl_to(folders[0], tmp_path / "student", images), kl_to(folders[0], tmp_path / "plain", images)
     print(f"KL(teacher || student): distilled {distilled:.4f}, plain {plain:.4f}")
@@ -123,16 +123,19 @@ def test_a_table_teacher_blends_each_rows_own_probabilities():
     assert torch.allclose(out, torch.tensor([[0.5, 0.1, 0.4], [0.75, 0.25, 0.0]]))
 
 
-def test_a_teacher_of_another_input_scores_every_training_row_once(members, tmp_path, fer_root):
-    """A gray 48-px teacher for a colour student: its probabilities come from its own reading of each training row
-    (through the Predictor, as served), are kept in the run folder, and the student trains on them."""
+def test_teachers_of_another_input_score_every_training_row_once(members, tmp_path, fer_root):
+    """Two gray 48-px teachers for a colour student: the mean of their probabilities, each from its own reading of
+    each training row (through the Predictor, as served), is kept in the run folder and the student trains on it."""
     _, folders = members
     student = tmp_path / "student"
     common = ["--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "1", "--channels", "3"]
-    run_train(*common, *TINY, "--output", str(student), "--teacher", str(folders[0]), "--distill", "0.5")
-    entry = StoreEntry(read_manifest(folders[0]), folders[0])
-    rows = load_faces(fer_root, "train", entry.manifest.input, None, 256)
-    expected = Predictor.load(entry).predict_faces(rows.images).probabilities
+    teachers = ["--teacher", str(folders[0]), "--teacher", str(folders[1])]
+    run_train(*common, *TINY, "--output", str(student), *teachers, "--distill", "0.5")
+    expected = 0
+    for folder in folders[:2]:
+        entry = StoreEntry(read_manifest(folder), folder)
+        rows = load_faces(fer_root, "train", entry.manifest.input, None, 256)
+        expected = expected + Predictor.load(entry).predict_faces(rows.images).probabilities / 2
     kept = np.load(student / "teacher_probs.npy")
     assert kept.shape == (256, 7) and np.allclose(kept, expected, atol=1e-5)
     assert json.loads((student / "config.json").read_text())["input"]["channels"] == 3

@@ -91,7 +91,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gray-prob", type=float, default=0.0, help="share of colour images shown in gray")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
-    p.add_argument("--teacher", type=Path, help="distil from this store folder (e.g. an ensemble of the same input)")
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        help="distil from this store folder; repeat for an ensemble of teachers (the mean of their probabilities)",
+    )
     p.add_argument("--distill", type=float, default=0.7, help="share of the teacher's probabilities in the targets")
     p.add_argument(
         "--finetune", type=Path, help="start from these weights (slim safetensors or best.pt) with a fresh schedule"
@@ -120,11 +125,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resolved_config(args, task: TrainTask, train, val, amp_dtype) -> dict:
-    plain = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in {"augment", "epoch_display"}
-    }
+    def plain_value(v):
+        if isinstance(v, list):
+            return [plain_value(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    plain = {k: plain_value(v) for k, v in vars(args).items() if k not in {"augment", "epoch_display"}}
     return {
         "args": plain,
         "architecture": args.arch,

@@ -73,40 +73,49 @@ class FaceTask(TrainTask):
         return train_one_epoch(model, train, self.spec, opt, sched, args, gen, weights, amp_dtype, scaler, teacher)
 
     def teacher(self, train: FaceArrays) -> Teacher | TeacherTable | None:
-        """``--teacher``: a published model over the same labels, loaded once and frozen. One that reads the same
-        input runs beside the student on each batch; one that reads another input scores every training row once
-        (``teacher_probs.npy`` in the run folder, kept for ``--resume``)."""
+        """``--teacher``: published models over the same labels, loaded once and frozen. One teacher that reads the
+        same input runs beside the student on each batch; otherwise (another input, or several teachers: the mean of
+        their calibrated probabilities, an ensemble) each scores every training row once (``teacher_probs.npy`` in
+        the run folder, kept for ``--resume``)."""
         args = self.args
         if not args.teacher:
             return None
         if self._teacher is None:
-            manifest = read_manifest(args.teacher)
-            if manifest.input.model_dump(include=set(SHARED_INPUT)) == self.spec.model_dump(include=set(SHARED_INPUT)):
+            manifests = [read_manifest(folder) for folder in args.teacher]
+            for manifest in manifests:
+                require_compatible_labels(manifest, self.labels, "--teacher")
+            same = set(SHARED_INPUT)
+            if len(manifests) == 1 and manifests[0].input.model_dump(include=same) == self.spec.model_dump(
+                include=same
+            ):
                 self._teacher = self.online_teacher()
             else:
-                require_compatible_labels(manifest, self.labels, "--teacher")
                 self._teacher = TeacherTable(self.teacher_table(train), args.distill)
         return self._teacher
 
     def online_teacher(self) -> Teacher:
-        model, manifest = load_store_model(self.args.teacher)
+        model, manifest = load_store_model(self.args.teacher[0])
         require_compatible(manifest, self.labels, self.spec, "--teacher")
         for p in model.parameters():
             p.requires_grad_(False)
         return Teacher(model.to(self.args.device), manifest.calibration_temperature, self.args.distill)
 
     def teacher_table(self, train: FaceArrays) -> np.ndarray:
-        """The teacher's calibrated probabilities for every training row (mirror TTA, through the Predictor)."""
+        """The teachers' mean calibrated probabilities for every training row (each reads the rows at its own input,
+        mirror TTA, through the Predictor)."""
         path = self.args.output / "teacher_probs.npy"
         if path.is_file():
             probs = np.load(path)
             if probs.shape == (len(train), len(self.labels)):
                 return probs
-        entry = StoreEntry(read_manifest(self.args.teacher), Path(self.args.teacher))
-        rows, _ = self.read_sets(entry.manifest.input)
-        if not np.array_equal(rows.targets, train.targets):
-            raise SystemExit("--teacher: its reading of the training rows does not line up with the student's")
-        probs = Predictor.load(entry, threads=self.args.threads or 0).predict_faces(rows.images).probabilities
+        probs = np.zeros((len(train), len(self.labels)), np.float32)
+        for folder in self.args.teacher:
+            entry = StoreEntry(read_manifest(folder), Path(folder))
+            rows, _ = self.read_sets(entry.manifest.input)
+            if not np.array_equal(rows.targets, train.targets):
+                raise SystemExit(f"--teacher {folder}: its reading of the training rows does not line up")
+            predictor = Predictor.load(entry, threads=self.args.threads or 0)
+            probs += predictor.predict_faces(rows.images).probabilities / len(self.args.teacher)
         np.save(path, probs)
         return probs
 
