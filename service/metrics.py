@@ -137,9 +137,12 @@ class Metrics:
             for label in labels:
                 self.attributes_present.labels(model=model, attribute=label)
 
-    def known_job_statuses(self, statuses: Iterable[str]) -> None:
-        """Zero ``jobs_finished`` series for each final job status."""
+    def known_job_statuses(self, statuses: Iterable[str], final: Iterable[str]) -> None:
+        """Zero series before the first observation: ``jobs`` for every status (the first scrape can come before
+        housekeeping's first count) and ``jobs_finished`` for each final one."""
         for status in statuses:
+            self.jobs.labels(status=status)
+        for status in final:
             self.jobs_finished.labels(status=status)
 
     def inference_observer(self, model: str) -> Callable[[int, float], None]:

@@ -104,7 +104,7 @@ async def video_job(ctx: dict[str, Any], job_id: str) -> str:
 def build_worker(settings: Settings, metrics: Metrics, burst: bool = False) -> LeasedWorker:
     """An arq worker running ``video_job`` with models loaded once, at start (the default one warmed up)."""
     me, queue = worker_id(), settings.queue
-    metrics.known_job_statuses(sorted(FINAL))
+    metrics.known_job_statuses((), sorted(FINAL))
 
     async def startup(ctx: dict[str, Any]) -> None:
         registry = ModelRegistry(settings, metrics)

@@ -60,7 +60,7 @@ class JobService:
         self.ttl = settings.queue.job_ttl_s
         self.housekeeping: asyncio.Task | None = None
         self.changed = asyncio.Event()  # a job was submitted or cancelled here: refresh the gauges now
-        metrics.known_job_statuses(sorted(FINAL))
+        metrics.known_job_statuses(STATUSES, sorted(FINAL))
 
     async def start(self) -> None:
         await self.queue.start()
