@@ -119,6 +119,17 @@ def test_export_publish_gives_a_servable_store_entry(tiny_run, tmp_path, make_cl
         assert response.status_code == 200 and abs(sum(response.json()["emotions"].values()) - 1) < 1e-4
 
 
+def test_publish_overrides_the_crop_the_service_cuts(tiny_run, tmp_path):
+    """A model measured best on another crop than it was trained on ships with that crop in its manifest."""
+    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(tiny_run)]))
+    export_onnx.main(export_onnx.get_args_parser().parse_args(["--run", str(tiny_run)]))
+    argv = ["--run", str(tiny_run), "--name", "t", "--version", "0.2.0", "--store", str(tmp_path)]
+    entry = publish.main(publish.get_args_parser().parse_args([*argv, "--framing", "chip", "--face-margin", "0.25"]))
+    assert (entry.manifest.input.framing, entry.manifest.input.face_margin) == ("chip", 0.25)
+    with pytest.raises(SystemExit):
+        publish.get_args_parser().parse_args([*argv, "--framing", "square"])
+
+
 def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):
     folder = export_and_publish(tiny_run, tmp_path / "store", "tiny")
     args = ["--model", str(folder), "--data", str(fer_root), "--limit", "64", "--output", str(tmp_path / "eval")]

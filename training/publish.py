@@ -49,6 +49,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--face-margin", type=float, help="override the crop margin recorded at training time")
     p.add_argument(
+        "--framing",
+        choices=["box", "chip"],
+        help="override the crop the service cuts: the detector's box, or the 5-point-aligned chip (measure each "
+        "with benchmarks.compare_models --variant)",
+    )
+    p.add_argument(
         "--logit-bias",
         type=Path,
         help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
@@ -64,7 +70,8 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
     default_va = "derived" if affect else "none"
     va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else default_va)
     training = {k: v for k, v in cfg["args"].items() if k not in {"data", "val_data", "output", "resume"}}
-    margin = {"face_margin": args.face_margin} if args.face_margin is not None else {}
+    overrides = {"face_margin": args.face_margin, "framing": args.framing}
+    margin = {k: v for k, v in overrides.items() if v is not None}
     return Manifest(
         name=args.name,
         version=args.version,
