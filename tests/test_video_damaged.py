@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +111,23 @@ def test_clip_gaps_and_describe_gaps():
     assert clip_gaps(gaps, 6.0, 9.0) == []
     assert describe_gaps(gaps) == "1.00-3.00 s, 5.00-6.00 s"
     assert describe_gaps([Gap(i, i + 0.5, 1) for i in range(7)]).endswith("and 2 more")
+
+
+def test_a_stopped_reader_leaves_a_damaged_run_at_once(clips):
+    """Cancellation (the consumer stops) is not held up by a long unreadable run: each failed grab checks it."""
+
+    class Dead:  # a capture whose every grab fails, as in a long damaged stretch
+        grabs = 0
+
+        def grab(self) -> bool:
+            self.grabs += 1
+            return False
+
+    sampler = FrameSampler(str(clips("intact")), Sampling(sample_fps=5.0))
+    sampler.cap.release()
+    sampler.cap, stop = Dead(), threading.Event()
+    stop.set()
+    assert sampler._grab(0, stop) is False and sampler.cap.grabs == 1
 
 
 # --- the route, a job, the scorer --------------------------------------------------------------------------------

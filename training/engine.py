@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from model_store import InputSpec, merge_mirror, normalize, prepare_batch
 from training.augment import augment_batch, mix_batch
 from training.data import FaceArrays
 
+log = logging.getLogger(__name__)
+
 
 def resolve_amp(amp: str, device: str) -> torch.dtype | None:
     """``auto`` -> bf16 where the hardware runs it fast (CUDA, or a CPU with AVX512-BF16/AMX), else fp32."""
@@ -25,6 +28,8 @@ def resolve_amp(amp: str, device: str) -> torch.dtype | None:
     if amp == "fp16":
         return torch.float16
     if amp == "bf16":
+        if device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--amp bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is emulated: about 15x slower")
         return torch.bfloat16
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -146,12 +146,15 @@ class FrameSampler:
         self.read_until: float | None = None  # where reading stopped short of the end (end option, frame cap)
         self.ended, self.skipped = False, 0
 
-    def _grab(self, index: int) -> bool:
-        """Advance one frame; on failure, go on past unreadable frames until one decodes or the stream has ended.
+    def _grab(self, index: int, stop: threading.Event) -> bool:
+        """Advance one frame; on failure, go on past unreadable frames until one decodes, the stream has ended or
+        the reader stopped (a cancelled job does not wait for a long damaged run to be read through).
         Returns whether a frame was grabbed; each failure counts as one frame (``index``) in a recorded gap."""
         cap, info, failed = self.cap, self.info, 0
         before = self.last_t
         while not cap.grab():
+            if stop.is_set():
+                return False
             failed += 1
             past_end = info.frame_count and index + failed >= info.frame_count
             if failed >= (FAILED_RUN_AT_END if past_end else MAX_FAILED_RUN):
@@ -170,7 +173,7 @@ class FrameSampler:
         try:
             while sampled < s.max_frames and not stop.is_set():
                 started = time.perf_counter()
-                if not self._grab(index + 1):
+                if not self._grab(index + 1, stop):
                     break
                 index += 1 + self.skipped
                 info.frames_decoded += 1

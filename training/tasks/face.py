@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from model_store import InputSpec, Predictor, StoreEntry, read_manifest
 from training.data import FER_LABELS, FaceArrays, available_splits, load_faces
@@ -13,6 +14,8 @@ from training.engine import Teacher, TeacherTable, predict, train_one_epoch
 from training.reports import classification_metrics, regression_metrics
 from training.runs import SHARED_INPUT, load_store_model, require_compatible, require_compatible_labels
 from training.tasks.base import TrainTask, class_counts_dict, device_class_weights, split_labels, train_and_val
+
+CHUNK = 2048  # training rows a teacher scores per progress step
 
 
 def holdout(data: FaceArrays, fraction: float, seed: int) -> tuple[FaceArrays, FaceArrays]:
@@ -115,7 +118,10 @@ class FaceTask(TrainTask):
             if not np.array_equal(rows.targets, train.targets):
                 raise SystemExit(f"--teacher {folder}: its reading of the training rows does not line up")
             predictor = Predictor.load(entry, threads=self.args.threads or 0)
-            probs += predictor.predict_faces(rows.images).probabilities / len(self.args.teacher)
+            chunks = range(0, len(rows.images), CHUNK)
+            for s in tqdm(chunks, desc=f"teacher {entry.manifest.key}", unit="chunk", leave=False, mininterval=5):
+                part = predictor.predict_faces(rows.images[s : s + CHUNK]).probabilities
+                probs[s : s + CHUNK] += part / len(self.args.teacher)
         np.save(path, probs)
         return probs
 
