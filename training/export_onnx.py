@@ -55,10 +55,11 @@ def export(
     """Export ``model`` with input ``input`` and a dynamic batch axis. Without ``weights``, one self-contained file;
     with ``weights`` (the model's slim safetensors, in the same folder), a graph whose initializers read that file
     (``model_store.linked``). The graph is left unfused, so its initializers are the state_dict's tensors by name;
-    onnxruntime folds batch norms and constants itself when it loads the graph."""
+    onnxruntime folds batch norms into convolutions itself when it loads the graph (``drop_zero_conv_bias``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if weights is not None:
-        onnx.save(link_initializers(_translate(model, example, outputs, opset, optimize=False), weights), str(path))
+        proto = drop_zero_conv_bias(_translate(model, example, outputs, opset, optimize=False))
+        onnx.save(link_initializers(proto, weights), str(path))
         try:  # the unfused translation of a few ops (a bias-free Conv3d) is not runnable: fall back, self-contained
             ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": example.numpy()})
             return path
@@ -87,6 +88,45 @@ def _translate(
             verbose=False,
         )
     return program.model_proto
+
+
+def _is_zero_fill(name: str, producers: dict[str, onnx.NodeProto]) -> bool:
+    """Whether ``name`` is a constant zero, possibly cast and broadcast (``Constant -> CastLike -> Expand``)."""
+    node = producers.get(name)
+    if node is None:
+        return False
+    if node.op_type in {"Expand", "CastLike"}:
+        return _is_zero_fill(node.input[0], producers)
+    if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+        return not numpy_helper.to_array(node.attribute[0].t).any()
+    return False
+
+
+def drop_zero_conv_bias(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The unfused translation gives a bias-free convolution a zero bias computed at run time (shaped from the
+    weight, cast like the input). onnxruntime cannot fold a batch norm into a convolution whose bias is not a
+    constant, so such a graph runs about 40% slower; the bias is optional in ONNX, so it is dropped, and the nodes
+    that only computed it go with it."""
+    graph = proto.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        if (
+            node.op_type in {"Conv", "ConvTranspose"}
+            and len(node.input) == 3
+            and _is_zero_fill(node.input[2], producers)
+        ):
+            del node.input[2]
+    needed = {out.name for out in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output) or any(
+            a.type == onnx.AttributeProto.GRAPH for a in node.attribute
+        ):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    return proto
 
 
 def link_initializers(proto: onnx.ModelProto, weights: Path) -> onnx.ModelProto:
