@@ -24,9 +24,14 @@ PHOTOS = SHARED / "photos" / "images"
 DEFAULT_MODEL = "fer_emotion_cnn"
 # what the committed store holds: the version requests get by default, and every version newest first
 DEFAULT_VERSION = find(DEFAULT_MODEL).manifest.version
-STORE_VERSIONS = sorted(
-    (e.manifest.version for e in scan()[0] if e.manifest.name == DEFAULT_MODEL), key=version_key, reverse=True
-)
+
+
+def store_versions(name: str) -> list[str]:
+    """Every version of ``name`` the committed store holds, newest first."""
+    return sorted((e.manifest.version for e in scan()[0] if e.manifest.name == name), key=version_key, reverse=True)
+
+
+STORE_VERSIONS = store_versions(DEFAULT_MODEL)
 
 
 def pytest_collection_modifyitems(config, items):

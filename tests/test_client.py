@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from benchmarks.synth import Appearance, write_clip
-from model_store import scan, version_key
 from service.client import (
     AsyncEmotionClient,
     EmotionAPIError,
@@ -33,12 +32,12 @@ from service.client import (
     ModelList,
 )
 from service.client.calls import RetryPolicy, retry_after
-from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, ROOT, metric
+from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, ROOT, metric, store_versions
 from tests.live import clean_env, free_port, serve
 
 KEY = "test-key-123"
 # the fast model's oldest version in the store: a version asked for by name
-FAST_OLDEST = min((e.manifest.version for e in scan()[0] if e.manifest.name == "fer_emotion_cnn"), key=version_key)
+FAST_OLDEST = store_versions("fer_emotion_cnn")[-1]
 EMOTION = Path(sys.executable).with_name("emotion")  # the console script pyproject.toml declares
 
 

@@ -14,13 +14,14 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from model_store import Predictor, Prepared, find, scan, version_key
+from model_store import Predictor, Prepared, find
 from service.api import oip
 from service.errors import InvalidInput
+from tests.conftest import store_versions
 from tests.live import serve
 
 MODEL = "fer_emotion_cnn"  # the 48-px gray model: the shapes below are its input's
-VERSIONS = sorted((e.manifest.version for e in scan()[0] if e.manifest.name == MODEL), key=version_key, reverse=True)
+VERSIONS = store_versions(MODEL)
 NEWEST, OLDEST = VERSIONS[0], VERSIONS[-1]
 
 
