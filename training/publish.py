@@ -70,8 +70,8 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
     default_va = "derived" if affect else "none"
     va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else default_va)
     training = {k: v for k, v in cfg["args"].items() if k not in {"data", "val_data", "output", "resume"}}
-    overrides = {"face_margin": args.face_margin, "framing": args.framing}
-    margin = {k: v for k, v in overrides.items() if v is not None}
+    crop = {"face_margin": args.face_margin, "framing": args.framing}
+    overrides = {k: v for k, v in crop.items() if v is not None}
     return Manifest(
         name=args.name,
         version=args.version,
@@ -79,7 +79,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         architecture=cfg["architecture"],
         architecture_args=cfg["architecture_args"],
         labels=cfg["labels"],
-        input={**cfg["input"], **margin},
+        input={**cfg["input"], **overrides},
         outputs=cfg["outputs"],
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),

@@ -84,16 +84,16 @@ class FaceTask(TrainTask):
         if not args.teacher:
             return None
         if self._teacher is None:
-            manifests = [read_manifest(folder) for folder in args.teacher]
-            for manifest in manifests:
-                require_compatible_labels(manifest, self.labels, "--teacher")
+            entries = [StoreEntry(read_manifest(folder), Path(folder)) for folder in args.teacher]
+            for entry in entries:
+                require_compatible_labels(entry.manifest, self.labels, "--teacher")
             same = set(SHARED_INPUT)
-            if len(manifests) == 1 and manifests[0].input.model_dump(include=same) == self.spec.model_dump(
+            if len(entries) == 1 and entries[0].manifest.input.model_dump(include=same) == self.spec.model_dump(
                 include=same
             ):
                 self._teacher = self.online_teacher()
             else:
-                self._teacher = TeacherTable(self.teacher_table(train), args.distill)
+                self._teacher = TeacherTable(self.teacher_table(train, entries), args.distill)
         return self._teacher
 
     def online_teacher(self) -> Teacher:
@@ -103,7 +103,7 @@ class FaceTask(TrainTask):
             p.requires_grad_(False)
         return Teacher(model.to(self.args.device), manifest.calibration_temperature, self.args.distill)
 
-    def teacher_table(self, train: FaceArrays) -> np.ndarray:
+    def teacher_table(self, train: FaceArrays, entries: list[StoreEntry]) -> np.ndarray:
         """The teachers' mean calibrated probabilities for every training row (each reads the rows at its own input,
         mirror TTA, through the Predictor)."""
         path = self.args.output / "teacher_probs.npy"
@@ -112,16 +112,15 @@ class FaceTask(TrainTask):
             if probs.shape == (len(train), len(self.labels)):
                 return probs
         probs = np.zeros((len(train), len(self.labels)), np.float32)
-        for folder in self.args.teacher:
-            entry = StoreEntry(read_manifest(folder), Path(folder))
+        for entry in entries:
             rows, _ = self.read_sets(entry.manifest.input)
             if not np.array_equal(rows.targets, train.targets):
-                raise SystemExit(f"--teacher {folder}: its reading of the training rows does not line up")
+                raise SystemExit(f"--teacher {entry.folder}: its reading of the training rows does not line up")
             predictor = Predictor.load(entry, threads=self.args.threads or 0)
             chunks = range(0, len(rows.images), CHUNK)
             for s in tqdm(chunks, desc=f"teacher {entry.manifest.key}", unit="chunk", leave=False, mininterval=5):
                 part = predictor.predict_faces(rows.images[s : s + CHUNK]).probabilities
-                probs[s : s + CHUNK] += part / len(self.args.teacher)
+                probs[s : s + CHUNK] += part / len(entries)
         np.save(path, probs)
         return probs
 
