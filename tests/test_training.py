@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -224,7 +225,10 @@ def test_clip_model_trains_from_clip_manifest_and_serves_video(tmp_path, fer_roo
         "--output",
         str(out),
     )
-    export_and_publish(out, tmp_path / "store", "clip")
+    folder = export_and_publish(out, tmp_path / "store", "clip")
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    # linked to model.safetensors (its 3D convolutions run unfused since drop_zero_conv_bias), not the fallback
+    assert any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer)
     video = write_clip(tmp_path / "v.mp4", [Appearance(face_photo, 0, 3, (100, 60))], duration=3, fps=10)
     client = make_client(store_path=tmp_path / "store", default_model="clip")
     response = client.post("/predict/video", files={"file": ("v.mp4", video.read_bytes(), "video/mp4")})

@@ -60,7 +60,8 @@ def export(
     if weights is not None:
         proto = drop_zero_conv_bias(_translate(model, example, outputs, opset, optimize=False))
         onnx.save(link_initializers(proto, weights), str(path))
-        try:  # the unfused translation of a few ops (a bias-free Conv3d) is not runnable: fall back, self-contained
+        try:  # an op whose unfused translation onnxruntime cannot run (none of the registered architectures since
+            # drop_zero_conv_bias; an imported checkpoint may have one): fall back to the fused, self-contained graph
             ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": example.numpy()})
             return path
         except Exception as exc:  # onnxruntime raises its own exception types
