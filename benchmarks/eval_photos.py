@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from model_store import Predictor, find
 from service.config import DetectorSettings
-from service.detection import DlibHogDetector, close_up_faces, whole_image_if_small
+from service.detection import DlibHogDetector, FaceDetector, close_up_faces, create_detector, whole_image_if_small
 from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
 from training.data import canonical_label
@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-support", type=int, default=100, help="labels counted in the balanced accuracy")
     p.add_argument("--margins", type=float, nargs="*", default=[], help="also score these crop margins")
     p.add_argument("--negatives", type=int, default=200)
+    p.add_argument("--detector", help="detector backend (default: the service's, EMOTION_DETECTOR__BACKEND)")
     return p
 
 
@@ -78,17 +79,25 @@ def faceless_images(n: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def detection_report(photos: list[np.ndarray], negatives: list[np.ndarray]) -> tuple[dict, list]:
+def service_detector(backend: str | None = None) -> FaceDetector:
+    """The detector the service runs with its settings (``backend`` instead of the configured one when given)."""
+    settings = DetectorSettings(**({"backend": backend} if backend else {}))
+    return create_detector(settings)
+
+
+def detection_report(
+    photos: list[np.ndarray], negatives: list[np.ndarray], detector: FaceDetector
+) -> tuple[dict, list]:
     results, service_faces = {}, []
-    for name, detector in (
+    for name, candidate in (
         ("dlib_default_threshold", DlibHogDetector(threshold=0.0, rotation_fallback=False)),
-        ("service_settings", DlibHogDetector()),
+        ("service_settings", detector),
     ):
         started, found = time.perf_counter(), []
         for image in tqdm(photos, desc=name, unit="photo", leave=False):
-            found.append(detector.detect(image))
+            found.append(candidate.detect(image))
         ms = (time.perf_counter() - started) / len(photos) * 1000
-        false = sum(len(detector.detect(image)) for image in negatives)
+        false = sum(len(candidate.detect(image)) for image in negatives)
         results[name] = {
             "photos_with_face": sum(bool(f) for f in found),
             "photos": len(photos),
@@ -100,10 +109,12 @@ def detection_report(photos: list[np.ndarray], negatives: list[np.ndarray]) -> t
     return results, service_faces
 
 
-def service_fallbacks(photos: list[np.ndarray], faces: list, detection: dict) -> list:
+def service_fallbacks(
+    photos: list[np.ndarray], faces: list, detection: dict, detector: FaceDetector | None = None
+) -> list:
     """What the face pipeline does when the detector finds nothing: a padded second scan (faces that fill the
     photo), then a small photo taken whole; each step's count goes into ``detection``."""
-    settings, detector = DetectorSettings(), DlibHogDetector()
+    settings, detector = DetectorSettings(), detector or service_detector()
     started, retried = time.perf_counter(), sum(not f for f in faces)
     faces = [
         f or close_up_faces(detector, image, settings.close_up_padding) for image, f in zip(photos, faces, strict=True)
@@ -194,14 +205,15 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     photos, labels = read_photos()
-    detection, faces = detection_report(photos, faceless_images(args.negatives))
+    detector = service_detector(args.detector)
+    detection, faces = detection_report(photos, faceless_images(args.negatives), detector)
     for name, r in detection.items():
         print(
             f"detector {name}: face in {r['photos_with_face']}/{r['photos']} photos, {r['ms_per_photo']:.1f} ms/photo, "
             f"{r['false_faces_on_faceless']} false faces on {r['faceless_images']} faceless images"
         )
     if not args.no_fallback:
-        faces = service_fallbacks(photos, faces, detection)
+        faces = service_fallbacks(photos, faces, detection, detector)
     logits, targets, entry = photo_logits(photos, labels, faces, args, None)
     known = entry.manifest.labels
     metrics = scored(logits, targets, entry, args, aligned=False, face_margin=entry.manifest.input.face_margin)

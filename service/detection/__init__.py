@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 from service.detection.base import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.dlib_cnn import DlibCnnDetector, DlibHogCnnDetector
 from service.detection.dlib_hog import DlibHogDetector
+from service.detection.retinaface import RetinaFaceDetector
 
 if TYPE_CHECKING:
     from service.config import DetectorSettings
 
 DETECTORS: dict[str, type[FaceDetector]] = {
     DlibHogDetector.name: DlibHogDetector,
-    **{cls.name: cls for cls in (DlibCnnDetector, DlibHogCnnDetector)},
+    **{cls.name: cls for cls in (DlibCnnDetector, DlibHogCnnDetector, RetinaFaceDetector)},
 }
 
 

