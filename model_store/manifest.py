@@ -34,7 +34,7 @@ Task = Literal[
     "frame-attributes",
     "feature-classification",
 ]
-FileRole = Literal["weights", "onnx", "torch_program"]
+FileRole = Literal["weights", "onnx", "torch_program", "onnx_int8"]
 
 
 @dataclass(frozen=True)

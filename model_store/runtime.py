@@ -31,7 +31,7 @@ class Runner(Protocol):
 
 
 class OnnxRunner:
-    backend = "onnx"
+    """An ONNX graph on onnxruntime: ``model.onnx`` (``backend`` "onnx") or its int8 copy ("onnx-int8")."""
 
     def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -43,6 +43,8 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        int8 = manifest.file("onnx_int8")
+        self.backend = "onnx-int8" if int8 is not None and path.name == int8.path else "onnx"
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = list(manifest.outputs)
         self.device = device
@@ -133,15 +135,26 @@ RunnerFactory = Callable[[Path, Manifest, str, int], Runner]
 # backend name -> (the store file it runs, its class)
 BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
     "onnx": ("onnx", OnnxRunner),
+    "onnx-int8": ("onnx_int8", OnnxRunner),
     "torch": ("torch_program", TorchRunner),
 }
+# where an entry has no file for the backend asked for, this one runs it (int8 is published per model)
+FALLBACK: dict[str, str] = {"onnx-int8": "onnx"}
+
+
+def resolved_backend(entry: StoreEntry, backend: str) -> str:
+    """The backend that runs ``entry`` when ``backend`` is asked for: itself, or its fallback where the entry has
+    no file for it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if entry.manifest.file(BACKENDS[backend][0]) is None and backend in FALLBACK:
+        return FALLBACK[backend]
+    return backend
 
 
 def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0) -> Runner:
-    """The runner for ``entry`` on ``backend``, after checking its file's size and sha256."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    role, factory = BACKENDS[backend]
+    """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256."""
+    role, factory = BACKENDS[resolved_backend(entry, backend)]
     if entry.manifest.file("weights") is not None and role != "weights":
         verify_file(entry, "weights")  # the ONNX graph and the torch program may read their weights from it
     return factory(verify_file(entry, role), entry.manifest, device, threads)

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from model_store.runtime import resolved_backend
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
 from service.schemas import ErrorDetail, ModelInfo, ModelList, ReloadResponse, reload_response
@@ -20,7 +21,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         labels=m.labels,
         input=m.input.model_dump(),
         valence_arousal=m.valence_arousal,
-        backend=registry.settings.backend,
+        backend=resolved_backend(record.entry, registry.settings.backend),
         device=registry.device,
         state=record.state,
         error=record.error,

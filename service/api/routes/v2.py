@@ -31,7 +31,7 @@ from service.pipelines import Pipelines
 from service.registry import LoadedModel, ModelRegistry
 
 log = logging.getLogger("service.api")
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch_export"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "onnx-int8": "onnxruntime_onnx", "torch": "pytorch_export"}
 
 
 def error_response(request: Request, exc: Exception) -> JSONResponse:
