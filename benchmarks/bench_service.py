@@ -1,9 +1,11 @@
 """HTTP benchmark: face crops and 640x480 photos through a live ``python -m service`` at several concurrencies.
 
-Prints req/s, p50 and p95 per scenario, and the ratio of HTTP face throughput to the raw model throughput measured
-in the same run (decode + ``Predictor.predict``, one face per call, in this process, no HTTP; taken before and after
-the HTTP runs, the ratio uses the higher). The load generator is a raw-socket keep-alive client, so it takes little
-of the CPU the server is measured on. The PNG plot needs matplotlib; without it only the JSON is written.
+Prints req/s, p50 and p95 per scenario, the time per stage of one request (``benchmarks.stages``), and the ratio
+of HTTP face throughput to the raw model throughput measured in the same run (decode + ``Predictor.predict``, one
+face per call, in this process, no HTTP; taken before and after the HTTP runs, the ratio uses the higher). The load
+generator is a raw-socket keep-alive client, so it takes little of the CPU the server is measured on. The server
+runs with this environment's settings (``EMOTION_BACKEND=onnx-int8``, ``EMOTION_DETECTOR__BACKEND=dlib-hog``, ...),
+and so do the raw and per-stage figures. The PNG plot needs matplotlib; without it only the JSON is written.
 
     python -m benchmarks.bench_service [--seconds 5] [--concurrency 1 4 16] [--output runs/bench]
 """
@@ -25,8 +27,10 @@ import cv2
 import httpx
 import numpy as np
 
+from benchmarks.stages import print_breakdown, stage_breakdown
 from benchmarks.synth import photo_on_canvas
 from model_store import Predictor, find
+from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -43,7 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def sample_inputs() -> tuple[bytes, bytes]:
-    """A FER2013 val crop, and a 640x480 JPEG with one real face (the first photo the detector accepts)."""
+    """A FER2013 val crop, and a 640x480 JPEG with one real face (the first photo dlib's HOG finds one face in:
+    the same photo whichever detector the server runs)."""
     face = sorted((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))[0].read_bytes()
     from service.detection import DlibHogDetector
 
@@ -56,14 +61,15 @@ def sample_inputs() -> tuple[bytes, bytes]:
 
 
 def raw_model_throughput(model: str, face: bytes, seconds: float, version: str | None = None) -> float:
-    """Faces/s calling the model directly per face: decode, then ``Predictor.predict`` on the ONNX file.
+    """Faces/s calling the model directly per face: decode, then ``Predictor.predict`` on the server's backend.
 
     That is the service's own path (shared preprocessing, mirror TTA, onnxruntime, calibration) without HTTP or
     batching. Its onnxruntime session disables spin-waiting as the service's does (idle pool threads would burn the
     cores the server needs), so it runs a few percent below a default spinning session; raw figures taken with one
     (this script before it used the Predictor) are not directly comparable.
     """
-    predictor = Predictor.load(find(model, version), "onnx")
+    settings = Settings(_env_file=None)  # the server's backend and TTA, from the same environment
+    predictor = Predictor.load(find(model, version), settings.backend, tta=settings.tta)
     predictor.warmup()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -220,6 +226,11 @@ def main(args: argparse.Namespace) -> dict:
     )
     print(f"HTTP /predict/face best (multipart): {best_http:.1f} faces/s  ->  ratio HTTP/raw = {best_http / raw:.2f}")
     print(f"HTTP /predict/face best (raw body):  {best_raw_body:.1f} faces/s  ->  ratio = {best_raw_body / raw:.2f}")
+    # Where the time of one request goes, stage by stage, with the server's own objects in this process; against
+    # the HTTP p50 at concurrency 1 the rest is the web stack (uvicorn, routing, multipart, thread hops, client).
+    results["stages_ms"] = stage_breakdown(photo, face, args.model, args.version, repeats=100)
+    at_one = {"image": "image_640x480_c1", "face": "face_raw_body_c1"}
+    print_breakdown(results["stages_ms"], {k: results[v]["p50_ms"] for k, v in at_one.items() if v in results})
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "bench_service.json").write_text(json.dumps(results, indent=2))

@@ -34,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--sample-fps", type=float, default=5.0)
     p.add_argument("--json", type=Path)
+    p.add_argument("--detector", help="detector backend (default: the service's)")
     return p
 
 
@@ -71,10 +72,11 @@ def naive_baseline(path: Path, sample_fps: float) -> float:
     return time.perf_counter() - started
 
 
-def run_service(clip: Path, sample_fps: float) -> tuple[dict, float]:
+def run_service(clip: Path, sample_fps: float, detector: str | None = None) -> tuple[dict, float]:
     """POST the clip to an in-process app (after a warm-up request); the response body and the wall time."""
     warmup = cv2.imencode(".jpg", cv2.imread(str(next(PHOTOS.glob("*.jpg")))))[1].tobytes()
-    with TestClient(create_app(Settings(_env_file=None, log_level="warning"))) as client:
+    chosen = {"detector": {"backend": detector}} if detector else {}
+    with TestClient(create_app(Settings(_env_file=None, log_level="warning", **chosen))) as client:
         client.post("/predict/image", files={"file": ("w.jpg", warmup)})
         data = clip.read_bytes()
         started = time.perf_counter()
@@ -94,6 +96,12 @@ def report(r: dict) -> None:
         f"  breakdown: decode {t['decode']:.2f}s  detect+crop {t['detect']:.2f}s  classify {t['classify']:.2f}s "
         "(decode overlaps detection)"
     )
+    if "regions_searched" in t:
+        hit = t["regions_with_a_face"] / max(t["regions_searched"], 1)
+        print(
+            f"  detection: {t['full_frame_passes']:.0f} whole-frame passes, {t['regions_searched']:.0f} regions around"
+            f" tracks searched, a face in {hit:.1%} of them"
+        )
     print(
         f"  peak RSS {r['peak_rss_mb']:.0f} MB (process, incl. models; {r['rss_before_mb']:.0f} MB before the request)"
     )
@@ -107,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "bench.mp4", args.seconds)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        body, wall = run_service(clip, args.sample_fps)
+        body, wall = run_service(clip, args.sample_fps, args.detector)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         baseline = naive_baseline(clip, args.sample_fps)
         size_mb = clip.stat().st_size / 1e6
@@ -117,6 +125,15 @@ def main(args: argparse.Namespace) -> dict:
         "realtime_factor": args.seconds / wall,
         "frames_analyzed": body["frames_analyzed"],
         "tracks": len(body["tracks"]),
+        # what "the same timelines" is checked on between two runs (e.g. two detectors, before and after a change)
+        "track_labels": [
+            {
+                "first_seen": tr["first_seen"],
+                "last_seen": tr["last_seen"],
+                "labels": [p["dominant"] for p in tr["timeline"]],
+            }
+            for tr in body["tracks"]
+        ],
         "timings": body["timings"],
         "peak_rss_mb": peak,
         "rss_before_mb": rss_before,

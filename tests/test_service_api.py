@@ -19,7 +19,7 @@ from service.api.middleware import MetricsMiddleware
 from service.config import Settings
 from service.metrics import Metrics
 from service.registry import ModelRegistry
-from tests.conftest import DEFAULT_MODEL, jpeg, metric, upload
+from tests.conftest import DEFAULT_MODEL, ONNX_GRAPHS, break_graphs, jpeg, metric, upload
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -122,14 +122,18 @@ def test_whole_image_fallback_can_be_switched_off(make_client):
 
 
 def test_a_face_that_fills_the_photo_is_found_by_the_padded_second_scan(make_client, photo_paths):
-    """A 350 px news close-up (found by measurement: benchmarks/eval_photos.py) in which HOG alone finds nothing."""
+    """A 350 px news close-up (found by measurement: benchmarks/eval_photos.py) in which HOG alone finds nothing
+    (RetinaFace, the default, finds it at once)."""
     path = photo_paths[0].parent / "Donald_Rumsfeld_0099.jpg"
     if not path.is_file():
         pytest.skip(f"{path} is not in this data set")
-    (face,) = make_client().post("/predict/image", files=upload(path.read_bytes())).json()["faces"]
+    hog = make_client(detector={"backend": "dlib-hog"})
+    (face,) = hog.post("/predict/image", files=upload(path.read_bytes())).json()["faces"]
     assert face["score"] > 0.5 and face["box"]["width"] > 200  # a detection, not the whole-image fallback
-    off = make_client(detector={"close_up_padding": 0})
+    off = make_client(detector={"backend": "dlib-hog", "close_up_padding": 0})
     assert off.post("/predict/image", files=upload(path.read_bytes())).json()["faces"] == []
+    retina = make_client(detector={"close_up_padding": 0})
+    assert len(retina.post("/predict/image", files=upload(path.read_bytes())).json()["faces"]) == 1
 
 
 def test_predict_image_applies_exif_orientation(client, face_photo):
@@ -159,7 +163,7 @@ def test_models_lists_the_default_with_metrics_and_state(client):
     info = defaults[0]
     versions = [m["version"] for m in body["models"] if m["name"] == DEFAULT_MODEL]
     assert versions[0] == info["version"]  # newest first, and the newest is the default
-    assert info["state"] == "loaded" and info["labels"] == LABELS and info["backend"] == "onnx"
+    assert info["state"] == "loaded" and info["labels"] == LABELS and info["backend"] == "onnx-int8"
     assert info["input"]["height"] == 48 and info["size_bytes"] > 0 and "val" in info["metrics"]
     assert client.get(f"/models/{DEFAULT_MODEL}").json()["version"] == info["version"]
 
@@ -352,10 +356,10 @@ def test_concurrent_first_requests_load_the_model_once(store_copy):
 
 def test_corrupt_model_is_isolated_and_reported(store_copy, make_client, happy_face_bytes):
     copy_model(store_copy, DEFAULT_MODEL, "broken")
-    onnx = next((store_copy / "broken").iterdir()) / "model.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:1000])
+    break_graphs(next((store_copy / "broken").iterdir()))
     copy_model(store_copy, DEFAULT_MODEL, "missing")
-    (next((store_copy / "missing").iterdir()) / "model.onnx").unlink()
+    for graph in ONNX_GRAPHS:  # the fp32 and the int8 one: whichever the backend runs
+        (next((store_copy / "missing").iterdir()) / graph).unlink(missing_ok=True)
     client = make_client(store_path=store_copy)
     for name, reason in (("broken", "checksum mismatch"), ("missing", "missing file")):
         response = client.post(f"/predict/face?model={name}", files=upload(happy_face_bytes))
@@ -385,7 +389,7 @@ def test_least_recently_used_model_is_evicted_over_the_cap(store_copy, make_clie
 
 
 def test_ready_is_503_when_default_model_cannot_load(store_copy, make_client):
-    (next((store_copy / DEFAULT_MODEL).iterdir()) / "model.onnx").write_bytes(b"broken")
+    break_graphs(next((store_copy / DEFAULT_MODEL).iterdir()))
     client = make_client(store_path=store_copy, ready=False)
     for _ in range(100):
         body = client.get("/health/ready").json()

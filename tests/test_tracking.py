@@ -153,7 +153,7 @@ def test_detector_registry_names_match_and_each_has_a_settings_group():
         assert cls.name == name and issubclass(cls.Settings, BaseModel)
         assert name.replace("-", "_") in DetectorSettings.model_fields
     settings = DetectorSettings()
-    assert settings.backend_settings() is settings.dlib_hog
+    assert settings.backend_settings() is settings.retinaface  # the default backend
 
 
 def test_create_detector_refuses_an_unknown_backend_naming_the_known_ones():
@@ -218,6 +218,7 @@ def test_full_frame_every_n_samples_or_when_nothing_is_live():
         finder.detect(FRAME, sample, live.get(sample, [LIVE]))
     kinds = ["full" if shape == FRAME.shape else "region" for shape, _ in fake.calls]
     assert kinds == ["full", "region", "region", "full", "full", "region", "full"]
+    assert finder.counts == {"full_frame_passes": 4, "regions_searched": 3, "regions_with_a_face": 0}
 
 
 def test_region_is_scaled_to_the_roi_side_and_boxes_map_back_to_the_frame():
@@ -242,8 +243,9 @@ def test_regions_of_two_live_boxes_finding_the_same_face_give_it_once():
     frame = FRAME.copy()
     frame[110:160, 120:170] = 255
     fake = FakeDetector(smallest=80.0)
-    found = FrameDetector(fake, options()).detect(frame, 1, [LIVE, (130, 120, 50, 50)])
-    assert len(fake.calls) == 2
+    finder = FrameDetector(fake, options())
+    found = finder.detect(frame, 1, [LIVE, (130, 120, 50, 50)])
+    assert len(fake.calls) == 2 and finder.counts["regions_with_a_face"] == 2
     assert found == [Detection(120, 110, 50, 50, 0.9)]
 
 

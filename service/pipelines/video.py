@@ -46,6 +46,7 @@ class Scan:
     frames_analyzed: int = 0
     detect_seconds: float = 0.0
     classify_seconds: float = 0.0
+    detection_counts: dict[str, int] = field(default_factory=dict)  # the face step's cadence (FrameDetector.counts)
 
 
 class FaceStep:
@@ -61,7 +62,8 @@ class FaceStep:
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
 
     def finish(self, scan: Scan) -> None:
-        """Nothing is pending: faces are classified after the scan."""
+        """Nothing is pending (faces are classified after the scan): the cadence's counts go into the scan."""
+        scan.detection_counts = dict(self.finder.counts)
 
 
 class FrameStep:
@@ -172,7 +174,12 @@ class VideoPipeline:
             tracks=made.get("tracks", []),
             clips=made.get("clips", []),
             summary=made.get("summary"),
-            timings={"decode": info.decode_seconds, "detect": scan.detect_seconds, "classify": classify_seconds},
+            timings={
+                "decode": info.decode_seconds,
+                "detect": scan.detect_seconds,
+                "classify": classify_seconds,
+                **scan.detection_counts,
+            },
             attributes=made.get("attributes"),
             unreadable=info.gaps,
             readable_share=info.readable_share,

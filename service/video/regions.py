@@ -33,6 +33,8 @@ class FrameDetector:
         self.detector, self.opts = detector, opts
         # a region's longest side: 2.2 face sizes, the face at ROI_FACE_SCALE x the smallest findable face
         self.roi_side = round((1 + 2 * ROI_CONTEXT) * ROI_FACE_SCALE * detector.smallest_face())
+        # how the cadence played out: whole-frame passes, regions searched and regions where a face was found
+        self.counts = {"full_frame_passes": 0, "regions_searched": 0, "regions_with_a_face": 0}
 
     def full_frame_min_face(self, frame: np.ndarray) -> int | None:
         """The face size a full-frame pass searches down to: the request's, or what ``detect_max_side`` allows."""
@@ -50,11 +52,15 @@ class FrameDetector:
         if scale < 1.0:
             size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
             roi = cv2.resize(roi, size, interpolation=cv2.INTER_AREA)
-        return [d.moved(x, y, scale) for d in self.detector.detect(roi)]
+        found = [d.moved(x, y, scale) for d in self.detector.detect(roi)]
+        self.counts["regions_searched"] += 1
+        self.counts["regions_with_a_face"] += bool(found)
+        return found
 
     def detect(self, frame: np.ndarray, sample: int, live: list[tuple[int, int, int, int]]) -> list[Detection]:
         """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``."""
         if not live or sample % self.opts.full_detect_every == 0:
+            self.counts["full_frame_passes"] += 1
             found = self.detector.detect(frame, self.full_frame_min_face(frame))
             found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)
         else:

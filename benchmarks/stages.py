@@ -1,0 +1,116 @@
+"""Where a request's time goes, stage by stage, in this process with the service's own objects (no HTTP).
+
+``/predict/image``: decode, detect (the pipeline's ``find``: detector, padded retry, whole-image fallback), crop and
+preprocess, model (onnxruntime and postprocessing, as one batch of the photo's faces), response (the pydantic
+response built and encoded to JSON). ``/predict/face``: decode, preprocess, model, response. Each figure is the
+median of ``repeats`` calls; ``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what
+the web stack (uvicorn, routing, multipart, dependencies) costs.
+
+    python -m benchmarks.stages [--detector retinaface] [--model fer_emotion_cnn] [--repeats 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+from model_store import Predictor, find
+from service.config import Settings
+from service.detection import create_detector
+from service.detection.align import FaceCropper
+from service.imaging import decode_image
+from service.options import resolve_options
+from service.pipelines.face import FacePipeline
+from service.results import DetectedFace, FaceResult, ImageResult, ModelId
+from service.schemas import face_response, image_response
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--detector", help="detector backend (default: the service's)")
+    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument("--version")
+    p.add_argument("--repeats", type=int, default=200)
+    return p
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm: first-call allocations and caches
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def stage_breakdown(
+    photo: bytes, face: bytes, model: str, version: str | None, repeats: int, detector: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Median ms per stage for a photo (``image``) and a face crop (``face``)."""
+    settings = Settings(_env_file=None, **({"detector": {"backend": detector}} if detector else {}))
+    predictor = Predictor.load(
+        find(model, version), settings.backend, threads=settings.inference_threads, tta=settings.tta
+    )
+    predictor.warmup()
+    pipeline = FacePipeline(create_detector(settings.detector), settings.limits.max_image_pixels)
+    cropper, opts, spec = FaceCropper(), resolve_options(settings), predictor.manifest.input
+    model_id, max_pixels = ModelId.of(predictor.manifest), settings.limits.max_image_pixels
+
+    image = decode_image(photo, max_pixels)
+    faces = pipeline.find(image, opts)
+    prepared = predictor.prepare([cropper.crop(image, f.box, spec) for f in faces])
+    preds = predictor.postprocess(predictor.run(prepared.x), prepared)
+    result = ImageResult(
+        model_id, image.shape[1], image.shape[0], [DetectedFace(*p) for p in zip(faces, preds, strict=True)], image
+    )
+    image_stages = {
+        "decode": median_ms(lambda: decode_image(photo, max_pixels), repeats),
+        "detect": median_ms(lambda: pipeline.find(image, opts), repeats),
+        "crop_preprocess": median_ms(
+            lambda: predictor.prepare([cropper.crop(image, f.box, spec) for f in faces]), repeats
+        ),
+        "model": median_ms(lambda: predictor.postprocess(predictor.run(prepared.x), prepared), repeats),
+        "response": median_ms(lambda: image_response(result).model_dump_json(), repeats),
+    }
+    crop = decode_image(face, max_pixels)
+    one = predictor.prepare([crop])
+    face_result = FaceResult(model_id, predictor.postprocess(predictor.run(one.x), one)[0])
+    face_stages = {
+        "decode": median_ms(lambda: decode_image(face, max_pixels), repeats),
+        "preprocess": median_ms(lambda: predictor.prepare([crop]), repeats),
+        "model": median_ms(lambda: predictor.postprocess(predictor.run(one.x), one), repeats),
+        "response": median_ms(lambda: face_response(face_result).model_dump_json(), repeats),
+    }
+    return {
+        "image": {**image_stages, "faces": len(faces), "total": round(sum(image_stages.values()), 3)},
+        "face": {**face_stages, "total": round(sum(face_stages.values()), 3)},
+        "detector": settings.detector.backend,  # type: ignore[dict-item]
+    }
+
+
+def print_breakdown(stages: dict, http_p50: dict[str, float] | None = None) -> None:
+    """One line per route: ms per stage, their sum and, given the HTTP p50 at concurrency 1, the web stack's share."""
+    for route in ("image", "face"):
+        parts = "  ".join(f"{k} {v:.2f}" for k, v in stages[route].items() if k not in {"total", "faces"})
+        line = f"{route:5s} stages (ms, median): {parts}  = {stages[route]['total']:.2f}"
+        if http_p50 and route in http_p50:
+            line += f"; HTTP p50 {http_p50[route]:.2f} -> web stack {http_p50[route] - stages[route]['total']:.2f}"
+        print(line)
+
+
+def main(args: argparse.Namespace) -> dict:
+    from benchmarks.bench_service import sample_inputs
+
+    face, photo = sample_inputs()
+    stages = stage_breakdown(photo, face, args.model, args.version, args.repeats, args.detector)
+    print_breakdown(stages)
+    print(json.dumps(stages))
+    return stages
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
