@@ -28,6 +28,7 @@ class _Track:
     box: Box
     last_t: float
     points: list[int] = field(default_factory=list)
+    previous: Box | None = None  # the box before ``box`` (how the face last moved)
 
 
 class IouTracker:
@@ -65,7 +66,7 @@ class IouTracker:
                 continue
             used_tracks.add(ti)
             track = self.live[ti]
-            track.box, track.last_t = boxes[bi], t
+            track.previous, track.box, track.last_t = track.box, boxes[bi], t
             ids[bi] = track.track_id
         for bi, box in enumerate(boxes):
             if ids[bi] is None:

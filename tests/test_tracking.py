@@ -218,7 +218,33 @@ def test_full_frame_every_n_samples_or_when_nothing_is_live():
         finder.detect(FRAME, sample, live.get(sample, [LIVE]))
     kinds = ["full" if shape == FRAME.shape else "region" for shape, _ in fake.calls]
     assert kinds == ["full", "region", "region", "full", "full", "region", "full"]
-    assert finder.counts == {"full_frame_passes": 4, "regions_searched": 3, "regions_with_a_face": 0}
+    assert finder.counts == {
+        "full_frame_passes": 4,
+        "regions_searched": 3,
+        "regions_with_a_face": 0,
+        "regions_carried_forward": 0,
+    }
+
+
+def test_a_steady_track_is_carried_forward_every_other_sample_as_it_moved():
+    box, before = (100, 100, 50, 50), (96, 100, 50, 50)  # IoU 0.85: steady, moving 4 px right per sample
+    fake = FakeDetector(smallest=80.0, found=[Detection(30, 30, 50, 50, 0.9)])  # = box in the region at (70, 70)
+    finder = FrameDetector(fake, options(full_detect_every=100))
+    (found,) = finder.detect(FRAME, 1, [box], [before])  # steady, but no search found it last: searched
+    assert found.box == box and len(fake.calls) == 1
+    (carried,) = finder.detect(FRAME, 2, [box], [before])  # steady and found by the last search: carried
+    assert carried.box == (104, 100, 50, 50) and len(fake.calls) == 1
+    finder.detect(FRAME, 3, [carried.box], [box])  # carried the sample before: searched now
+    assert len(fake.calls) == 2 and finder.counts["regions_carried_forward"] == 1
+
+
+def test_a_new_moving_or_edge_track_is_searched():
+    fake = FakeDetector(found=[])
+    finder = FrameDetector(fake, options(full_detect_every=100))
+    assert finder.detect(FRAME, 1, [(100, 100, 50, 50)], [None]) == []  # new
+    assert finder.detect(FRAME, 2, [(100, 100, 50, 50)], [(80, 100, 50, 50)]) == []  # moved 20 px: IoU 0.43
+    assert finder.detect(FRAME, 3, [(1, 100, 50, 50)], [(4, 100, 50, 50)]) == []  # would leave the frame
+    assert len(fake.calls) == 3 and finder.counts["regions_carried_forward"] == 0
 
 
 def test_region_is_scaled_to_the_roi_side_and_boxes_map_back_to_the_frame():

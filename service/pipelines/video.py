@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from service.video.regions import FrameDetector
 from service.video.tracks import build_tracks
 
 CLASSIFY_CHUNK = 256  # samples per trip through the batcher
+STREAM_CHUNK = 32  # face models: faces sent to the model during the scan at a time (small, so the work overlaps)
 
 Progress = Callable[[float], None]
 
@@ -47,22 +49,44 @@ class Scan:
     detect_seconds: float = 0.0
     classify_seconds: float = 0.0
     detection_counts: dict[str, int] = field(default_factory=dict)  # the face step's cadence (FrameDetector.counts)
+    pending: list[Future] = field(default_factory=list)  # face chunks already sent to the model during the scan
+    submitted: int = 0  # faces in those chunks
+
+
+Submit = Callable[[np.ndarray], Future]  # model-sized faces -> their Predictions, computed on the event loop
 
 
 class FaceStep:
-    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin)."""
+    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin).
 
-    def __init__(self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options) -> None:
+    With ``submit`` (face models), every ``STREAM_CHUNK`` faces go to the model while the scan goes on, so
+    classifying overlaps decoding and detection; clip models need every face first and classify after the scan.
+    """
+
+    def __init__(
+        self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options, submit: Submit | None = None
+    ) -> None:
         self.finder, self.tracker, self.cropper, self.spec = FrameDetector(detector, opts), IouTracker(), cropper, spec
+        self.submit = submit
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
-        found = self.finder.detect(frame, scan.frames_analyzed, [track.box for track in self.tracker.live])
+        live = self.tracker.live
+        found = self.finder.detect(frame, scan.frames_analyzed, [tr.box for tr in live], [tr.previous for tr in live])
         for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found]), strict=True):
             scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
+        if self.submit is not None and len(scan.faces) - scan.submitted >= STREAM_CHUNK:
+            self._send(scan, STREAM_CHUNK)
+
+    def _send(self, scan: Scan, n: int) -> None:
+        assert self.submit is not None
+        scan.pending.append(self.submit(np.stack(scan.faces[scan.submitted : scan.submitted + n])))
+        scan.submitted += n
 
     def finish(self, scan: Scan) -> None:
-        """Nothing is pending (faces are classified after the scan): the cadence's counts go into the scan."""
+        """The last faces go to the model (with ``submit``); the cadence's counts go into the scan."""
+        if self.submit is not None and len(scan.faces) > scan.submitted:
+            self._send(scan, len(scan.faces) - scan.submitted)
         scan.detection_counts = dict(self.finder.counts)
 
 
@@ -115,10 +139,15 @@ class VideoPipeline:
 
     def step_for(self, model: LoadedModel, opts: Options) -> Step:
         """The per-frame step the model needs (its input kind)."""
-        spec = model.predictor.image_spec
+        spec, loop = model.predictor.image_spec, asyncio.get_running_loop()
         if model.input_kind != "frame":
-            return FaceStep(self.detector, self.cropper, spec, opts)
-        loop = asyncio.get_running_loop()
+            if model.predictor.is_clip_model:
+                return FaceStep(self.detector, self.cropper, spec, opts)
+
+            def submit(faces: np.ndarray) -> Future:  # in the scan's thread: prepare here, batch on the loop
+                return asyncio.run_coroutine_threadsafe(model.infer(model.predictor.prepare_faces(faces)), loop)
+
+            return FaceStep(self.detector, self.cropper, spec, opts, submit)
 
         def classify(frames: np.ndarray) -> Predictions:  # in the scan's thread: prepare here, batch on the loop
             prepared = model.predictor.prepare_faces(frames)
@@ -145,6 +174,8 @@ class VideoPipeline:
         if model.predictor.is_clip_model:
             track_ids, times = [s.track_id for s in scan.samples], [s.t for s in scan.samples]
             preds, clips = await classify_clips(model, faces, track_ids, times)
+        elif scan.pending:  # classified during the scan
+            preds = model.predictor.concat([await asyncio.wrap_future(f) for f in scan.pending])
         else:
             preds = await self.classify(model, faces)
         tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration)

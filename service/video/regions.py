@@ -11,10 +11,14 @@ import numpy as np
 from model_store import expand_box
 from service.detection import Detection, FaceDetector, whole_image_if_small
 from service.options import Options
-from service.tracking import iou
+from service.tracking import Box, iou
 
 ROI_CONTEXT = 0.6  # a track's search region: its box grown by this per side (2.2x its size)
 ROI_FACE_SCALE = 1.5  # the face in a region is scaled to this many times the detector's smallest face
+# A track whose last two boxes overlap this much is steady: on the next sample its box is carried forward (moved as
+# it last moved) instead of searched, only after a search found it, so a steady face is searched every other
+# sample and a face that is gone is carried at most once.
+STEADY_IOU = 0.85
 
 
 def dedupe(found: list[Detection], overlap: float = 0.5) -> list[Detection]:
@@ -34,7 +38,13 @@ class FrameDetector:
         # a region's longest side: 2.2 face sizes, the face at ROI_FACE_SCALE x the smallest findable face
         self.roi_side = round((1 + 2 * ROI_CONTEXT) * ROI_FACE_SCALE * detector.smallest_face())
         # how the cadence played out: whole-frame passes, regions searched and regions where a face was found
-        self.counts = {"full_frame_passes": 0, "regions_searched": 0, "regions_with_a_face": 0}
+        self.counts = {
+            "full_frame_passes": 0,
+            "regions_searched": 0,
+            "regions_with_a_face": 0,
+            "regions_carried_forward": 0,
+        }
+        self._confirmed: set[Box] = set()  # boxes a search or a whole-frame pass found on the last sample
 
     def full_frame_min_face(self, frame: np.ndarray) -> int | None:
         """The face size a full-frame pass searches down to: the request's, or what ``detect_max_side`` allows."""
@@ -51,19 +61,46 @@ class FrameDetector:
         roi = frame[y : y + rh, x : x + rw]
         if scale < 1.0:
             size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
-            roi = cv2.resize(roi, size, interpolation=cv2.INTER_AREA)
+            roi = cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
         found = [d.moved(x, y, scale) for d in self.detector.detect(roi)]
         self.counts["regions_searched"] += 1
         self.counts["regions_with_a_face"] += bool(found)
         return found
 
-    def detect(self, frame: np.ndarray, sample: int, live: list[tuple[int, int, int, int]]) -> list[Detection]:
-        """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``."""
+    def detect(
+        self, frame: np.ndarray, sample: int, live: list[Box], previous: list[Box | None] | None = None
+    ) -> list[Detection]:
+        """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``.
+
+        ``live``: the live tracks' boxes; ``previous``: each one's box before that (None for a new track), which
+        lets a steady track skip a search."""
+        carried: list[Detection] = []
         if not live or sample % self.opts.full_detect_every == 0:
             self.counts["full_frame_passes"] += 1
             found = self.detector.detect(frame, self.full_frame_min_face(frame))
             found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)
         else:
-            found = dedupe([d for box in live for d in self.near(frame, box)])
+            searched: list[Detection] = []
+            for box, before in zip(live, previous or [None] * len(live), strict=True):
+                ahead = self.carried_forward(box, before, frame.shape[:2])
+                if ahead is None:
+                    searched += self.near(frame, box)
+                else:
+                    carried.append(ahead)
+            found = dedupe(searched + carried)
+        self._confirmed = {d.box for d in found} - {d.box for d in carried}
         smallest = self.opts.min_face_size or 0
         return [d for d in found if min(d.width, d.height) >= smallest][: self.opts.max_faces]
+
+    def carried_forward(self, box: Box, before: Box | None, shape: tuple[int, ...]) -> Detection | None:
+        """A steady track's box moved on as it last moved (not searched), or None when it must be searched: it is
+        new, moved too much, was not found by a search on the last sample (carried forward then, or missed), or
+        would leave the frame."""
+        if before is None or box not in self._confirmed or iou(before, box) < STEADY_IOU:
+            return None
+        (x, y, w, h), (height, width) = box, shape[:2]
+        x, y = x + x - before[0], y + y - before[1]
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            return None
+        self.counts["regions_carried_forward"] += 1
+        return Detection(x, y, w, h, 1.0)  # (the video output reports no detection score)
