@@ -195,3 +195,18 @@ def test_wide_frame_with_a_medium_face_is_tracked_by_default(client, make_client
     assert len(body["tracks"]) == 1 and len(body["tracks"][0]["timeline"]) >= 9
     assert post_video(make_client(video_detector_max_side=480), clip, "sample_fps=5").json()["tracks"] == []
     assert post_video(client, clip, "sample_fps=5&min_face_size=400").json()["tracks"] == []
+
+
+def test_faces_classified_during_the_scan_equal_those_classified_after_it(client, face_photo, tmp_path, monkeypatch):
+    """Face models send chunks of faces to the model while the scan goes on (STREAM_CHUNK): the answer is the one
+    a single pass after the scan gives, and the cadence's counts are reported."""
+    import service.pipelines.video as video
+
+    clip = write_clip(tmp_path / "s.mp4", [Appearance(face_photo, 0, 3.0, (150, 80), (20, 0))], 3.0)
+    monkeypatch.setattr(video, "STREAM_CHUNK", 4)
+    streamed = post_video(client, clip, "sample_fps=5").json()
+    monkeypatch.setattr(video, "STREAM_CHUNK", 10**6)  # nothing sent before the scan ends: one pass in finish()
+    once = post_video(client, clip, "sample_fps=5").json()
+    assert streamed["tracks"] == once["tracks"] and len(streamed["tracks"][0]["timeline"]) == 15
+    counts = streamed["timings"]
+    assert counts["full_frame_passes"] >= 3 and counts["regions_searched"] + counts["regions_carried_forward"] >= 10
