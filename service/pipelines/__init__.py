@@ -3,6 +3,7 @@ HTTP routes and the offline scorer (``service.score``) are thin adapters over ``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from service.config import Settings
@@ -13,6 +14,8 @@ from service.pipelines.attributes import AttributePipeline
 from service.pipelines.face import FacePipeline
 from service.pipelines.features import FeaturePipeline
 from service.pipelines.video import VideoPipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Pipelines:
 def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipelines:
     """The pipelines the settings describe (the app's lifespan and the offline scorer both build them here)."""
     detector, limits = create_detector(settings.detector), settings.limits
+    log.info("face detector: %s %s", settings.detector.backend, settings.detector.backend_settings().model_dump())
     cropper = FaceCropper(level=settings.detector.align)  # one landmark model for photos and video
     return Pipelines(
         detector,
