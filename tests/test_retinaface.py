@@ -97,6 +97,15 @@ def test_smallest_face_is_truthful(retina, face_photo):
     assert len(retina.detect(face_on_canvas(face_photo, face, round(1.2 * RETINA_WINDOW)))) == 1
 
 
+def test_large_scans_run_on_their_own_session_with_the_same_answer(retina, face_photo):
+    big = cv2.resize(face_photo, (700, 700))
+    both = RetinaFaceDetector(RetinaFaceSettings(max_side=700, large_scan_pixels=0))  # every scan counts as large
+    assert both._large_session is not both._session
+    assert both.detect(big) == RetinaFaceDetector(RetinaFaceSettings(max_side=700, large_scan_threads=1)).detect(big)
+    same = RetinaFaceDetector(RetinaFaceSettings(large_scan_threads=1))
+    assert same._large_session is same._session  # one thread for both: one session
+
+
 def test_no_face_in_noise_or_a_blank_image(retina):
     noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     assert retina.detect(noise) == [] and retina.detect(np.full((200, 300), 90, np.uint8)) == []

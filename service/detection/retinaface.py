@@ -56,6 +56,14 @@ class RetinaFaceSettings(BaseModel):
     )
     min_side: int = Field(160, ge=0, le=4096, description="smaller images are enlarged to this before scanning")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per detection (requests run in parallel)")
+    large_scan_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="threads for scans of at least large_scan_pixels (video full-frame passes, while the decoder "
+        "leaves a core half idle)",
+    )
+    large_scan_pixels: int = Field(150_000, ge=0, description="scans this large use large_scan_threads")
     hog_like: bool = Field(True, description="boxes in HOG's geometry, the crop the published models expect")
 
 
@@ -116,12 +124,17 @@ class RetinaFaceDetector:
         import onnxruntime as ort
 
         self.settings = settings or RetinaFaceSettings()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.settings.threads
-        options.inter_op_num_threads = 1
-        # idle pool threads spin-wait by default, burning the cores the model and the HTTP side need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(load_weights(), options, providers=["CPUExecutionProvider"])
+
+        def session(threads: int) -> ort.InferenceSession:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            # idle pool threads spin-wait by default, burning the cores the model and the HTTP side need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return ort.InferenceSession(load_weights(), options, providers=["CPUExecutionProvider"])
+
+        self._session = session(self.settings.threads)
+        large = self.settings.large_scan_threads
+        self._large_session = self._session if large == self.settings.threads else session(large)
         self.max_pixels = max_pixels
 
     @classmethod
@@ -135,7 +148,8 @@ class RetinaFaceDetector:
         """Boxes (x0, y0, x1, y1 in ``image`` pixels) and probabilities over the threshold, after NMS."""
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         x = (bgr.astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)[None]
-        loc, conf, _ = self._session.run(None, {"input": np.ascontiguousarray(x)})
+        large = bgr.shape[0] * bgr.shape[1] >= self.settings.large_scan_pixels
+        loc, conf, _ = (self._large_session if large else self._session).run(None, {"input": np.ascontiguousarray(x)})
         scores = conf[0, :, 1]
         keep = scores >= self.settings.threshold
         if not keep.any():
