@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import Predictor, find
-from service.config import DetectorSettings
+from service.config import DetectorSettings, Settings
 from service.detection import DlibHogDetector, FaceDetector, close_up_faces, create_detector, whole_image_if_small
 from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
@@ -81,8 +81,8 @@ def faceless_images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def service_detector(backend: str | None = None) -> FaceDetector:
     """The detector the service runs with its settings (``backend`` instead of the configured one when given)."""
-    settings = DetectorSettings(**({"backend": backend} if backend else {}))
-    return create_detector(settings)
+    settings = Settings(_env_file=None).detector  # the environment's, as the service reads them
+    return create_detector(settings.model_copy(update={"backend": backend}) if backend else settings)
 
 
 def detection_report(

@@ -43,8 +43,7 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        int8 = manifest.file("onnx_int8")
-        self.backend = "onnx-int8" if int8 is not None and path.name == int8.path else "onnx"
+        self.backend = "onnx"  # create_runner sets what it resolved ("onnx-int8" for the int8 graph)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = list(manifest.outputs)
         self.device = device
@@ -138,23 +137,30 @@ BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
     "onnx-int8": ("onnx_int8", OnnxRunner),
     "torch": ("torch_program", TorchRunner),
 }
-# where an entry has no file for the backend asked for, this one runs it (int8 is published per model)
+# where an entry has no file for the backend asked for (int8 is published per model), or the device is one the
+# backend is not for (int8 graphs are for CPUs), this one runs it
 FALLBACK: dict[str, str] = {"onnx-int8": "onnx"}
+CPU_ONLY = {"onnx-int8"}
+LINKED_ROLES = {"onnx", "torch_program"}  # files that may read their weights from model.safetensors
 
 
-def resolved_backend(entry: StoreEntry, backend: str) -> str:
-    """The backend that runs ``entry`` when ``backend`` is asked for: itself, or its fallback where the entry has
-    no file for it."""
+def resolved_backend(entry: StoreEntry, backend: str, device: str = "cpu") -> str:
+    """The backend that runs ``entry`` when ``backend`` is asked for on ``device``: itself, or its fallback where
+    the entry has no file for it or the device is not a CPU."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    if entry.manifest.file(BACKENDS[backend][0]) is None and backend in FALLBACK:
+    missing = entry.manifest.file(BACKENDS[backend][0]) is None
+    if backend in FALLBACK and (missing or (backend in CPU_ONLY and device != "cpu")):
         return FALLBACK[backend]
     return backend
 
 
 def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0) -> Runner:
     """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256."""
-    role, factory = BACKENDS[resolved_backend(entry, backend)]
-    if entry.manifest.file("weights") is not None and role != "weights":
+    resolved = resolved_backend(entry, backend, device)
+    role, factory = BACKENDS[resolved]
+    if entry.manifest.file("weights") is not None and role in LINKED_ROLES:
         verify_file(entry, "weights")  # the ONNX graph and the torch program may read their weights from it
-    return factory(verify_file(entry, role), entry.manifest, device, threads)
+    runner = factory(verify_file(entry, role), entry.manifest, device, threads)
+    runner.backend = resolved  # what runs, for /models, /v2 and the logs
+    return runner

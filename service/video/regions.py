@@ -15,9 +15,9 @@ from service.tracking import Box, iou
 
 ROI_CONTEXT = 0.6  # a track's search region: its box grown by this per side (2.2x its size)
 ROI_FACE_SCALE = 1.5  # the face in a region is scaled to this many times the detector's smallest face
-# A track whose last two boxes overlap this much is steady: on the next sample its box is carried forward (moved as
-# it last moved) instead of searched, only after a search found it, so a steady face is searched every other
-# sample and a face that is gone is carried at most once.
+# A track whose last two boxes overlap this much is steady: on the next sample its box is carried forward (kept
+# where it is) instead of searched, only after a search found it, so a steady face is searched every other sample
+# and a face that is gone is carried at most once.
 STEADY_IOU = 0.85
 
 
@@ -82,25 +82,23 @@ class FrameDetector:
         else:
             searched: list[Detection] = []
             for box, before in zip(live, previous or [None] * len(live), strict=True):
-                ahead = self.carried_forward(box, before, frame.shape[:2])
+                ahead = self.carried_forward(box, before)
                 if ahead is None:
                     searched += self.near(frame, box)
                 else:
                     carried.append(ahead)
             found = dedupe(searched + carried)
-        self._confirmed = {d.box for d in found} - {d.box for d in carried}
+        # carried boxes and the whole-image fallback score 0: neither confirms a face
+        self._confirmed = {d.box for d in found if d.score > 0}
         smallest = self.opts.min_face_size or 0
         return [d for d in found if min(d.width, d.height) >= smallest][: self.opts.max_faces]
 
-    def carried_forward(self, box: Box, before: Box | None, shape: tuple[int, ...]) -> Detection | None:
-        """A steady track's box moved on as it last moved (not searched), or None when it must be searched: it is
-        new, moved too much, was not found by a search on the last sample (carried forward then, or missed), or
-        would leave the frame."""
+    def carried_forward(self, box: Box, before: Box | None) -> Detection | None:
+        """A steady track's box kept for this sample (not searched), or None when it must be searched: it is new,
+        moved too much, or was not found by a search on the last sample (carried forward then, or missed). Not
+        moved on: after a carried sample its last move would be made up. Score 0, so a searched box wins
+        ``dedupe`` and a carried one never confirms itself."""
         if before is None or box not in self._confirmed or iou(before, box) < STEADY_IOU:
             return None
-        (x, y, w, h), (height, width) = box, shape[:2]
-        x, y = x + x - before[0], y + y - before[1]
-        if x < 0 or y < 0 or x + w > width or y + h > height:
-            return None
         self.counts["regions_carried_forward"] += 1
-        return Detection(x, y, w, h, 1.0)  # (the video output reports no detection score)
+        return Detection(*box, 0.0)

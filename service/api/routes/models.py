@@ -21,7 +21,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         labels=m.labels,
         input=m.input.model_dump(),
         valence_arousal=m.valence_arousal,
-        backend=resolved_backend(record.entry, registry.settings.backend),
+        backend=resolved_backend(record.entry, registry.settings.backend, registry.device),
         device=registry.device,
         state=record.state,
         error=record.error,
