@@ -96,11 +96,12 @@ def report(r: dict) -> None:
         f"  breakdown: decode {t['decode']:.2f}s  detect+crop {t['detect']:.2f}s  classify {t['classify']:.2f}s "
         "(decode overlaps detection)"
     )
-    if "regions_searched" in t:
-        hit = t["regions_with_a_face"] / max(t["regions_searched"], 1)
+    d = r["detection"]
+    if d:
+        hit = d["regions_with_a_face"] / max(d["regions_searched"], 1)
         print(
-            f"  detection: {t['full_frame_passes']:.0f} whole-frame passes, {t['regions_searched']:.0f} regions around"
-            f" tracks searched, a face in {hit:.1%} of them"
+            f"  detection: {d['full_frame_passes']} whole-frame passes, {d['regions_searched']} regions around tracks"
+            f" searched (a face in {hit:.1%} of them), {d['regions_carried_forward']} carried forward"
         )
     print(
         f"  peak RSS {r['peak_rss_mb']:.0f} MB (process, incl. models; {r['rss_before_mb']:.0f} MB before the request)"
@@ -135,6 +136,7 @@ def main(args: argparse.Namespace) -> dict:
             for tr in body["tracks"]
         ],
         "timings": body["timings"],
+        "detection": body.get("detection", {}),
         "peak_rss_mb": peak,
         "rss_before_mb": rss_before,
         "baseline_s": baseline,

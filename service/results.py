@@ -185,6 +185,7 @@ class VideoResult:
     attributes: AttributeTimeline | None = None  # frame-attributes models: whole frames, no faces or tracks
     unreadable: list[Gap] = field(default_factory=list)  # runs of frames that did not decode, read past
     readable_share: float = 1.0  # of the analysed span
+    detection: dict[str, int] = field(default_factory=dict)  # face models: the cadence's counts
 
     @property
     def faces(self) -> int:

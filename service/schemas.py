@@ -165,6 +165,7 @@ def video_response(result: results.VideoResult) -> VideoPredictionResponse:
         ],
         summary=None if result.summary is None else _summary(result.summary),
         timings={**{k: round(v, 4) for k, v in result.timings.items()}, "frames_decoded": result.frames_decoded},
+        detection=result.detection,
         attributes=None if result.attributes is None else _attribute_timeline(result.attributes),
     )
 

@@ -208,5 +208,5 @@ def test_faces_classified_during_the_scan_equal_those_classified_after_it(client
     monkeypatch.setattr(video, "STREAM_CHUNK", 10**6)  # nothing sent before the scan ends: one pass in finish()
     once = post_video(client, clip, "sample_fps=5").json()
     assert streamed["tracks"] == once["tracks"] and len(streamed["tracks"][0]["timeline"]) == 15
-    counts = streamed["timings"]
+    counts = streamed["detection"]
     assert counts["full_frame_passes"] >= 3 and counts["regions_searched"] + counts["regions_carried_forward"] >= 10

@@ -175,9 +175,12 @@ class VideoPredictionResponse(BaseModel):
     summary: EmotionSummary | None = Field(None, description="whole clip, over every face and sample")
     clips: list[ClipPrediction] = Field(default_factory=list, description="clip models: one prediction per window")
     timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds spent decoding, detecting, classifying; frames decoded"
+    )
+    detection: dict[str, int] = Field(
         default_factory=dict,
-        description="seconds spent decoding, detecting, classifying; frames decoded; for face models how "
-        "detection ran: full_frame_passes, regions_searched (around live tracks), regions_with_a_face",
+        description="face models: how detection ran: full_frame_passes, regions_searched (around live tracks), "
+        "regions_with_a_face, regions_carried_forward (steady tracks not searched on that sample)",
     )
     attributes: AttributeTimeline | None = Field(
         None, description="frame-attributes models: the attribute timeline (tracks and summary are then empty)"
