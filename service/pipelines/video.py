@@ -182,14 +182,16 @@ class VideoPipeline:
             preds = model.predictor.concat(scan.parts)
             return preds, {"attributes": attribute_timeline(preds, scan.samples, opts.smoothing, step, duration)}
         spec, clips = manifest.input, []
-        faces = np.stack(scan.faces) if scan.faces else np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
-        if model.predictor.is_clip_model:
-            track_ids, times = [s.track_id for s in scan.samples], [s.t for s in scan.samples]
-            preds, clips = await classify_clips(model, faces, track_ids, times)
-        elif scan.pending:  # classified during the scan
+        if scan.pending:  # face models: classified during the scan, their faces need no second copy
             preds = model.predictor.concat(await asyncio.gather(*map(asyncio.wrap_future, scan.pending)))
         else:
-            preds = await self.classify(model, faces)
+            empty = np.zeros((0, spec.height, spec.width, spec.channels), np.uint8)
+            faces = np.stack(scan.faces) if scan.faces else empty
+            if model.predictor.is_clip_model:
+                track_ids, times = [s.track_id for s in scan.samples], [s.t for s in scan.samples]
+                preds, clips = await classify_clips(model, faces, track_ids, times)
+            else:
+                preds = await self.classify(model, faces)
         tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration)
         return preds, {"tracks": tracks, "summary": summary, "clips": clips}
 

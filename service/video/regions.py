@@ -74,13 +74,13 @@ class FrameDetector:
 
         ``live``: the live tracks' boxes; ``previous``: each one's box before that (None for a new track), which
         lets a steady track skip a search."""
-        carried: list[Detection] = []
         if not live or sample % self.opts.full_detect_every == 0:
             self.counts["full_frame_passes"] += 1
             found = self.detector.detect(frame, self.full_frame_min_face(frame))
             found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)
         else:
             searched: list[Detection] = []
+            carried: list[Detection] = []
             for box, before in zip(live, previous or [None] * len(live), strict=True):
                 ahead = self.carried_forward(box, before)
                 if ahead is None:
