@@ -40,7 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0, help="per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument(
+        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
+    )
     p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
     return p

@@ -39,7 +39,9 @@ PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", type=Path, default=Path("runs/eval_photos"))
-    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument(
+        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
+    )
     p.add_argument("--version", help="model version (default: the newest, what the service serves)")
     p.add_argument("--align", action="store_true", help="also score eye-levelled crops of the same faces")
     p.add_argument(

@@ -1,6 +1,6 @@
 """Render the README's model table from measured figures: the manifest's val metrics and the real-photo report.
 
-python -m benchmarks.model_card [--model fer_emotion_cnn] [--photos runs/eval_photos/photos.json]
+python -m benchmarks.model_card [--model NAME] [--photos runs/eval_photos/photos.json]
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 
 from model_store import find
+from service.config import Settings
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument(
+        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
+    )
     p.add_argument("--photos", type=Path, default=Path("runs/eval_photos/photos.json"))
     return p
 

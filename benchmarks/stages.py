@@ -6,7 +6,7 @@ response built and encoded to JSON). ``/predict/face``: decode, preprocess, mode
 median of ``repeats`` calls; ``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what
 the web stack (uvicorn, routing, multipart, dependencies) costs.
 
-    python -m benchmarks.stages [--detector retinaface] [--model fer_emotion_cnn] [--repeats 200]
+    python -m benchmarks.stages [--detector retinaface] [--model NAME] [--repeats 200]
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from service.schemas import face_response, image_response
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detector", help="detector backend (default: the service's)")
-    p.add_argument("--model", default="fer_emotion_cnn")
+    p.add_argument(
+        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
+    )
     p.add_argument("--version")
     p.add_argument("--repeats", type=int, default=200)
     return p

@@ -205,6 +205,11 @@ class Manifest(BaseModel):
     outputs: list[str] = Field(default_factory=lambda: ["logits"], description="ONNX output names in order")
     valence_arousal: Literal["derived", "predicted", "none"] = "derived"
     calibration_temperature: float = Field(default=1.0, gt=0.0)
+    mirror_tta: bool = Field(
+        default=True,
+        description="face models: average each face with its mirror image when serving; false where that was "
+        "measured not to pay (an ensemble already averages); the calibration temperature was fitted the same way",
+    )
     logit_bias: dict[str, float] = Field(
         default_factory=dict,
         description="single-label models: added to the logits of these labels before calibration, a prior "

@@ -153,7 +153,8 @@ class Predictor:
     def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True) -> None:
         self.manifest, self.runner = manifest, runner
         self.kind = manifest.kind
-        self.tta = tta and self.kind.mirror_tta  # clips, frames and vectors are not mirrored
+        # clips, frames and vectors are not mirrored; a face model is where its manifest says it pays
+        self.tta = tta and self.kind.mirror_tta and manifest.mirror_tta
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
         bias = manifest.logit_bias

@@ -260,7 +260,7 @@ class Settings(BaseSettings):
     )
 
     store_path: Path = Field(DEFAULT_ROOT, description="folder holding <name>/<version>/manifest.json")
-    default_model: str = Field("fer_emotion_cnn", description="model used when a request names none")
+    default_model: str = Field("emotion_transfer", description="model used when a request names none")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: str = Field(
         "onnx-int8",

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 FER = SHARED / "fer2013"
 PHOTOS = SHARED / "photos" / "images"
-DEFAULT_MODEL = "fer_emotion_cnn"
+DEFAULT_MODEL = "emotion_transfer"
 # what the committed store holds: the version requests get by default, and every version newest first
 DEFAULT_VERSION = find(DEFAULT_MODEL).manifest.version
 

@@ -9,10 +9,13 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from service.config import Settings
+from service.main import create_app
 from service.schemas import ImagePredictionResponse
 from service.score import get_args_parser, main
-from tests.conftest import DEFAULT_MODEL, upload
+from tests.conftest import DEFAULT_MODEL, upload, wait_ready
 from training.evaluate import get_args_parser as evaluate_args
 from training.evaluate import main as evaluate
 
@@ -44,12 +47,20 @@ def test_evaluate_measures_what_the_face_route_serves(client, fer_root, tmp_path
         for path in sorted(label_dir.glob("*.jpg"))[:6]:
             shutil.copy(path, data / label_dir.name / path.name)
             crops.append((label_dir.name, path.read_bytes()))
-    for backend in ("onnx", "torch"):
+    served_backend = next(m for m in client.get("/models").json()["models"] if m["default"])["backend"]
+    assert served_backend == "onnx-int8"  # the default; its int8 graph may label a face differently than fp32
+    for backend in (served_backend, "onnx", "torch"):
+        if backend != served_backend:  # the same app on this backend, so each report meets what it served
+            settings = Settings(_env_file=None, backend=backend)
+            with TestClient(create_app(settings)) as other:
+                wait_ready(other)
+                served = [other.post("/predict/face", files=upload(body)).json() for _, body in crops]
+        else:
+            served = [client.post("/predict/face", files=upload(body)).json() for _, body in crops]
         out = tmp_path / f"eval-{backend}"
         args = ["--model", str(_default_folder(client)), "--data", str(data), "--split", "", "--backend", backend]
         evaluate(evaluate_args().parse_args([*args, "--output", str(out), "--name", "faces"]))
         report = json.loads((out / "faces.json").read_text())
-        served = [client.post("/predict/face", files=upload(body)).json() for _, body in crops]
         accuracy = np.mean([s["dominant"] == label for (label, _), s in zip(crops, served, strict=True)])
         assert report["samples"] == len(crops)
         assert report["accuracy"] == pytest.approx(accuracy, abs=1e-12), backend

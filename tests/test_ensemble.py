@@ -73,15 +73,44 @@ def test_joined_members_export_and_serve_as_their_average(members, tmp_path, fer
     assert folder.name == "0.1.0"
 
 
-def test_members_with_other_inputs_are_refused(members, tmp_path):
+def test_members_reading_another_crop_are_refused(members, tmp_path):
     _, folders = members
     other = tmp_path / "other"
     other.mkdir()
     manifest = json.loads((folders[1] / "manifest.json").read_text())
-    manifest["input"]["height"] = manifest["input"]["width"] = 64
+    manifest["input"]["face_margin"] = 0.3
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SystemExit, match="another input"):
+    with pytest.raises(SystemExit, match="same crop"):
         ensemble.read_members([folders[0], other])
+
+
+def test_members_of_other_inputs_serve_as_their_weighted_average(members, tmp_path, fer_root):
+    """A 48-px gray member beside a 64-px colour one: the ensemble reads colour at 64 px and makes the gray member's
+    input in the graph, so it serves (onnxruntime and torch) what each member gives on its own crop."""
+    store, folders = members
+    colour = tmp_path / "colour"
+    data = ("--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "1")
+    run_train(*data, "--output", str(colour), "--channels", "3", "--input-size", "64", *TINY)
+    wide = export_and_publish(colour, store, "colour64")
+    run = tmp_path / "mixed"
+    argv = ["--data", str(fer_root), "--output", str(run), "--weight", "1", "--weight", "3", "--no-tta"]
+    ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={wide}"]))
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["input"]["height"], cfg["input"]["channels"]) == (64, 3)
+    assert [("input" in m) for m in cfg["architecture_args"]["members"]] == [True, False]
+    joined = StoreEntry(read_manifest(export_and_publish(run, store, "mixed")), store / "mixed" / "0.1.0")
+    assert joined.manifest.mirror_tta is False  # scored and calibrated without the mirror image: served so
+    assert Predictor.load(joined).tta is False and Predictor.load(StoreEntry(read_manifest(wide), wide)).tta
+    crops = list(np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
+    parts = []
+    for folder in (folders[0], wide):
+        entry = StoreEntry(read_manifest(folder), folder)
+        logits = Predictor.load(entry, tta=False).predict(crops).logits / entry.manifest.calibration_temperature
+        parts.append(torch.softmax(torch.from_numpy(logits), 1).numpy())
+    expected = 0.25 * parts[0] + 0.75 * parts[1]
+    for backend in ("onnx", "torch"):
+        got = np.exp(Predictor.load(joined, backend=backend).predict(crops).logits)
+        assert np.abs(got - expected).max() < 2e-3  # the gray member's own path rounds its 48-px crop to uint8
 
 
 def test_teacher_targets_blend_labels_with_its_calibrated_probabilities():

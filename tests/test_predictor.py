@@ -178,14 +178,16 @@ def test_onnx_and_torch_backends_agree_on_real_crops(predictors, fer_crops):
 def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, default_entry):
     predictor, crops = predictors["onnx"], fer_crops[:6]
     prepared = predictor.prepare(crops)
-    assert prepared.mirrored and prepared.n == 6 and prepared.x.shape == (12, 1, 48, 48)
+    spec = default_entry.manifest.input
+    shape = (spec.channels, spec.height, spec.width)
+    assert prepared.mirrored and prepared.n == 6 and prepared.x.shape == (12, *shape)
     np.testing.assert_array_equal(prepared.x[6:], prepared.x[:6, ..., ::-1])
     outputs = predictor.run(prepared.x)
     result = predictor.postprocess(outputs, prepared)
     assert len(result) == 6 and result.probabilities.shape == (6, 7)
     np.testing.assert_allclose(result.logits, merge_mirror(outputs["logits"], 6))
     plain = Predictor.load(default_entry, tta=False).prepare(crops)
-    assert not plain.mirrored and plain.x.shape == (6, 1, 48, 48)
+    assert not plain.mirrored and plain.x.shape == (6, *shape)
 
 
 def test_no_crops_give_zero_rows_without_calling_the_runner():

@@ -88,7 +88,7 @@ def test_calibration_reader_gives_batches_of_one_size():
 
 def test_the_service_serves_the_int8_graph_when_asked(quantized, make_client, face_photo):
     root, _, _ = quantized
-    client = make_client(store_path=root, backend="onnx-int8")
+    client = make_client(store_path=root, backend="onnx-int8", default_model="fer_emotion_cnn")
     response = client.post("/predict/image", files=upload(jpeg(face_photo)))
     assert response.status_code == 200 and len(response.json()["faces"]) == 1
     model = client.get("/models").json()

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.synth import photo_on_canvas
+from model_store import find
 from service.api.middleware import MetricsMiddleware
 from service.config import Settings
 from service.metrics import Metrics
@@ -164,7 +165,9 @@ def test_models_lists_the_default_with_metrics_and_state(client):
     versions = [m["version"] for m in body["models"] if m["name"] == DEFAULT_MODEL]
     assert versions[0] == info["version"]  # newest first, and the newest is the default
     assert info["state"] == "loaded" and info["labels"] == LABELS and info["backend"] == "onnx-int8"
-    assert info["input"]["height"] == 48 and info["size_bytes"] > 0 and "val" in info["metrics"]
+    spec = find(DEFAULT_MODEL, info["version"]).manifest.input
+    assert info["input"]["height"] == spec.height and info["size_bytes"] > 0 and "val" in info["metrics"]
+    assert info["mirror_tta"] is True  # the default's manifest keeps the mirror image (it pays for it)
     assert client.get(f"/models/{DEFAULT_MODEL}").json()["version"] == info["version"]
 
 

@@ -1,6 +1,9 @@
 """Join published face classifiers into one ensemble run: ``python -m training.ensemble --member DIR ... --output R``.
 
-The members (store folders, e.g. ``model_store/fer_emotion_cnn/1.3.0``) must share labels and input. The result is
+The members (store folders, e.g. ``model_store/fer_emotion_cnn/1.3.0``) must share labels and the crop they read
+(framing and margin); their input sizes, channels and normalisation may differ. The ensemble reads the largest
+member's input (or ``--input-from``'s) and makes each other member's from it inside the graph
+(``training.models.adapt``), so 1.3.0's 48-px gray net can stand beside a 112-px colour one. The result is
 a run folder like ``training.train`` writes (``config.json``, ``best.pt``, ``val.json`` with a temperature fitted on
 val for the whole), so ``export_slim``, ``export_onnx`` and ``publish`` ship it as one graph: the service runs it
 like any other model, with one preprocessing and one forward pass per batch.
@@ -9,15 +12,16 @@ like any other model, with one preprocessing and one forward pass per batch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 import torch
 
-from model_store import Manifest, read_manifest
+from model_store import InputSpec, Manifest, read_manifest
 from training.engine import resolve_amp
-from training.runs import SLIM_NAME, build_model, load_weights, require_compatible
+from training.runs import SHARED_INPUT, SLIM_NAME, build_model, load_weights, require_compatible_labels
 from training.tasks import task_for
 from training.train import get_args_parser as train_parser
 from training.train import resolved_config, setup
@@ -30,6 +34,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", type=Path, action="append", required=True, help="a store folder; repeat per member")
     p.add_argument("--data", type=Path, required=True, help="as for training.train: its val split scores the whole")
     p.add_argument("--output", type=Path, required=True)
+    p.add_argument(
+        "--weight",
+        type=float,
+        action="append",
+        help="a member's share of the average, in --member order (default: equal)",
+    )
+    p.add_argument("--input-from", type=int, help="the member whose input the ensemble reads (default: the largest)")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-tta", action="store_true")
     return p
@@ -39,29 +50,62 @@ def read_members(folders: list[Path]) -> list[Manifest]:
     manifests = [read_manifest(f) for f in folders]
     first = manifests[0]
     for m in manifests:
-        require_compatible(m, first.labels, first.input, "member")
+        require_compatible_labels(m, first.labels, "member")
         if m.task != "face-classification" or m.logit_bias:
             raise SystemExit(f"{m.key}: only face-classification members without a logit bias can be joined")
+        if (m.input.framing, m.input.face_margin) != (first.input.framing, first.input.face_margin):
+            raise SystemExit(
+                f"{m.key} reads a {m.input.framing} crop with margin {m.input.face_margin}, {first.key} a "
+                f"{first.input.framing} crop with margin {first.input.face_margin}: members must read the same crop "
+                "(publish one again with --framing/--face-margin)"
+            )
     return manifests
 
 
-def member_args(manifests: list[Manifest]) -> list[dict]:
-    return [
-        {
+def ensemble_input(manifests: list[Manifest], index: int | None) -> InputSpec:
+    """The input the ensemble reads: ``index``'s, or the member's with the most pixels (ties: the first)."""
+    if index is None:
+        index = max(range(len(manifests)), key=lambda i: _pixels(manifests[i].input))
+    if not 0 <= index < len(manifests):
+        raise SystemExit(f"--input-from {index}: there are {len(manifests)} members")
+    return manifests[index].input
+
+
+def _pixels(spec: InputSpec) -> int:
+    return spec.height * spec.width * spec.channels
+
+
+def shared_input(spec: InputSpec) -> dict:
+    return spec.model_dump(include=set(SHARED_INPUT))
+
+
+def member_args(manifests: list[Manifest], spec: InputSpec, weights: list[float] | None = None) -> list[dict]:
+    """Each member as the ensemble's architecture records it; ``input`` only where it reads another than ``spec``."""
+    if weights is not None and len(weights) != len(manifests):
+        raise SystemExit(f"{len(weights)} --weight for {len(manifests)} members: give one per member or none")
+    out = []
+    for i, m in enumerate(manifests):
+        member = {
             "architecture": m.architecture,
             "architecture_args": m.architecture_args,
             "temperature": m.calibration_temperature,
             "source": m.key,
         }
-        for m in manifests
-    ]
+        if weights is not None:
+            member["weight"] = weights[i]
+        if shared_input(m.input) != shared_input(spec):
+            member["input"] = shared_input(m.input)
+        out.append(member)
+    return out
 
 
-def training_args(args: argparse.Namespace, manifests: list[Manifest]) -> argparse.Namespace:
+def training_args(args: argparse.Namespace, manifests: list[Manifest], spec: InputSpec) -> argparse.Namespace:
     """The ``training.train`` arguments of a zero-epoch run of ``emotion_ensemble`` over these members, so that the
     run folder, its resolved config and its val report come out as for any trained model."""
+    members = member_args(manifests, spec, args.weight)
+    arch_args = {"members": members} | ({"input": shared_input(spec)} if any("input" in m for m in members) else {})
     argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]
-    argv += ["--arch-args", json.dumps({"members": member_args(manifests)}), "--labels", ",".join(manifests[0].labels)]
+    argv += ["--arch-args", json.dumps(arch_args), "--labels", ",".join(manifests[0].labels)]
     argv += ["--threads", str(args.threads)] if args.threads else []
     if args.no_tta:
         argv.append("--no-tta")
@@ -70,13 +114,14 @@ def training_args(args: argparse.Namespace, manifests: list[Manifest]) -> argpar
 
 def main(args: argparse.Namespace) -> dict:
     manifests = read_members(args.member)
-    targs = training_args(args, manifests)
+    spec = ensemble_input(manifests, args.input_from)
+    targs = training_args(args, manifests, spec)
     setup(targs)
     task = task_for(targs)
+    task.cfg = dataclasses.replace(task.cfg, input=spec)  # the ensemble reads its chosen member's input and crop
     train, val = task.load()
     amp_dtype = resolve_amp(targs.amp, targs.device)
     cfg = resolved_config(targs, task, train, val, amp_dtype)
-    cfg["input"] = {**cfg["input"], "face_margin": manifests[0].input.face_margin}
     (args.output / "config.json").write_text(json.dumps(cfg, indent=2))
     model = build_model(cfg)
     for net, folder in zip(model.members, args.member, strict=True):

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from model_store import Predictor, StoreEntry, read_manifest
+from model_store import BACKENDS, Predictor, StoreEntry, read_manifest
 from training.attribute_reports import attribute_metrics, write_attribute_report
 from training.data import load_faces
 from training.data_attributes import attribute_splits, load_attributes
@@ -39,7 +39,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="face dataset, feature CSV or attribute CSV (as the model's task)"
     )
     p.add_argument("--split", default="val", help="split to read when the source has several ('' for all)")
-    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    p.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="onnx",
+        help="onnx-int8: the int8 graph the service runs by default",
+    )
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--limit", type=int)
     p.add_argument("--batch-size", type=int, default=256)

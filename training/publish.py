@@ -83,6 +83,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         outputs=cfg["outputs"],
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),
+        mirror_tta=not cfg["args"].get("no_tta", False),  # served as it was evaluated and calibrated
         logit_bias=json.loads(args.logit_bias.read_text()) if args.logit_bias else {},
         thresholds=report.get("thresholds", {}),
         metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},

@@ -109,7 +109,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=["accuracy", "macro_f1", "mean_ap"],
         help="val score that picks the best epoch (default: accuracy; mean_ap for attribute models)",
     )
-    p.add_argument("--no-tta", action="store_true", help="evaluate without horizontal-flip test-time augmentation")
+    p.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="evaluate (and calibrate) without horizontal-flip test-time augmentation; the published model is then "
+        "served without it too (manifest mirror_tta)",
+    )
     p.add_argument("--limit", type=int, help="use at most this many training samples (smoke runs)")
     p.add_argument("--val-limit", type=int)
     p.add_argument(

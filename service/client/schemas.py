@@ -70,6 +70,9 @@ class ModelInfo(BaseModel):
     valence_arousal: VASource
     backend: str
     device: str
+    mirror_tta: bool = Field(
+        True, description="each face averaged with its mirror image (where the model's manifest says it pays)"
+    )
     state: Literal["available", "loading", "loaded", "failed"]
     error: str | None = None
     size_bytes: int

@@ -23,6 +23,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         valence_arousal=m.valence_arousal,
         backend=resolved_backend(record.entry, registry.settings.backend, registry.device),
         device=registry.device,
+        mirror_tta=registry.settings.tta and m.mirror_tta and m.kind.mirror_tta,
         state=record.state,
         error=record.error,
         size_bytes=sum(f.bytes for f in m.files),
