@@ -52,10 +52,11 @@ def make_clip(path: Path, seconds: float) -> Path:
 def naive_baseline(path: Path, sample_fps: float) -> float:
     """Seconds for the frame-by-frame way: read() every frame, full-resolution detection, one model call a face.
 
-    Each face is one ``Predictor.predict`` call without mirror TTA, as this baseline has always been measured
-    (the service averages each face with its mirror, so the baseline does less model work per face than it).
+    Each face is one ``Predictor.predict`` call of the service's default model without mirror TTA, as this baseline
+    has always been measured (the service averages each face with its mirror, so the baseline does less model work
+    per face than it).
     """
-    predictor = Predictor.load(find("fer_emotion_cnn"), tta=False)
+    predictor = Predictor.load(find(Settings(_env_file=None).default_model), tta=False)
     spec = predictor.manifest.input
     detector = DlibHogDetector(max_side=10_000, rotation_fallback=False)
     cap, started, index = cv2.VideoCapture(str(path)), time.perf_counter(), 0

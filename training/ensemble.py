@@ -63,12 +63,16 @@ def read_members(folders: list[Path]) -> list[Manifest]:
 
 
 def ensemble_input(manifests: list[Manifest], index: int | None) -> InputSpec:
-    """The input the ensemble reads: ``index``'s, or the member's with the most pixels (ties: the first)."""
+    """The input the ensemble reads: ``index``'s, or the largest colour member's (gray where every member is gray;
+    ties: the first), so no colour member is handed a gray face."""
     if index is None:
-        index = max(range(len(manifests)), key=lambda i: _pixels(manifests[i].input))
+        index = max(range(len(manifests)), key=lambda i: (manifests[i].input.channels, _pixels(manifests[i].input)))
     if not 0 <= index < len(manifests):
         raise SystemExit(f"--input-from {index}: there are {len(manifests)} members")
-    return manifests[index].input
+    spec = manifests[index].input
+    if any(m.input.channels > spec.channels for m in manifests):
+        log.warning("the ensemble reads gray faces: its colour members get them as three equal channels")
+    return spec
 
 
 def _pixels(spec: InputSpec) -> int:

@@ -186,7 +186,11 @@ def main(args: argparse.Namespace) -> dict:
     logits = predict(predictor, data.images, args.batch_size)
     metrics = classification_metrics(logits, data.targets, labels, entry.manifest.calibration_temperature)
     metrics.update(
-        model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend, tta=predictor.tta
+        model=entry.manifest.key,
+        data=str(args.data),
+        split=args.split,
+        backend=predictor.runner.backend,  # what ran: onnx-int8 falls back to fp32 where there is no int8 graph
+        tta=predictor.tta,
     )
     write_report(args.output, args.name, metrics, labels)
     log.info(
