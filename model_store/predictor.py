@@ -147,14 +147,19 @@ def valence_arousal(manifest: Manifest, probs: np.ndarray, head: np.ndarray | No
     return None
 
 
+def mirrored(manifest: Manifest, tta: bool = True) -> bool:
+    """Whether faces are averaged with their mirror image when served (``tta``: the service's switch): clips,
+    frames and vectors never are; a face model is where its manifest says it pays."""
+    return tta and manifest.kind.mirror_tta and manifest.mirror_tta
+
+
 class Predictor:
     """A store entry loaded on a backend, with the manifest's preprocessing, calibration and labels."""
 
     def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True) -> None:
         self.manifest, self.runner = manifest, runner
         self.kind = manifest.kind
-        # clips, frames and vectors are not mirrored; a face model is where its manifest says it pays
-        self.tta = tta and self.kind.mirror_tta and manifest.mirror_tta
+        self.tta = mirrored(manifest, tta)
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
         bias = manifest.logit_bias

@@ -11,6 +11,7 @@ from torch import nn
 
 from model_store import FeatureSpec, InputSpec, Manifest, parse_input, read_manifest
 from training.models import create_model, input_kwargs
+from training.models.adapt import SHARED_INPUT
 
 SLIM_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
@@ -55,9 +56,6 @@ def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
     cfg = {k: getattr(manifest, k) for k in ("architecture", "architecture_args", "labels")}
     model = build_model({**cfg, "input": manifest.input.model_dump()})
     return load_weights(model, Path(folder) / SLIM_NAME), manifest
-
-
-SHARED_INPUT = ("height", "width", "channels", "mean", "std")
 
 
 def require_compatible_labels(manifest: Manifest, labels: list[str], role: str) -> None:

@@ -17,7 +17,8 @@ from torch import nn
 
 # OpenCV's BGR2GRAY weights, in the RGB order model inputs use.
 GRAY_RGB = (0.299, 0.587, 0.114)
-SHARED = ("height", "width", "channels", "mean", "std")
+# the fields of a face input that one preprocessing fixes: models that agree on them can share a batch
+SHARED_INPUT = ("height", "width", "channels", "mean", "std")
 
 
 def resize_matrix(src: int, dst: int) -> torch.Tensor:
@@ -53,7 +54,7 @@ class InputAdapter(nn.Module):
         super().__init__()
         if source["channels"] not in (1, 3) or target["channels"] not in (1, 3):
             raise ValueError("only gray (1) and colour (3) face inputs can be adapted")
-        self.identity = all(source[k] == target[k] for k in SHARED)
+        self.identity = all(source[k] == target[k] for k in SHARED_INPUT)
         self.to_gray = source["channels"] == 3 and target["channels"] == 1
         self.to_colour = source["channels"] == 1 and target["channels"] == 3
         self.register_buffer("source_mean", _per_channel(source["mean"]), persistent=False)

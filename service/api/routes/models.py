@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from model_store.predictor import mirrored
 from model_store.runtime import resolved_backend
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
@@ -23,7 +24,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         valence_arousal=m.valence_arousal,
         backend=resolved_backend(record.entry, registry.settings.backend, registry.device),
         device=registry.device,
-        mirror_tta=registry.settings.tta and m.mirror_tta and m.kind.mirror_tta,
+        mirror_tta=mirrored(m, registry.settings.tta),
         state=record.state,
         error=record.error,
         size_bytes=sum(f.bytes for f in m.files),
