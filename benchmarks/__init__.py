@@ -1,0 +1,20 @@
+"""Benchmarks and evaluations (``python -m benchmarks.<name>``): they run with the service's settings from the
+environment, so two configurations compare back to back."""
+
+from __future__ import annotations
+
+import argparse
+
+from service.config import Settings
+
+
+def service_settings() -> Settings:
+    """The settings the service would read from this environment (``EMOTION_*``; no ``.env`` file)."""
+    return Settings(_env_file=None)
+
+
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    """``--model``, defaulting to the model the service serves when a request names none."""
+    p.add_argument(
+        "--model", default=service_settings().default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
+    )

@@ -27,10 +27,10 @@ import cv2
 import httpx
 import numpy as np
 
+from benchmarks import add_model_argument, service_settings
 from benchmarks.stages import print_breakdown, stage_breakdown
 from benchmarks.synth import photo_on_canvas
 from model_store import Predictor, find
-from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -40,9 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0, help="per scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument(
-        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
-    )
+    add_model_argument(p)
     p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
     return p
@@ -70,7 +68,7 @@ def raw_model_throughput(model: str, face: bytes, seconds: float, version: str |
     cores the server needs), so it runs a few percent below a default spinning session; raw figures taken with one
     (this script before it used the Predictor) are not directly comparable.
     """
-    settings = Settings(_env_file=None)  # the server's backend and TTA, from the same environment
+    settings = service_settings()  # the server's backend and TTA, from the same environment
     predictor = Predictor.load(find(model, version), settings.backend, tta=settings.tta)
     predictor.warmup()
     n, start = 0, time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 from fastapi.testclient import TestClient
 
+from benchmarks import service_settings
 from benchmarks.synth import Appearance, write_clip
 from model_store import Predictor, crop_face, find
 from service.config import Settings
@@ -56,7 +57,7 @@ def naive_baseline(path: Path, sample_fps: float) -> float:
     has always been measured (the service averages each face with its mirror, so the baseline does less model work
     per face than it).
     """
-    predictor = Predictor.load(find(Settings(_env_file=None).default_model), tta=False)
+    predictor = Predictor.load(find(service_settings().default_model), tta=False)
     spec = predictor.manifest.input
     detector = DlibHogDetector(max_side=10_000, rotation_fallback=False)
     cap, started, index = cv2.VideoCapture(str(path)), time.perf_counter(), 0

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import add_model_argument, service_settings
 from model_store import Predictor, find
-from service.config import DetectorSettings, Settings
+from service.config import DetectorSettings
 from service.detection import DlibHogDetector, FaceDetector, close_up_faces, create_detector, whole_image_if_small
 from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
@@ -39,9 +40,7 @@ PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", type=Path, default=Path("runs/eval_photos"))
-    p.add_argument(
-        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
-    )
+    add_model_argument(p)
     p.add_argument("--version", help="model version (default: the newest, what the service serves)")
     p.add_argument("--align", action="store_true", help="also score eye-levelled crops of the same faces")
     p.add_argument(
@@ -83,7 +82,7 @@ def faceless_images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def service_detector(backend: str | None = None) -> FaceDetector:
     """The detector the service runs with its settings (``backend`` instead of the configured one when given)."""
-    settings = Settings(_env_file=None).detector  # the environment's, as the service reads them
+    settings = service_settings().detector  # the environment's, as the service reads them
     return create_detector(settings.model_copy(update={"backend": backend}) if backend else settings)
 
 

@@ -9,15 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks import add_model_argument
 from model_store import find
-from service.config import Settings
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
-    )
+    add_model_argument(p)
     p.add_argument("--photos", type=Path, default=Path("runs/eval_photos/photos.json"))
     return p
 

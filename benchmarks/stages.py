@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from benchmarks import add_model_argument
 from model_store import Predictor, find
 from service.config import Settings
 from service.detection import create_detector
@@ -31,9 +32,7 @@ from service.schemas import face_response, image_response
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detector", help="detector backend (default: the service's)")
-    p.add_argument(
-        "--model", default=Settings(_env_file=None).default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
-    )
+    add_model_argument(p)
     p.add_argument("--version")
     p.add_argument("--repeats", type=int, default=200)
     return p
