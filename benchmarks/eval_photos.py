@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from benchmarks import add_model_argument, service_settings
 from model_store import Predictor, find
-from service.config import DetectorSettings
 from service.detection import DlibHogDetector, FaceDetector, close_up_faces, create_detector, whole_image_if_small
 from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
@@ -115,7 +114,7 @@ def service_fallbacks(
 ) -> list:
     """What the face pipeline does when the detector finds nothing: a padded second scan (faces that fill the
     photo), then a small photo taken whole; each step's count goes into ``detection``."""
-    settings, detector = DetectorSettings(), detector or service_detector()
+    settings, detector = service_settings().detector, detector or service_detector()
     started, retried = time.perf_counter(), sum(not f for f in faces)
     faces = [
         f or close_up_faces(detector, image, settings.close_up_padding) for image, f in zip(photos, faces, strict=True)
