@@ -7,7 +7,9 @@ average ("combo") is then the mean of its members' calibrated probabilities, whi
 would ship as one graph (for members of one input), so a combination can be judged before it is built. Sets: the
 ``val`` split of each ``--set NAME=SOURCE`` (any face dataset ``training.evaluate`` reads) and, unless
 ``--no-photos``, the largest face of each shared photo as ``/predict/image`` finds it (balanced accuracy over the
-labels with at least ``--min-support`` photos). Writes ``compare.json`` and ``compare.png``.
+labels with at least ``--min-support`` photos). Writes ``compare.json`` and ``compare.png``. ``--grid STEP`` also
+scores every weighting of the candidates in steps of STEP (``grid.json``, ranked by the mean accuracy over the
+``--set`` val sets, as a default's members are weighted): the search behind ``training.ensemble --weight``.
 
     python -m benchmarks.compare_models --entry model_store/fer_emotion_cnn/1.3.0 --entry runs/store/b/1.0.0 \\
         --set fer2013=../shared/data/fer2013 --set rafdb=runs/mix/rafdb.csv --combo 0+1 --output runs/compare
@@ -16,6 +18,7 @@ labels with at least ``--min-support`` photos). Writes ``compare.json`` and ``co
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", help="detector backend for the photos (default: the service's)")
     p.add_argument("--photo-limit", type=int, help="only the first N photos (for quick checks)")
     p.add_argument("--min-support", type=int, default=100)
+    p.add_argument("--grid", type=float, help="also score every weighting of the candidates in steps of this share")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--output", type=Path, default=Path("runs/compare"))
     return p
@@ -215,27 +219,84 @@ def main(args: argparse.Namespace) -> dict:
     entries = open_entries(args.entry)
     members = candidates(entries, args.variant, args.threads)
     combos = [parse_combo(c, len(members)) for c in args.combo]
+    if args.grid:
+        simplex(len(members), args.grid)  # a bad step is refused before any model runs
     labels = list(entries[0].manifest.labels)
     prepared = face_sets(args, [m.spec for m in members], labels)
     names = [m.name for m in members] + ["mean of " + " ".join(f"[{i}]" for i in combo) for combo in combos]
     results: dict[str, dict] = {name: {} for name in names}
     first = prepared[spec_key(members[0].spec)]
+    temps = [m.temperature for m in members]
+    outputs: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
     for set_name, (_, targets) in first.items():
         logits = [
             m.predictor.predict_faces(prepared[spec_key(m.spec)][set_name][0]).logits
             for m in tqdm(members, desc=set_name, unit="model", leave=False)
         ]
-        temps = [m.temperature for m in members]
+        outputs[set_name] = (logits, targets)
         rows = list(zip(logits, temps, strict=True))
         rows += [(mean_calibrated([logits[i] for i in c], [temps[i] for i in c]), 1.0) for c in combos]
         for name, (z, t) in zip(results, rows, strict=True):
             results[name][set_name] = score(z, targets, labels, t, args.min_support)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "compare.json").write_text(json.dumps(results, indent=2))
+    if args.grid:
+        grid = weight_grid(outputs, temps, args.grid, args.min_support)
+        (args.output / "grid.json").write_text(json.dumps(grid, indent=2))
+        for row in grid[:10]:
+            print("weights " + " ".join(f"{w:.2f}" for w in row["weights"]) + ": " + grid_cells(row))
     plot(results, args.output / "compare.png")
     for name, by_set in results.items():
         print(f"{name}: " + " | ".join(summary_cells(by_set)))
     return results
+
+
+def simplex(n: int, step: float) -> list[tuple[float, ...]]:
+    """Every ``n`` non-negative shares in multiples of ``step`` that sum to one."""
+    units = round(1 / step)
+    if not 0 < step <= 0.5 or abs(units * step - 1) > 1e-9:
+        raise ValueError(f"--grid {step}: give a step that divides 1, at most 0.5 (e.g. 0.1)")
+    return [tuple(k / units for k in c) for c in itertools.product(range(units + 1), repeat=n) if sum(c) == units]
+
+
+def weighted_scores(probs: np.ndarray, targets: np.ndarray, min_support: int) -> dict:
+    """Accuracy and balanced accuracy (over labels with ``min_support`` samples) of ``argmax(probs)``: all a grid
+    row needs, fast enough for thousands of rows."""
+    pred = probs.argmax(1)
+    counted = [k for k in range(probs.shape[1]) if (targets == k).sum() >= min_support]
+    recall = [float(((pred == k) & (targets == k)).sum() / (targets == k).sum()) for k in counted]
+    return {"accuracy": float((pred == targets).mean()), "balanced_accuracy": float(np.mean(recall))}
+
+
+def weight_grid(outputs: dict, temperatures: list[float], step: float, min_support: int) -> list[dict]:
+    """Each weighting of the candidates' calibrated probabilities scored on every set, best first: mean accuracy
+    over the val sets (not the photos, which are development data), then the photos' balanced accuracy."""
+    probs = {
+        name: ([softmax(z, t) for z, t in zip(logits, temperatures, strict=True)], y)
+        for name, (logits, y) in outputs.items()
+    }
+    rows = []
+    for weights in simplex(len(temperatures), step):
+        row = {"weights": list(weights)}
+        for name, (p, y) in probs.items():
+            mixed = sum(w * q for w, q in zip(weights, p, strict=True) if w)
+            row[name] = weighted_scores(mixed, y, min_support if name == "photos" else 1)
+        rows.append(row)
+    val = [name for name in outputs if name != "photos"]
+
+    def rank(row: dict) -> tuple[float, float]:
+        mean = float(np.mean([row[n]["accuracy"] for n in val])) if val else 0.0
+        return mean, row["photos"]["balanced_accuracy"] if "photos" in row else 0.0
+
+    return sorted(rows, key=rank, reverse=True)
+
+
+def grid_cells(row: dict) -> str:
+    return " | ".join(
+        f"{n} {m['accuracy']:.3f}" + (f" balanced {m['balanced_accuracy']:.3f}" if n == "photos" else "")
+        for n, m in row.items()
+        if n != "weights"
+    )
 
 
 def summary_cells(by_set: dict) -> list[str]:

@@ -36,6 +36,24 @@ def test_bad_combos_are_refused_with_the_fix(text):
         compare_models.parse_combo(text, 3)
 
 
+def test_the_grid_covers_every_weighting_that_sums_to_one():
+    rows = compare_models.simplex(3, 0.25)
+    assert len(rows) == 15 and all(abs(sum(r) - 1) < 1e-9 for r in rows) and (0.5, 0.25, 0.25) in rows
+    with pytest.raises(ValueError, match=r"--grid 0\.3"):
+        compare_models.simplex(2, 0.3)
+
+
+def test_grid_rows_rank_by_val_accuracy_and_score_photos_balanced():
+    y = np.array([0, 0, 1, 1])
+    right, wrong = np.log(np.eye(2)[y] * 0.9 + 0.05), np.log(np.eye(2)[1 - y] * 0.9 + 0.05)
+    photos = np.log(np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.1, 0.9]]))  # one of two label-1 photos
+    outputs = {"val": ([right, wrong], y), "photos": ([photos, photos], y)}
+    grid = compare_models.weight_grid(outputs, [1.0, 1.0], 0.5, min_support=1)
+    assert grid[0]["weights"] == [1.0, 0.0] and grid[0]["val"]["accuracy"] == 1.0
+    assert grid[-1]["weights"] == [0.0, 1.0] and grid[-1]["val"]["accuracy"] == 0.0
+    assert grid[0]["photos"] == {"accuracy": 0.75, "balanced_accuracy": 0.75}
+
+
 def test_entries_with_other_labels_cannot_be_compared(tmp_path, default_entry):
     other = default_entry.manifest.model_copy(update={"labels": list(reversed(default_entry.manifest.labels))})
     (tmp_path / "manifest.json").write_text(other.model_dump_json())
@@ -80,7 +98,7 @@ def test_real_models_on_val_faces_and_photos(tmp_path, fer_root, photo_paths):
     fast, default = find("fer_emotion_cnn"), find(DEFAULT_MODEL)
     argv = f"--entry {fast.folder} --entry {default.folder} --variant 0:face_margin=0.0"
     argv += f" --set fer={tmp_path / 'faces.csv'} --combo 1 --combo 0+1"
-    argv += f" --photo-limit 40 --min-support 1 --output {tmp_path / 'out'}"
+    argv += f" --photo-limit 40 --min-support 1 --grid 0.5 --output {tmp_path / 'out'}"
     args = compare_models.get_args_parser().parse_args(argv.split())
     results = compare_models.main(args)
     name = f"fer_emotion_cnn {fast.manifest.version}"
@@ -93,5 +111,9 @@ def test_real_models_on_val_faces_and_photos(tmp_path, fer_root, photo_paths):
     for name in ("fer", "photos"):  # one member averaged is the member itself
         assert combo_alone[name]["confusion_matrix"] == alone[name]["confusion_matrix"]
     assert alone["fer"]["accuracy"] > 0.6  # 40 easy FER2013 val faces: the shipped model reads most of them
+    grid = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert len(grid) == 6  # three candidates in halves
+    only_default = next(row for row in grid if row["weights"] == [0.0, 1.0, 0.0])
+    assert only_default["fer"]["accuracy"] == pytest.approx(alone["fer"]["accuracy"])
     saved = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert list(saved) == list(results) and (tmp_path / "out" / "compare.png").stat().st_size > 1000

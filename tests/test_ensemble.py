@@ -84,14 +84,21 @@ def test_members_reading_another_crop_are_refused(members, tmp_path):
         ensemble.read_members([folders[0], other])
 
 
-def test_members_of_other_inputs_serve_as_their_weighted_average(members, tmp_path, fer_root):
+@pytest.fixture(scope="module")
+def colour_member(members, tmp_path_factory, fer_root):
+    """A 64-px colour member published beside the gray ones."""
+    store, _ = members
+    colour = tmp_path_factory.mktemp("colour")
+    data = ("--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "1")
+    run_train(*data, "--output", str(colour), "--channels", "3", "--input-size", "64", *TINY)
+    return export_and_publish(colour, store, "colour64")
+
+
+def test_members_of_other_inputs_serve_as_their_weighted_average(members, colour_member, tmp_path, fer_root):
     """A 48-px gray member beside a 64-px colour one: the ensemble reads colour at 64 px and makes the gray member's
     input in the graph, so it serves (onnxruntime and torch) what each member gives on its own crop."""
     store, folders = members
-    colour = tmp_path / "colour"
-    data = ("--data", str(fer_root), "--limit", "256", "--val-limit", "64", "--epochs", "1")
-    run_train(*data, "--output", str(colour), "--channels", "3", "--input-size", "64", *TINY)
-    wide = export_and_publish(colour, store, "colour64")
+    wide = colour_member
     run = tmp_path / "mixed"
     argv = ["--data", str(fer_root), "--output", str(run), "--weight", "1", "--weight", "3", "--no-tta"]
     ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={wide}"]))
@@ -111,6 +118,56 @@ def test_members_of_other_inputs_serve_as_their_weighted_average(members, tmp_pa
     for backend in ("onnx", "torch"):
         got = np.exp(Predictor.load(joined, backend=backend).predict(crops).logits)
         assert np.abs(got - expected).max() < 2e-3  # the gray member's own path rounds its 48-px crop to uint8
+
+
+def test_frozen_members_keep_their_weights_and_statistics():
+    nets = [nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 3)) for _ in range(2)]
+    model = Ensemble(nets, [1.0, 1.0], frozen=[True, False])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    assert not model.members[0].training and model.members[1].training
+    nn.functional.nll_loss(model(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("members.0."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("members.1."))
+    with pytest.raises(ValueError, match="at least one member left to train"):
+        Ensemble(nets, [1.0, 1.0], frozen=[True, True])
+
+
+def test_an_ensemble_trains_as_a_whole_around_a_frozen_member(members, colour_member, tmp_path, fer_root):
+    """``training.train --arch emotion_ensemble``: the run reads the input the ensemble records (64-px colour here,
+    not the registry's 48-px gray) and only the members not marked frozen learn."""
+    _, folders = members
+    joined = tmp_path / "joined"
+    argv = ["--data", str(fer_root), "--output", str(joined), "--no-tta"]
+    ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={colour_member}"]))
+    arch_args = load_config(joined)["architecture_args"]
+    arch_args["members"][0]["frozen"] = True
+    run = tmp_path / "whole"
+    data = ("--data", str(fer_root), "--limit", "128", "--val-limit", "64", "--epochs", "1", "--lr", "0.05")
+    run_train(
+        *data,
+        "--output",
+        str(run),
+        "--arch",
+        "emotion_ensemble",
+        "--arch-args",
+        json.dumps(arch_args),
+        "--finetune",
+        str(joined / "best.pt"),
+        "--no-tta",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    )
+    assert (load_config(run)["input"]["height"], load_config(run)["input"]["channels"]) == (64, 3)
+    start = torch.load(joined / "best.pt", weights_only=True)["model"]
+    end = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(start[k], end[k]) for k in start if k.startswith("members.0."))
+    assert not all(torch.equal(start[k], end[k]) for k in start if k.startswith("members.1."))
 
 
 def test_teacher_targets_blend_labels_with_its_calibrated_probabilities():

@@ -24,6 +24,7 @@ class Ensemble(nn.Module):
         temperatures: list[float],
         weights: list[float] | None = None,
         adapters: list[nn.Module] | None = None,
+        frozen: list[bool] | None = None,
     ) -> None:
         super().__init__()
         if not members or len(members) != len(temperatures):
@@ -35,6 +36,19 @@ class Ensemble(nn.Module):
         self.adapters = nn.ModuleList(adapters or [nn.Identity() for _ in members])
         self.register_buffer("inverse_temperature", torch.tensor([1.0 / t for t in temperatures]))
         self.register_buffer("weight", torch.tensor(weights) / sum(weights), persistent=False)
+        self.frozen = [bool(f) for f in frozen] if frozen else [False] * len(members)
+        if len(self.frozen) != len(members) or all(self.frozen):
+            raise ValueError("one frozen flag per member, and at least one member left to train")
+        for member, fixed in zip(self.members, self.frozen, strict=True):
+            member.requires_grad_(not fixed)
+
+    def train(self, mode: bool = True) -> Ensemble:
+        """Frozen members stay in eval mode (batch-norm statistics included) while the others train."""
+        super().train(mode)
+        for member, fixed in zip(self.members, self.frozen, strict=True):
+            if fixed:
+                member.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = 0
@@ -53,9 +67,11 @@ _DEFAULT_MEMBERS = ({**_TINY, "temperature": 1.0}, {**_TINY, "temperature": 0.8}
 
 @register_model(task="face-classification", input=GRAY48, members=_DEFAULT_MEMBERS)
 def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input: dict | None = None, **_) -> nn.Module:
-    """``members``: ``[{"architecture", "architecture_args", "temperature", "weight", "input"}, ...]`` as recorded
-    in the manifest; ``input`` (the ensemble's own, as each member's: height, width, channels, mean, std) is needed
-    only when a member records another input than it."""
+    """``members``: ``[{"architecture", "architecture_args", "temperature", "weight", "input", "frozen"}, ...]`` as
+    recorded in the manifest; ``input`` (the ensemble's own, as each member's: height, width, channels, mean, std) is
+    needed only when a member records another input than it. ``frozen`` members keep their weights when the
+    ensemble is trained as a whole (``training.train --arch emotion_ensemble``): the others learn to complement
+    them."""
     nets, adapters = [], []
     for m in members:
         own = m.get("input")
@@ -71,4 +87,5 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
             raise ValueError("an ensemble whose members record their inputs needs its own input as well")
         adapters.append(InputAdapter(input, own) if own else nn.Identity())
     temperatures = [float(m.get("temperature", 1.0)) for m in members]
-    return Ensemble(nets, temperatures, [float(m.get("weight", 1.0)) for m in members], adapters)
+    weights = [float(m.get("weight", 1.0)) for m in members]
+    return Ensemble(nets, temperatures, weights, adapters, [bool(m.get("frozen", False)) for m in members])

@@ -43,7 +43,9 @@ class FaceTask(TrainTask):
         self._teacher: Teacher | None = None
 
     def build_spec(self) -> InputSpec:
-        spec, args, update = self.cfg.input, self.args, {}
+        """The architecture's input, or the one its arguments record (an ensemble's), then the overrides."""
+        spec, args = self.cfg.input, self.args
+        update = dict(args.arch_args.get("input") or {})
         if args.input_size:
             update.update(height=args.input_size, width=args.input_size)
         if args.face_margin is not None:
