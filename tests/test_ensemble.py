@@ -34,6 +34,54 @@ def test_mean_of_each_members_calibrated_probabilities():
     assert out.shape == (4, 3) and torch.allclose(out.exp(), expected.expand(4, -1), atol=1e-6)
 
 
+COLOUR_IN = {"height": 8, "width": 8, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def gray_and_colour_rows() -> torch.Tensor:
+    """Row 0 a gray face (equal channels), row 1 a colour one, in the normalised input space of ``COLOUR_IN``."""
+    x = torch.rand(2, 3, 8, 8)
+    x[0] = x[0, :1].expand(3, -1, -1)
+    return (x - 0.5) / 0.25
+
+
+def test_routed_members_score_only_their_faces():
+    a, b, c = [2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]
+    model = Ensemble([Fixed(a), Fixed(b), Fixed(c)], [1.0] * 3, faces=["all", "gray", "colour"], input=COLOUR_IN)
+    out = model(gray_and_colour_rows()).exp()
+    sm = [torch.softmax(torch.tensor(v), 0) for v in (a, b, c)]
+    assert torch.allclose(out[0], (sm[0] + sm[1]) / 2, atol=1e-6) and torch.allclose(
+        out[1], (sm[0] + sm[2]) / 2, atol=1e-6
+    )
+
+
+def test_routing_needs_a_colour_input_and_a_member_for_every_face():
+    with pytest.raises(ValueError, match="reads colour"):
+        Ensemble([Fixed([0.0]), Fixed([1.0])], [1.0, 1.0], faces=["all", "gray"])
+    with pytest.raises(ValueError, match="no member scores colour faces"):
+        Ensemble([Fixed([0.0]), Fixed([1.0])], [1.0, 1.0], faces=["gray", "gray"], input=COLOUR_IN)
+
+
+def test_a_routed_ensemble_exports_and_runs_batches_of_one_kind(tmp_path):
+    """One net per face: the ONNX graph selects rows, and onnxruntime runs it on batches where a member gets none."""
+    import onnxruntime as ort
+
+    from training.export_onnx import export
+
+    torch.manual_seed(0)
+    nets = [
+        nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+        for _ in range(3)
+    ]
+    model = Ensemble(nets, [1.0] * 3, faces=["all", "gray", "colour"], input=COLOUR_IN).eval()
+    x = gray_and_colour_rows()
+    path = export(model, x, ["logits"], tmp_path / "routed.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (x, x[:1], x[1:], torch.cat([x[1:], x[:1], x[1:]])):
+        with torch.inference_mode():
+            expected = model(batch).numpy()
+        assert np.abs(session.run(None, {"input": batch.numpy()})[0] - expected).max() < 1e-5
+
+
 def test_an_ensemble_needs_a_temperature_per_member():
     with pytest.raises(ValueError, match="one temperature per member"):
         Ensemble([Fixed([0.0])], [1.0, 2.0])
@@ -168,6 +216,25 @@ def test_an_ensemble_trains_as_a_whole_around_a_frozen_member(members, colour_me
     end = torch.load(run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(start[k], end[k]) for k in start if k.startswith("members.0."))
     assert not all(torch.equal(start[k], end[k]) for k in start if k.startswith("members.1."))
+
+
+def test_a_member_routed_to_colour_faces_is_recorded_and_has_no_torch_program(
+    members, colour_member, tmp_path, fer_root, caplog
+):
+    from training import export_slim
+
+    _, folders = members
+    run = tmp_path / "routed"
+    argv = ["--data", str(fer_root), "--output", str(run), "--faces", "1=colour", "--no-tta"]
+    ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={colour_member}"]))
+    recorded = load_config(run)["architecture_args"]
+    assert [m.get("faces") for m in recorded["members"]] == [None, "colour"] and recorded["input"]["channels"] == 3
+    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program"]))
+    assert not (run / "export" / "model.pt2").exists() and "serve it with onnxruntime" in caplog.text
+    with pytest.raises(SystemExit, match="--faces"):
+        ensemble.main(
+            ensemble.get_args_parser().parse_args([*argv[:-3], "--faces", "2=colour", f"--member={folders[0]}"])
+        )
 
 
 def test_teacher_targets_blend_labels_with_its_calibrated_probabilities():

@@ -40,6 +40,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="append",
         help="a member's share of the average, in --member order (default: equal)",
     )
+    p.add_argument(
+        "--faces",
+        action="append",
+        default=[],
+        metavar="I=KIND",
+        help="member I scores only gray or only colour faces (KIND gray|colour; needs a colour ensemble input): one "
+        "face runs only its own members",
+    )
     p.add_argument("--input-from", type=int, help="the member whose input the ensemble reads (default: the largest)")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-tta", action="store_true")
@@ -83,6 +91,17 @@ def shared_input(spec: InputSpec) -> dict:
     return spec.model_dump(include=set(SHARED_INPUT))
 
 
+def parse_faces(items: list[str], n: int) -> dict[int, str]:
+    """``["2=colour"]`` -> ``{2: "colour"}``; each index names a member, each kind is gray or colour."""
+    out = {}
+    for item in items:
+        index, _, kind = item.partition("=")
+        if not index.isdigit() or not 0 <= int(index) < n or kind not in ("gray", "colour"):
+            raise SystemExit(f"--faces {item!r}: write I=gray or I=colour with I in 0..{n - 1}")
+        out[int(index)] = kind
+    return out
+
+
 def member_args(manifests: list[Manifest], spec: InputSpec, weights: list[float] | None = None) -> list[dict]:
     """Each member as the ensemble's architecture records it; ``input`` only where it reads another than ``spec``."""
     if weights is not None and len(weights) != len(manifests):
@@ -107,7 +126,10 @@ def training_args(args: argparse.Namespace, manifests: list[Manifest], spec: Inp
     """The ``training.train`` arguments of a zero-epoch run of ``emotion_ensemble`` over these members, so that the
     run folder, its resolved config and its val report come out as for any trained model."""
     members = member_args(manifests, spec, args.weight)
-    arch_args = {"members": members} | ({"input": shared_input(spec)} if any("input" in m for m in members) else {})
+    for i, kind in parse_faces(args.faces, len(members)).items():
+        members[i]["faces"] = kind
+    needs_input = any("faces" in m or "input" in m for m in members)
+    arch_args = {"members": members} | ({"input": shared_input(spec)} if needs_input else {})
     argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]
     argv += ["--arch-args", json.dumps(arch_args), "--labels", ",".join(manifests[0].labels)]
     argv += ["--threads", str(args.threads)] if args.threads else []

@@ -91,7 +91,14 @@ def main(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     n = save_slim(model, out, {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
     log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
-    if args.torch_program:
+    if args.torch_program and any(kind != "all" for kind in getattr(model, "faces", ())):
+        # torch.export keeps the exporter's size hint as a runtime check, which a batch of one kind of face fails
+        log.warning(
+            "no %s: a routed ensemble's torch program cannot run batches without gray or colour faces; "
+            "serve it with onnxruntime",
+            TORCH_PROGRAM_NAME,
+        )
+    elif args.torch_program:
         program = export_program(model, input_spec(cfg), out.with_name(TORCH_PROGRAM_NAME), out)
         log.info("wrote %s (%.2f MB)", program, program.stat().st_size / 1e6)
     return out

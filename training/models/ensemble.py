@@ -10,6 +10,9 @@ from training.models.adapt import InputAdapter
 from training.models.face import GRAY48
 from training.models.registry import create_model, register_model
 
+FACES = ("all", "gray", "colour")
+GRAY_SPREAD = 2 / 255
+
 
 class Ensemble(nn.Module):
     """Weighted mean of the members' calibrated probabilities, returned as log-probabilities.
@@ -25,6 +28,8 @@ class Ensemble(nn.Module):
         weights: list[float] | None = None,
         adapters: list[nn.Module] | None = None,
         frozen: list[bool] | None = None,
+        faces: list[str] | None = None,
+        input: dict | None = None,
     ) -> None:
         super().__init__()
         if not members or len(members) != len(temperatures):
@@ -41,6 +46,24 @@ class Ensemble(nn.Module):
             raise ValueError("one frozen flag per member, and at least one member left to train")
         for member, fixed in zip(self.members, self.frozen, strict=True):
             member.requires_grad_(not fixed)
+        self.faces = list(faces) if faces else ["all"] * len(members)
+        self._route_check(input)
+
+    def _route_check(self, input: dict | None) -> None:
+        """Members that score only gray or only colour faces need the ensemble's colour input (to tell them apart)
+        and every face must have a member."""
+        if len(self.faces) != len(self.members) or set(self.faces) - set(FACES):
+            raise ValueError(f"one faces value per member, each one of {FACES}")
+        if self.faces == ["all"] * len(self.members):
+            return
+        if not input or input["channels"] != 3:
+            raise ValueError("members routed to gray or colour faces need an ensemble that reads colour")
+        for kind in ("gray", "colour"):
+            if not any(f in ("all", kind) for f in self.faces):
+                raise ValueError(f"no member scores {kind} faces")
+        shape = (1, 3, 1, 1)
+        self.register_buffer("in_mean", torch.tensor(input["mean"]).view(shape), persistent=False)
+        self.register_buffer("in_std", torch.tensor(input["std"]).view(shape), persistent=False)
 
     def train(self, mode: bool = True) -> Ensemble:
         """Frozen members stay in eval mode (batch-norm statistics included) while the others train."""
@@ -50,13 +73,42 @@ class Ensemble(nn.Module):
                 member.eval()
         return self
 
+    def member_probs(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        out = self.members[i](self.adapters[i](x))
+        logits = out[0] if isinstance(out, tuple) else out
+        return torch.softmax(logits.float() * self.inverse_temperature[i], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(kind != "all" for kind in self.faces):
+            return self.routed(x)
         probs = 0
-        for i, (member, adapter) in enumerate(zip(self.members, self.adapters, strict=True)):
-            out = member(adapter(x))
-            logits = out[0] if isinstance(out, tuple) else out
-            probs = probs + self.weight[i] * torch.softmax(logits.float() * self.inverse_temperature[i], dim=1)
+        for i in range(len(self.members)):
+            probs = probs + self.weight[i] * self.member_probs(i, x)
         return torch.log(probs.clamp_min(1e-8))
+
+    def gray_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Faces whose three channels agree (mean spread under 2 levels of 255): gray photos, FER2013-like crops."""
+        pixels = x * self.in_std + self.in_mean
+        return (pixels.amax(1) - pixels.amin(1)).mean((1, 2)) < GRAY_SPREAD
+
+    def routed(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member scores only the rows it is for (all, gray or colour faces), so a face costs only its own
+        members; each row's weights are renormalised over the members that scored it."""
+        gray = self.gray_rows(x)
+        total, norm = 0.0, 0.0
+        for i, kind in enumerate(self.faces):
+            if kind == "all":
+                mask, p = torch.ones_like(gray), self.member_probs(i, x)
+            else:
+                mask = gray if kind == "gray" else ~gray
+                rows = torch.nonzero(mask).squeeze(1)
+                if torch.compiler.is_exporting():
+                    torch._check(rows.shape[0] != 0)  # a size hint for the exporter; onnxruntime runs empty selections
+                part = self.member_probs(i, x.index_select(0, rows))
+                p = part.new_zeros((x.shape[0], part.shape[1])).index_copy(0, rows, part)
+            total = total + self.weight[i] * p
+            norm = norm + self.weight[i] * mask.float().unsqueeze(1)
+        return torch.log((total / norm).clamp_min(1e-8))
 
 
 # Two narrow members, so the registry's defaults build (and export) a real ensemble; training.ensemble passes the
@@ -69,7 +121,8 @@ _DEFAULT_MEMBERS = ({**_TINY, "temperature": 1.0}, {**_TINY, "temperature": 0.8}
 def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input: dict | None = None, **_) -> nn.Module:
     """``members``: ``[{"architecture", "architecture_args", "temperature", "weight", "input", "frozen"}, ...]`` as
     recorded in the manifest; ``input`` (the ensemble's own, as each member's: height, width, channels, mean, std) is
-    needed only when a member records another input than it. ``frozen`` members keep their weights when the
+    needed only when a member records another input than it. ``faces`` ("all", "gray" or "colour") runs a member on
+    those faces only, which needs the ensemble's colour input. ``frozen`` members keep their weights when the
     ensemble is trained as a whole (``training.train --arch emotion_ensemble``): the others learn to complement
     them."""
     nets, adapters = [], []
@@ -88,4 +141,5 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
         adapters.append(InputAdapter(input, own) if own else nn.Identity())
     temperatures = [float(m.get("temperature", 1.0)) for m in members]
     weights = [float(m.get("weight", 1.0)) for m in members]
-    return Ensemble(nets, temperatures, weights, adapters, [bool(m.get("frozen", False)) for m in members])
+    frozen = [bool(m.get("frozen", False)) for m in members]
+    return Ensemble(nets, temperatures, weights, adapters, frozen, [m.get("faces", "all") for m in members], input)
