@@ -221,7 +221,7 @@ def test_an_ensemble_trains_as_a_whole_around_a_frozen_member(members, colour_me
 def test_a_member_routed_to_colour_faces_is_recorded_and_has_no_torch_program(
     members, colour_member, tmp_path, fer_root, caplog
 ):
-    from training import export_slim
+    from training import quantize
 
     _, folders = members
     run = tmp_path / "routed"
@@ -229,8 +229,13 @@ def test_a_member_routed_to_colour_faces_is_recorded_and_has_no_torch_program(
     ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={colour_member}"]))
     recorded = load_config(run)["architecture_args"]
     assert [m.get("faces") for m in recorded["members"]] == [None, "colour"] and recorded["input"]["channels"] == 3
-    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program"]))
-    assert not (run / "export" / "model.pt2").exists() and "serve it with onnxruntime" in caplog.text
+    folder = export_and_publish(run, tmp_path / "store", "routed")  # --torch-program included
+    assert not (folder / "model.pt2").exists() and "serve it with onnxruntime" in caplog.text
+    quantize_args = ["--model", str(folder), "--data", str(fer_root), "--samples", "16", "--check-samples", "16"]
+    with pytest.raises(SystemExit, match="--method minmax"):
+        quantize.main(quantize.get_args_parser().parse_args(quantize_args))
+    quantize.main(quantize.get_args_parser().parse_args([*quantize_args, "--method", "minmax"]))
+    assert (folder / "model.int8.onnx").is_file()
     with pytest.raises(SystemExit, match="--faces"):
         ensemble.main(
             ensemble.get_args_parser().parse_args([*argv[:-3], "--faces", "2=colour", f"--member={folders[0]}"])

@@ -130,6 +130,10 @@ def main(args: argparse.Namespace) -> dict:
     manifest = read_manifest(folder)
     if manifest.file("onnx") is None:
         raise SystemExit(f"{manifest.key} has no ONNX graph to quantise")
+    routed = any(m.get("faces", "all") != "all" for m in manifest.architecture_args.get("members", []))
+    if routed and args.method != "minmax":
+        # a routed member sees a different number of rows per calibration batch, which only min/max can pool
+        raise SystemExit(f"{manifest.key} routes members to gray or colour faces: calibrate it with --method minmax")
     calibration = model_inputs(folder, args.data, args.split, args.samples, args.seed)
     staged = folder / f".{INT8_NAME}.tmp"  # the entry keeps its old graph and manifest until both are ready
     quantize(folder, calibration, staged, args)
