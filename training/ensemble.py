@@ -21,6 +21,7 @@ import torch
 
 from model_store import InputSpec, Manifest, read_manifest
 from training.engine import resolve_amp
+from training.models.ensemble import FACES
 from training.runs import SHARED_INPUT, SLIM_NAME, build_model, load_weights, require_compatible_labels
 from training.tasks import task_for
 from training.train import get_args_parser as train_parser
@@ -96,7 +97,7 @@ def parse_faces(items: list[str], n: int) -> dict[int, str]:
     out = {}
     for item in items:
         index, _, kind = item.partition("=")
-        if not index.isdigit() or not 0 <= int(index) < n or kind not in ("gray", "colour"):
+        if not index.isdigit() or not 0 <= int(index) < n or kind not in FACES[1:]:
             raise SystemExit(f"--faces {item!r}: write I=gray or I=colour with I in 0..{n - 1}")
         out[int(index)] = kind
     return out

@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     n = save_slim(model, out, {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
     log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
-    if args.torch_program and any(kind != "all" for kind in getattr(model, "faces", ())):
+    if args.torch_program and getattr(model, "routes", False):
         # torch.export keeps the exporter's size hint as a runtime check, which a batch of one kind of face fails
         log.warning(
             "no %s: a routed ensemble's torch program cannot run batches without gray or colour faces; "

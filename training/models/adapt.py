@@ -43,7 +43,8 @@ def resize_matrix(src: int, dst: int) -> torch.Tensor:
     return m.float()
 
 
-def _per_channel(values: list[float]) -> torch.Tensor:
+def per_channel(values: list[float]) -> torch.Tensor:
+    """A mean or std list as a ``Cx1x1`` tensor that broadcasts over ``NxCxHxW`` batches."""
     return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
 
 
@@ -57,10 +58,10 @@ class InputAdapter(nn.Module):
         self.identity = all(source[k] == target[k] for k in SHARED_INPUT)
         self.to_gray = source["channels"] == 3 and target["channels"] == 1
         self.to_colour = source["channels"] == 1 and target["channels"] == 3
-        self.register_buffer("source_mean", _per_channel(source["mean"]), persistent=False)
-        self.register_buffer("source_std", _per_channel(source["std"]), persistent=False)
-        self.register_buffer("target_mean", _per_channel(target["mean"]), persistent=False)
-        self.register_buffer("target_std", _per_channel(target["std"]), persistent=False)
+        self.register_buffer("source_mean", per_channel(source["mean"]), persistent=False)
+        self.register_buffer("source_std", per_channel(source["std"]), persistent=False)
+        self.register_buffer("target_mean", per_channel(target["mean"]), persistent=False)
+        self.register_buffer("target_std", per_channel(target["std"]), persistent=False)
         self.register_buffer("gray", torch.tensor(GRAY_RGB).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rows", resize_matrix(source["height"], target["height"]), persistent=False)
         self.register_buffer("cols", resize_matrix(source["width"], target["width"]).T.contiguous(), persistent=False)

@@ -3,15 +3,22 @@ inputs than the ensemble (size, channels, normalisation): each gets its own from
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
-from training.models.adapt import InputAdapter
+from training.models.adapt import InputAdapter, per_channel
 from training.models.face import GRAY48
 from training.models.registry import create_model, register_model
 
 FACES = ("all", "gray", "colour")
 GRAY_SPREAD = 2 / 255
+
+
+def routes(faces: Iterable[str]) -> bool:
+    """Whether any member is routed to gray or colour faces only (``faces`` as the members record them)."""
+    return any(kind != "all" for kind in faces)
 
 
 class Ensemble(nn.Module):
@@ -47,6 +54,7 @@ class Ensemble(nn.Module):
         for member, fixed in zip(self.members, self.frozen, strict=True):
             member.requires_grad_(not fixed)
         self.faces = list(faces) if faces else ["all"] * len(members)
+        self.routes = routes(self.faces)
         self._route_check(input)
 
     def _route_check(self, input: dict | None) -> None:
@@ -54,16 +62,15 @@ class Ensemble(nn.Module):
         and every face must have a member."""
         if len(self.faces) != len(self.members) or set(self.faces) - set(FACES):
             raise ValueError(f"one faces value per member, each one of {FACES}")
-        if self.faces == ["all"] * len(self.members):
+        if not self.routes:
             return
         if not input or input["channels"] != 3:
             raise ValueError("members routed to gray or colour faces need an ensemble that reads colour")
         for kind in ("gray", "colour"):
             if not any(f in ("all", kind) for f in self.faces):
                 raise ValueError(f"no member scores {kind} faces")
-        shape = (1, 3, 1, 1)
-        self.register_buffer("in_mean", torch.tensor(input["mean"]).view(shape), persistent=False)
-        self.register_buffer("in_std", torch.tensor(input["std"]).view(shape), persistent=False)
+        self.register_buffer("in_mean", per_channel(input["mean"]), persistent=False)
+        self.register_buffer("in_std", per_channel(input["std"]), persistent=False)
 
     def train(self, mode: bool = True) -> Ensemble:
         """Frozen members stay in eval mode (batch-norm statistics included) while the others train."""
@@ -79,7 +86,7 @@ class Ensemble(nn.Module):
         return torch.softmax(logits.float() * self.inverse_temperature[i], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(kind != "all" for kind in self.faces):
+        if self.routes:
             return self.routed(x)
         probs = 0
         for i in range(len(self.members)):
