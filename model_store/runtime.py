@@ -137,9 +137,10 @@ BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
     "onnx-int8": ("onnx_int8", OnnxRunner),
     "torch": ("torch_program", TorchRunner),
 }
-# where an entry has no file for the backend asked for (int8 is published per model), or the device is one the
-# backend is not for (int8 graphs are for CPUs), this one runs it
-FALLBACK: dict[str, str] = {"onnx-int8": "onnx"}
+# where an entry has no file for the backend asked for (int8 is published per model; a routed ensemble has no torch
+# program, since torch.export cannot run its one-kind batches), or the device is one the backend is not for (int8
+# graphs are for CPUs), this one runs it
+FALLBACK: dict[str, str] = {"onnx-int8": "onnx", "torch": "onnx"}
 CPU_ONLY = {"onnx-int8"}
 LINKED_ROLES = {"onnx", "torch_program"}  # files that may read their weights from model.safetensors
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from model_store import Predictor, StoreEntry, normalize, read_manifest, scan
+from model_store.linked import tensor_ranges
 from tests.test_training import TINY, export_and_publish, run_train
 from training import ensemble
 from training.data import load_faces
@@ -229,13 +230,14 @@ def test_a_member_routed_to_colour_faces_is_recorded_and_has_no_torch_program(
     ensemble.main(ensemble.get_args_parser().parse_args([*argv, f"--member={folders[0]}", f"--member={colour_member}"]))
     recorded = load_config(run)["architecture_args"]
     assert [m.get("faces") for m in recorded["members"]] == [None, "colour"] and recorded["input"]["channels"] == 3
-    folder = export_and_publish(run, tmp_path / "store", "routed")  # --torch-program included
+    folder = export_and_publish(run, tmp_path / "store", "routed", "--half")  # as the default: float16 weights
     assert not (folder / "model.pt2").exists() and "serve it with onnxruntime" in caplog.text
+    assert {meta[2] for meta in tensor_ranges(folder / "model.safetensors").values()} >= {"F16", "F32"}
     quantize_args = ["--model", str(folder), "--data", str(fer_root), "--samples", "16", "--check-samples", "16"]
     with pytest.raises(SystemExit, match="--method minmax"):
         quantize.main(quantize.get_args_parser().parse_args(quantize_args))
     quantize.main(quantize.get_args_parser().parse_args([*quantize_args, "--method", "minmax"]))
-    assert (folder / "model.int8.onnx").is_file()
+    assert read_manifest(folder).metrics["int8"]["against_fp32_on_val"]["top1_agreement"] > 0.8
     with pytest.raises(SystemExit, match="--faces"):
         ensemble.main(
             ensemble.get_args_parser().parse_args([*argv[:-3], "--faces", "2=colour", f"--member={folders[0]}"])

@@ -100,3 +100,44 @@ def test_a_program_without_its_weights_file_is_refused_by_name(linked_store, tmp
     assert list(tensor_ranges(other)) == ["x"]
     with pytest.raises(ValueError, match="which does not hold them"):
         open_program(entry.path("torch_program"), other)
+
+
+def test_float16_weights_are_linked_through_an_upcast(tmp_path):
+    """``export_slim --half``: kernels stored once in float16, read by the graph through a Cast that onnxruntime
+    folds; the served outputs are the float16-rounded model's, close to the float32 one's."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.torch import load_file
+
+    from training.export_onnx import HALF_SUFFIX, export, parity
+    from training.export_slim import save_slim
+
+    torch.manual_seed(0)
+    model = create_model("emotion_cnn", 7, width=4, hidden=16).eval()
+    save_slim(model, tmp_path / "full.safetensors", {})
+    weights = tmp_path / "model.safetensors"
+    save_slim(model, weights, {}, half=True)
+    stored = load_file(weights)
+    assert weights.stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    assert {n for n, t in stored.items() if t.dtype == torch.float16} == {
+        n for n, t in model.state_dict().items() if t.ndim >= 2
+    }
+    rounded = create_model("emotion_cnn", 7, width=4, hidden=16).eval()
+    rounded.load_state_dict(stored)
+    spec = manifest(input=SPEC).input
+    path = export(rounded, example_input(spec, 2), ["logits"], tmp_path / "model.onnx", weights=weights)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    halves = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and all(i.data_location == onnx.TensorProto.EXTERNAL for i in halves)
+    assert {i.name.removesuffix(HALF_SUFFIX) for i in halves} == {n for n, t in stored.items() if t.ndim >= 2}
+    inline = [i for i in graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
+    assert sum(len(numpy_helper.to_array(i).tobytes()) for i in inline) < 1024
+    x = example_input(spec, 5, seed=1)
+    assert parity(rounded, path, x) < 1e-5
+    with torch.inference_mode():
+        assert 0 < float((rounded(x) - model(x)).abs().max()) < 1e-2
+        expected = rounded(x).numpy()
+    m = manifest(input=SPEC, architecture_args={"width": 4, "hidden": 16})
+    entry = publish(m, {"weights": weights, "onnx": path}, tmp_path / "store")
+    got = Predictor.load(entry, backend="onnx").run(x.numpy())["logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -20,11 +20,12 @@ from model_store import (
     Predictor,
     StoreError,
     derive_valence_arousal,
+    find,
     merge_mirror,
     probabilities,
 )
 from model_store.predictor import valence_arousal
-from model_store.runtime import check_tensors_only
+from model_store.runtime import check_tensors_only, resolved_backend
 from tests.factories import FER_LABELS, manifest
 from training import evaluate
 from training.data import load_faces
@@ -40,8 +41,14 @@ class FailingRunner:
 
 
 @pytest.fixture(scope="module")
-def predictors(default_entry) -> dict[str, Predictor]:
-    return {backend: Predictor.load(default_entry, backend) for backend in ("onnx", "torch")}
+def program_entry():
+    """The fast model: the default, a routed ensemble, has no torch program, so the two backends meet here."""
+    return find("fer_emotion_cnn")
+
+
+@pytest.fixture(scope="module")
+def predictors(program_entry) -> dict[str, Predictor]:
+    return {backend: Predictor.load(program_entry, backend) for backend in ("onnx", "torch")}
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +116,18 @@ def test_predictions_select_concat_and_rows():
     assert Predictions.concat([], LABELS, with_va=False).valence_arousal is None
 
 
-def test_shipped_torch_program_passes_the_archive_check(default_entry):
-    check_tensors_only(default_entry.folder / "model.pt2")
+def test_shipped_torch_program_passes_the_archive_check(program_entry):
+    check_tensors_only(program_entry.folder / "model.pt2")
+
+
+def test_the_torch_backend_runs_a_model_without_a_program_on_onnx(default_entry, fer_crops):
+    assert default_entry.manifest.file("torch_program") is None  # routed by colour: torch.export cannot run it
+    assert resolved_backend(default_entry, "torch") == "onnx" and resolved_backend(default_entry, "onnx-int8") == (
+        "onnx-int8"
+    )
+    torch_, onnx = (Predictor.load(default_entry, b) for b in ("torch", "onnx"))
+    assert torch_.runner.backend == "onnx"
+    np.testing.assert_array_equal(torch_.predict(fer_crops[:4]).logits, onnx.predict(fer_crops[:4]).logits)
 
 
 def copy_archive(source: Path, target: Path, replace: dict[str, bytes]) -> Path:
@@ -121,8 +138,8 @@ def copy_archive(source: Path, target: Path, replace: dict[str, bytes]) -> Path:
     return target
 
 
-def test_archive_check_refuses_pickled_weights_and_constants(default_entry, tmp_path):
-    source = default_entry.folder / "model.pt2"
+def test_archive_check_refuses_pickled_weights_and_constants(program_entry, tmp_path):
+    source = program_entry.folder / "model.pt2"
     with zipfile.ZipFile(source) as archive:
         config_name = next(n for n in archive.namelist() if n.endswith("_weights_config.json"))
         config = json.loads(archive.read(config_name))
@@ -147,13 +164,13 @@ class _OpensAFile:
         return (open, (str(self.marker), "w"))
 
 
-def test_archive_check_refuses_sample_inputs_that_are_not_weights_only(default_entry, tmp_path):
+def test_archive_check_refuses_sample_inputs_that_are_not_weights_only(program_entry, tmp_path):
     import torch
 
     marker, payload = tmp_path / "code_ran", io.BytesIO()
     torch.save(_OpensAFile(marker), payload)
     replace = {"sample_inputs/model.pt": payload.getvalue()}
-    evil = copy_archive(default_entry.folder / "model.pt2", tmp_path / "evil.pt2", replace)
+    evil = copy_archive(program_entry.folder / "model.pt2", tmp_path / "evil.pt2", replace)
     with pytest.raises(StoreError, match="weights-only"):
         check_tensors_only(evil)
     assert not marker.exists()
@@ -175,10 +192,10 @@ def test_onnx_and_torch_backends_agree_on_real_crops(predictors, fer_crops):
     assert onnx.dominant == torch_.dominant
 
 
-def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, default_entry):
+def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, program_entry):
     predictor, crops = predictors["onnx"], fer_crops[:6]
     prepared = predictor.prepare(crops)
-    spec = default_entry.manifest.input
+    spec = program_entry.manifest.input
     shape = (spec.channels, spec.height, spec.width)
     assert prepared.mirrored and prepared.n == 6 and prepared.x.shape == (12, *shape)
     np.testing.assert_array_equal(prepared.x[6:], prepared.x[:6, ..., ::-1])
@@ -186,7 +203,7 @@ def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, def
     result = predictor.postprocess(outputs, prepared)
     assert len(result) == 6 and result.probabilities.shape == (6, 7)
     np.testing.assert_allclose(result.logits, merge_mirror(outputs["logits"], 6))
-    plain = Predictor.load(default_entry, tta=False).prepare(crops)
+    plain = Predictor.load(program_entry, tta=False).prepare(crops)
     assert not plain.mirrored and plain.x.shape == (6, *shape)
 
 
@@ -204,10 +221,10 @@ def test_evaluate_needs_neither_torch_nor_the_training_models():
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
-def test_evaluate_reports_the_predictors_accuracy(backend, predictors, default_entry, fer_root, tmp_path):
-    argv = ["--model", str(default_entry.folder), "--data", str(fer_root), "--limit", "64", "--backend", backend]
+def test_evaluate_reports_the_predictors_accuracy(backend, predictors, program_entry, fer_root, tmp_path):
+    argv = ["--model", str(program_entry.folder), "--data", str(fer_root), "--limit", "64", "--backend", backend]
     metrics = evaluate.main(evaluate.get_args_parser().parse_args([*argv, "--output", str(tmp_path)]))
-    data = load_faces(fer_root, "val", default_entry.manifest.input, default_entry.manifest.labels, 64)
+    data = load_faces(fer_root, "val", program_entry.manifest.input, program_entry.manifest.labels, 64)
     predicted = predictors[backend].predict_faces(data.images)
     accuracy = float((predicted.probabilities.argmax(axis=1) == data.targets).mean())
     assert metrics["samples"] == 64 and metrics["backend"] == backend and metrics["tta"] is True

@@ -23,8 +23,8 @@ def run_train(*argv: str) -> dict:
     return train.main(train.get_args_parser().parse_args(list(argv)))
 
 
-def export_and_publish(run: Path, store: Path, name: str) -> Path:
-    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program"]))
+def export_and_publish(run: Path, store: Path, name: str, *slim_args: str) -> Path:
+    export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(run), "--torch-program", *slim_args]))
     _, diff = export_onnx.main(export_onnx.get_args_parser().parse_args(["--run", str(run)]))
     assert diff < 1e-4
     publish.main(

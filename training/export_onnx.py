@@ -130,25 +130,52 @@ def drop_zero_conv_bias(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+HALF_SUFFIX = ".float16"  # a float16 initializer's name; a Cast node gives the graph the float32 tensor
+
+
 def link_initializers(proto: onnx.ModelProto, weights: Path) -> onnx.ModelProto:
     """Turn every initializer whose bytes equal the safetensors tensor of the same name into external data that
-    points at those bytes (``weights`` must sit next to the ONNX file); the others stay inline."""
+    points at those bytes (``weights`` must sit next to the ONNX file); the others stay inline. A tensor the file
+    holds in float16 (``export_slim --half``) is linked as a float16 initializer followed by a Cast to float32,
+    which onnxruntime folds when it loads the graph, so it runs as before."""
     ranges = tensor_ranges(weights)
+    upcasts = []
     with open(weights, "rb") as fh:
         for init in proto.graph.initializer:
             if init.name not in ranges:
                 continue
-            offset, length, _, _ = ranges[init.name]
+            offset, length, dtype, _ = ranges[init.name]
             fh.seek(offset)
-            if fh.read(length) != numpy_helper.to_array(init).tobytes():
+            stored, value = fh.read(length), numpy_helper.to_array(init)
+            if dtype == "F16" and value.dtype == np.float32:
+                half = value.astype(np.float16)
+                if half.tobytes() != stored or not np.array_equal(half.astype(np.float32), value):
+                    continue
+                upcasts.append(_as_half(init))
+            elif stored != value.tobytes():
                 continue
-            init.ClearField("raw_data")
-            init.data_location = onnx.TensorProto.EXTERNAL
-            del init.external_data[:]
-            for key, value in (("location", weights.name), ("offset", str(offset)), ("length", str(length))):
-                entry = init.external_data.add()
-                entry.key, entry.value = key, value
+            _point_at(init, weights.name, offset, length)
+    nodes = upcasts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
     return proto
+
+
+def _as_half(init: onnx.TensorProto) -> onnx.NodeProto:
+    """Rename ``init`` to its float16 name and return the Cast that gives the graph its float32 tensor."""
+    name = init.name
+    init.name, init.data_type = name + HALF_SUFFIX, onnx.TensorProto.FLOAT16
+    init.ClearField("float_data")
+    return onnx.helper.make_node("Cast", [init.name], [name], name=f"{name}.upcast", to=onnx.TensorProto.FLOAT)
+
+
+def _point_at(init: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    del init.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
 
 
 def parity(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:

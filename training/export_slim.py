@@ -38,6 +38,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--torch-program", action="store_true", help=f"also write {TORCH_PROGRAM_NAME} for the torch backend"
     )
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="store weight matrices and kernels in float16 (half the size; biases and norm statistics stay float32)",
+    )
     return p
 
 
@@ -76,10 +81,24 @@ def leave_out_weights(path: Path, weights: Path) -> int:
     return len(drop)
 
 
-def save_slim(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> int:
-    """The state_dict alone, as safetensors; returns how many tensors it holds."""
+def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float tensors of rank >= 2 (kernels, weight matrices: nearly all the bytes) in float16; the rest as they are,
+    since norm statistics and biases are small and a variance can underflow float16. ValueError where a weight
+    does not fit float16's range."""
+    out = {}
+    for name, value in state.items():
+        if value.is_floating_point() and value.ndim >= 2:
+            if value.abs().max() > torch.finfo(torch.float16).max:
+                raise ValueError(f"{name} holds values beyond float16's range; export it without --half")
+            value = value.half()
+        out[name] = value
+    return out
+
+
+def save_slim(model: torch.nn.Module, path: Path, metadata: dict[str, str], half: bool = False) -> int:
+    """The state_dict alone, as safetensors (``half``: see ``half_state``); returns how many tensors it holds."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, path, metadata=metadata)
+    save_file(half_state(state) if half else state, path, metadata=metadata)
     return len(state)
 
 
@@ -89,7 +108,8 @@ def main(args: argparse.Namespace) -> Path:
     model = load_weights(build_model(cfg), args.run / args.checkpoint)
     out = args.output or args.run / "export" / SLIM_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
-    n = save_slim(model, out, {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])})
+    metadata = {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])}
+    n = save_slim(model, out, metadata | ({"weights": "float16"} if args.half else {}), args.half)
     log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
     if args.torch_program and getattr(model, "routes", False):
         # torch.export keeps the exporter's size hint as a runtime check, which a batch of one kind of face fails
@@ -99,6 +119,9 @@ def main(args: argparse.Namespace) -> Path:
             TORCH_PROGRAM_NAME,
         )
     elif args.torch_program:
+        if args.half:  # the program's float32 weights no longer equal the file's bytes, so it keeps its own
+            log.warning("%s carries its own float32 weights beside the float16 %s", TORCH_PROGRAM_NAME, out.name)
+            model = load_weights(model, out)  # the program runs what the store holds
         program = export_program(model, input_spec(cfg), out.with_name(TORCH_PROGRAM_NAME), out)
         log.info("wrote %s (%.2f MB)", program, program.stat().st_size / 1e6)
     return out
