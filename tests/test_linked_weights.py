@@ -141,3 +141,12 @@ def test_float16_weights_are_linked_through_an_upcast(tmp_path):
     entry = publish(m, {"weights": weights, "onnx": path}, tmp_path / "store")
     got = Predictor.load(entry, backend="onnx").run(x.numpy())["logits"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_half_refuses_a_weight_beyond_float16s_range():
+    from training.export_slim import half_state
+
+    small = {"w": torch.ones(2, 2), "var": torch.full((2,), 1e-9)}
+    assert half_state(small)["w"].dtype == torch.float16 and half_state(small)["var"].dtype == torch.float32
+    with pytest.raises(ValueError, match="beyond float16's range; export it without --half"):
+        half_state({"w": torch.full((2, 2), 1e5)})

@@ -109,7 +109,10 @@ def main(args: argparse.Namespace) -> Path:
     out = args.output or args.run / "export" / SLIM_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"architecture": cfg["architecture"], "labels": ",".join(cfg["labels"])}
-    n = save_slim(model, out, metadata | ({"weights": "float16"} if args.half else {}), args.half)
+    try:
+        n = save_slim(model, out, metadata | ({"weights": "float16"} if args.half else {}), args.half)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     log.info("wrote %s (%.2f MB, %d tensors)", out, out.stat().st_size / 1e6, n)
     if args.torch_program and getattr(model, "routes", False):
         # torch.export keeps the exporter's size hint as a runtime check, which a batch of one kind of face fails
