@@ -28,12 +28,10 @@ import httpx
 import numpy as np
 
 from benchmarks import add_model_argument, service_settings
-from benchmarks.stages import print_breakdown, stage_breakdown
-from benchmarks.synth import photo_on_canvas
+from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown
 from model_store import Predictor, find
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -44,20 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
     return p
-
-
-def sample_inputs() -> tuple[bytes, bytes]:
-    """A FER2013 val crop, and a 640x480 JPEG with one real face (the first photo dlib's HOG finds one face in:
-    the same photo whichever detector the server runs)."""
-    face = sorted((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))[0].read_bytes()
-    from service.detection import DlibHogDetector
-
-    detector = DlibHogDetector()
-    for path in sorted((DATA / "photos" / "images").glob("*.jpg")):
-        canvas = photo_on_canvas(cv2.imread(str(path)), 640, 480)
-        if len(detector.detect(canvas)) == 1:
-            return face, cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    raise SystemExit("no single-face photo found")
 
 
 def raw_model_throughput(model: str, face: bytes, seconds: float, version: str | None = None) -> float:

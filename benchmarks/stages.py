@@ -16,17 +16,23 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import cv2
 
 from benchmarks import add_model_argument
+from benchmarks.synth import photo_on_canvas
 from model_store import Predictor, find
 from service.config import Settings
-from service.detection import create_detector
+from service.detection import DlibHogDetector, create_detector
 from service.detection.align import FaceCropper
 from service.imaging import decode_image
 from service.options import resolve_options
 from service.pipelines.face import FacePipeline
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 from service.schemas import face_response, image_response
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -103,9 +109,19 @@ def print_breakdown(stages: dict, http_p50: dict[str, float] | None = None) -> N
         print(line)
 
 
-def main(args: argparse.Namespace) -> dict:
-    from benchmarks.bench_service import sample_inputs
+def sample_inputs() -> tuple[bytes, bytes]:
+    """A FER2013 val crop, and a 640x480 JPEG with one real face (the first photo dlib's HOG finds one face in:
+    the same photo whichever detector the server runs)."""
+    face = sorted((DATA / "fer2013" / "val" / "happy").glob("*.jpg"))[0].read_bytes()
+    detector = DlibHogDetector()
+    for path in sorted((DATA / "photos" / "images").glob("*.jpg")):
+        canvas = photo_on_canvas(cv2.imread(str(path)), 640, 480)
+        if len(detector.detect(canvas)) == 1:
+            return face, cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    raise SystemExit("no single-face photo found")
 
+
+def main(args: argparse.Namespace) -> dict:
     face, photo = sample_inputs()
     stages = stage_breakdown(photo, face, args.model, args.version, args.repeats, args.detector)
     print_breakdown(stages)

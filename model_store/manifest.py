@@ -33,6 +33,7 @@ Task = Literal[
     "binary-attribute",
     "frame-attributes",
     "feature-classification",
+    "face-detection",
 ]
 FileRole = Literal["weights", "onnx", "torch_program", "onnx_int8"]
 
@@ -46,6 +47,7 @@ class TaskKind:
     multi_label: bool = False  # sigmoid per label with a threshold each, instead of softmax over labels
     mirror_tta: bool = False  # averaged with the mirror image (faces only: text on a frame is not mirror-symmetric)
     affect: bool = True  # valence/arousal make sense (derived from emotion labels or predicted)
+    component: bool = False  # a part of the pipelines (a face detector), read from the store, never served alone
 
 
 TASKS: dict[str, TaskKind] = {
@@ -55,6 +57,7 @@ TASKS: dict[str, TaskKind] = {
     "clip-classification": TaskKind("clip"),
     "frame-attributes": TaskKind("frame", multi_label=True, affect=False),
     "feature-classification": TaskKind("features", affect=False),
+    "face-detection": TaskKind("frame", affect=False, component=True),
 }
 
 
@@ -223,6 +226,7 @@ class Manifest(BaseModel):
     dataset: dict = Field(default_factory=dict)
     training: dict = Field(default_factory=dict)
     description: str = ""
+    license: str = Field(default="", description="the weights' licence (SPDX id) and attribution, where it is not ours")
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @field_validator("name")

