@@ -1,15 +1,13 @@
 """Response schemas and the conversions from pipeline results to them.
 
-The schemas themselves live in ``service/client/schemas.py`` (plain pydantic, no server imports), so that the
+The schemas themselves live in ``emotion_client/schemas.py`` (plain pydantic, no server imports), so that the
 Python client types its results with the very classes the server answers with; every name stays importable
 from here.
 """
 
 from __future__ import annotations
 
-from model_store import FacePrediction
-from service import results
-from service.client.schemas import (
+from emotion_client.schemas import (
     AffectPrediction,
     AttributeModelResult,
     AttributeSegment,
@@ -38,6 +36,9 @@ from service.client.schemas import (
     VASource,
     VideoPredictionResponse,
 )
+
+from model_store import FacePrediction
+from service import results
 from service.results import ModelId
 from service.video.decode import describe_gaps
 

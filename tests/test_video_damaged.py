@@ -208,7 +208,7 @@ def test_the_scorer_writes_the_gaps_and_fails_a_clip_too_damaged(clips, tmp_path
 
 
 def test_the_cli_prints_the_warning():
-    from service.client.cli_render import render_video
+    from emotion_client.cli_render import render_video
 
     answer = {
         "model": {"name": "m", "version": "1"},

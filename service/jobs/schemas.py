@@ -1,10 +1,11 @@
 """Job records -> the job API's response models (defined with the other response models in
-``service.client.schemas``, which the Python client reads too)."""
+``emotion_client.schemas``, which the Python client reads too)."""
 
 from __future__ import annotations
 
-from service.client.schemas import ErrorDetail, JobAccepted, JobInfo, JobPage
-from service.client.schemas import Job as JobView
+from emotion_client.schemas import ErrorDetail, JobAccepted, JobInfo, JobPage
+from emotion_client.schemas import Job as JobView
+
 from service.jobs.model import Job
 from service.schemas import ModelRef, VideoPredictionResponse
 

@@ -9,9 +9,9 @@ from typing import Any, TypedDict
 
 import httpx
 
-from service.client import calls
-from service.client.calls import Call, RetryPolicy
-from service.client.errors import EmotionConnectionError
+from emotion_client import calls
+from emotion_client.calls import Call, RetryPolicy
+from emotion_client.errors import EmotionConnectionError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Failures where the request never reached the server: always safe to send again.
@@ -29,12 +29,15 @@ class ClientOptions(TypedDict, total=False):
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    """The installed distribution's version: ``emotion-client`` alone, or the server's wheel that carries it."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("emotion-service")
-    except Exception:
-        return "dev"
+    for dist in ("emotion-client", "emotion-service"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "dev"
 
 
 class ClientBase:

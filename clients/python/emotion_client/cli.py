@@ -19,12 +19,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from service.client import calls
-from service.client.base import DEFAULT_URL
-from service.client.cli_render import render_face, render_health, render_image, render_models, render_video
-from service.client.errors import EmotionAPIError, EmotionConnectionError, EmotionError
-from service.client.schemas import Job, JobAccepted
-from service.client.sync import EmotionClient
+from emotion_client import calls
+from emotion_client.base import DEFAULT_URL
+from emotion_client.cli_render import render_face, render_health, render_image, render_models, render_video
+from emotion_client.errors import EmotionAPIError, EmotionConnectionError, EmotionError
+from emotion_client.schemas import Job, JobAccepted
+from emotion_client.sync import EmotionClient
 
 
 def _common() -> argparse.ArgumentParser:

@@ -13,8 +13,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
-from service.client.errors import EmotionAPIError
-from service.client.schemas import (
+from emotion_client.errors import EmotionAPIError
+from emotion_client.schemas import (
     FacePredictionResponse,
     Health,
     ImagePredictionResponse,
@@ -27,7 +27,7 @@ from service.client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from service.client.uploads import Body, ImageInput, VideoInput, image_body, video_body
+from emotion_client.uploads import Body, ImageInput, VideoInput, image_body, video_body
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 503})

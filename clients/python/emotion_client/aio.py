@@ -11,11 +11,11 @@ from typing import Any, Literal, TypeVar, Unpack
 
 import httpx
 
-from service.client import calls
-from service.client.base import ClientBase, ClientOptions
-from service.client.calls import Call, ImageOptions, VideoOptions
-from service.client.errors import JobFailed
-from service.client.schemas import (
+from emotion_client import calls
+from emotion_client.base import ClientBase, ClientOptions
+from emotion_client.calls import Call, ImageOptions, VideoOptions
+from emotion_client.errors import JobFailed
+from emotion_client.schemas import (
     FacePredictionResponse,
     Health,
     ImagePredictionResponse,
@@ -28,7 +28,7 @@ from service.client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from service.client.uploads import ImageInput, VideoInput
+from emotion_client.uploads import ImageInput, VideoInput
 
 T = TypeVar("T")
 

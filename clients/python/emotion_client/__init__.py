@@ -1,14 +1,14 @@
 """Python client for the emotion service: ``EmotionClient`` (blocking) and ``AsyncEmotionClient`` (asyncio), on
 httpx, with typed results (the service's own response schemas), retries and video jobs; ``emotion`` is its CLI.
 
-It imports nothing of the server: httpx and pydantic are all it needs (numpy with OpenCV or Pillow only to send
-numpy images).
+Its own distribution (``clients/python``, ``pip install ./clients/python``) depends on httpx, pydantic and tqdm
+only; it imports nothing of the server (numpy with OpenCV or Pillow only to send numpy images).
 """
 
-from service.client.aio import AsyncEmotionClient
-from service.client.calls import Call, RetryPolicy
-from service.client.errors import EmotionAPIError, EmotionConnectionError, EmotionError, JobFailed
-from service.client.schemas import (
+from emotion_client.aio import AsyncEmotionClient
+from emotion_client.calls import Call, RetryPolicy
+from emotion_client.errors import EmotionAPIError, EmotionConnectionError, EmotionError, JobFailed
+from emotion_client.schemas import (
     FacePredictionResponse,
     Health,
     ImagePredictionResponse,
@@ -20,7 +20,7 @@ from service.client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from service.client.sync import EmotionClient
+from emotion_client.sync import EmotionClient
 
 __all__ = [
     "AsyncEmotionClient",
