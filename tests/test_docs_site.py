@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+
+from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -21,6 +24,31 @@ MARKERS = ("<!-- recipe:start -->", "<!-- recipe:end -->")
 # a per-label cell of a model card: "recall / precision / F1 (support)", as the reports' *_per_class.json hold them
 CELL = re.compile(r"(\d\.\d\d) / (\d\.\d\d) / (\d\.\d\d) \(([\d,]+)\)")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+CONFIG_PAGE = ROOT / "docs" / "configuration.md"
+
+
+def settings_variables(model: type[BaseModel], prefix: str = "EMOTION_") -> list[str]:
+    """Every environment variable the settings read: ``EMOTION_<NAME>`` and ``EMOTION_<GROUP>__<NAME>``, nested."""
+    names = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names += settings_variables(kind, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def documented_variables(page: str) -> set[str]:
+    """The variables a configuration page names: in full, or as ``__NAME`` after a full name in the same row."""
+    found: set[str] = set()
+    for line in page.splitlines():
+        full = re.findall(r"`(EMOTION_[A-Z0-9_]+)`", line)
+        found.update(full)
+        if full:
+            parent = full[0].rsplit("__", 1)[0]
+            found.update(f"{parent}{short}" for short in re.findall(r"`(__[A-Z0-9_]+)`", line))
+    return found
 
 
 def store_entries() -> list[Path]:
@@ -74,6 +102,11 @@ def test_readme_links_resolve() -> None:
         if target.startswith(("http://", "https://", "#", "mailto:")):
             continue
         assert (ROOT / target.split("#")[0]).exists(), f"README links to a missing {target}"
+
+
+def test_every_setting_is_on_the_configuration_page() -> None:
+    missing = sorted(set(settings_variables(Settings)) - documented_variables(CONFIG_PAGE.read_text(encoding="utf-8")))
+    assert not missing, f"docs/configuration.md does not describe {missing}"
 
 
 @pytest.mark.parametrize("entry", store_entries(), ids=lambda p: f"{p.parent.name}/{p.name}")
