@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvicorn
 
@@ -18,6 +19,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    os.environ["EMOTION_PORT"] = str(args.port)  # part of the default job namespace (EMOTION_QUEUE__NAMESPACE)
     settings = settings_or_exit()
     uvicorn.run(
         "service.main:create_app",

@@ -7,6 +7,7 @@ Groups are set with a double underscore: ``EMOTION_LIMITS__MAX_FACES=10``, ``EMO
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from functools import lru_cache
@@ -46,7 +47,25 @@ class LimitsSettings(Group):
     max_upload_bytes: int = Field(10 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64 * 64)
     max_faces: int = Field(20, ge=1, le=500, description="faces per image or video frame at most")
-    max_in_flight: int = Field(64, ge=1, description="concurrent requests before 503 + Retry-After")
+    max_in_flight: int = Field(
+        64, ge=1, description="requests handled at once, counted once their body is in, before 503 + Retry-After"
+    )
+    max_receiving: int = Field(
+        256,
+        ge=1,
+        description="requests still sending their body at once before 503 + Retry-After (they take no in-flight "
+        "place until their body is in)",
+    )
+    body_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="longest wait for the next part of a request body, and the grace before min_upload_bytes_per_s "
+        "applies; a body that stalls is answered 408 and its connection closed",
+    )
+    min_upload_bytes_per_s: int = Field(
+        8192, ge=0, description="after the first body_timeout_s, a body must have come at least this fast; 0 = off"
+    )
     request_timeout_s: float = Field(30.0, gt=0)
     max_feature_rows: int = Field(4096, ge=1, description="rows one /predict/features request may send")
     max_feature_values: int = Field(
@@ -83,13 +102,36 @@ class VideoSettings(Group):
         description="share of a video's analysed span that must decode (damaged stretches are read past and "
         "reported); less is refused with 422 instead of summarising what is left. Applies to jobs too; 0 = never",
     )
+    shot_cuts: bool = Field(
+        True,
+        description="a track is one person: a hard cut (shot change) between sampled frames ends every track, and a "
+        "face replaced in place by another starts a new one; false = tracks follow boxes across both",
+    )
+    cut_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="share of a sampled frame whose content is new (not moved or relit) since the last sample that "
+        "makes a cut; lower finds subtler cuts and splits more tracks",
+    )
 
 
 class QueueSettings(Group):
     """Background video jobs: in the API process (no ``url``), or on Redis served by ``python -m service.worker``."""
 
     url: str | None = Field(None, description="redis://host:port/db; unset = jobs run inside the API process")
-    jobs_dir: Path | None = Field(None, description="shared folder for uploaded clips and results (default: temp dir)")
+    jobs_dir: Path | None = Field(
+        None,
+        description="folder for uploaded clips and results, shared by the API and its workers (default: "
+        "<system temp>/emotion-jobs/<namespace>)",
+    )
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="keeps this deployment's jobs apart from every other one on the host (the default jobs folder's "
+        "last part); unset: a hash of the model store folder and the API port (with url: of the store, url and "
+        "name, so that the API and its workers on one host agree)",
+    )
     job_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished jobs and their files are kept this long")
     embedded_workers: int = Field(1, ge=1, le=64, description="jobs run at once inside the API process (no url)")
     max_bytes: int = Field(4 * 1024 * MiB, ge=1024, description="largest clip a job accepts")
@@ -98,17 +140,24 @@ class QueueSettings(Group):
     max_frames: int = Field(120_000, ge=1, description="frames a job analyses at most (6 h at 5 per second: 108,000)")
     job_timeout_s: float = Field(6 * 3600.0, gt=0, description="a job running longer than this is failed")
     name: str = Field(
-        "emotion", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="prefix of the Redis keys and the arq queue name"
+        "emotion",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="prefix of the Redis keys and the arq queue name: each deployment sharing a Redis needs its own",
     )
     lease_s: float = Field(
         30.0, ge=0.5, le=300.0, description="a running job is taken over this long after its worker stops renewing"
     )
     worker_jobs: int = Field(1, ge=1, le=64, description="jobs one `python -m service.worker` process runs at once")
-    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="worker's own /metrics port; 0 = none")
-
-    def folder(self) -> Path:
-        """Where uploads and results live: ``jobs_dir``, else ``<system temp>/emotion-jobs`` (kept across restarts)."""
-        return self.jobs_dir or Path(tempfile.gettempdir()) / "emotion-jobs"
+    worker_metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="first port a worker serves its /metrics on; taken (another worker on this host): the next "
+        "free one of worker_metrics_ports, logged; 0 = none",
+    )
+    worker_metrics_ports: int = Field(
+        16, ge=1, le=1024, description="ports tried from worker_metrics_port on; none free: metrics off, logged"
+    )
 
     @field_validator("url")
     @classmethod
@@ -212,6 +261,12 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         0.0, ge=0.0, le=86400.0, description="rescan the store for new or removed versions this often; 0 = off"
     )
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="the port the API listens on, set by `python -m service --port`; part of the default job namespace",
+    )
 
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
@@ -273,6 +328,24 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"EMOTION_DEVICE=cuda: {exc}") from exc
         return self
+
+
+def job_namespace(settings: Settings) -> str:
+    """``EMOTION_QUEUE__NAMESPACE``, else one derived from what sets this deployment apart on its host: the model
+    store folder and the API port (embedded jobs), or the store, Redis URL and queue name (what the API and its
+    workers share). Two services with their own port or store never see each other's jobs."""
+    queue = settings.queue
+    if queue.namespace:
+        return queue.namespace
+    parts = [str(settings.store_path)]
+    parts += [queue.url or "", queue.name] if queue.url else [str(settings.port)]
+    return "d" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def jobs_folder(settings: Settings) -> Path:
+    """Where uploads and results live: ``jobs_dir``, else ``<system temp>/emotion-jobs/<namespace>`` (kept across
+    restarts, as both parts are)."""
+    return settings.queue.jobs_dir or Path(tempfile.gettempdir()) / "emotion-jobs" / job_namespace(settings)
 
 
 @lru_cache

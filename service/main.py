@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
 from service.api import errors
-from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, MultipartCloseMiddleware
+from service.api.body import BodyGuardMiddleware, body_rules
+from service.api.middleware import MetricsMiddleware, MultipartCloseMiddleware
 from service.api.routes import attributes, demo, docs, features, health, jobs, metrics, models, predict, v2, video
 from service.config import Settings, get_settings
 from service.jobs import create_jobs
@@ -60,12 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(MultipartCloseMiddleware)
+    app.add_middleware(BodyGuardMiddleware, rules=body_rules(settings))
+    limits = settings.limits
     app.add_middleware(
-        BodyLimitMiddleware,
-        default_limit=settings.limits.max_upload_bytes,
-        limits={"/predict/video": settings.video.max_bytes, "/jobs/video": settings.queue.max_bytes},
+        MetricsMiddleware, metrics=app_metrics, max_in_flight=limits.max_in_flight, max_receiving=limits.max_receiving
     )
-    app.add_middleware(MetricsMiddleware, metrics=app_metrics, max_in_flight=settings.limits.max_in_flight)
     errors.install(app)
     routers = [m.router for m in (health, models, predict, attributes, features, video, jobs, v2, metrics, docs, demo)]
     for router in routers:

@@ -24,6 +24,7 @@ RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called wit
 class Metrics:
     def __init__(self) -> None:
         self.active = 0  # requests being handled now, probes aside (the in-flight gauge, readable without prometheus)
+        self.receiving = 0  # requests whose body is still arriving (they hold no in-flight place until it is in)
         self.registry = CollectorRegistry()
         self._define_http(self.registry)
         self._define_models(self.registry)
@@ -43,6 +44,9 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "emotion_requests_in_flight", "Requests being handled (health checks and scrapes aside)", registry=r
+        )
+        self.receiving_gauge = Gauge(
+            "emotion_requests_receiving", "Requests whose body is still arriving (not yet in flight)", registry=r
         )
         self.rejected = Counter("emotion_requests_rejected_total", "Requests shed with 503 over capacity", registry=r)
 
@@ -194,14 +198,37 @@ class Metrics:
         self.model_reloads.labels(trigger=trigger).inc()
         self.store_versions.set(versions)
 
-    def request_started(self) -> None:
-        self.active += 1
-        self.in_flight.inc()
+    def take_place(self, receiving: bool) -> Place:
+        """A request's place in the load gauges: receiving until its body is in (``receiving``), then in flight."""
+        return Place(self, receiving)
 
-    def request_ended(self) -> None:
-        self.active -= 1
-        self.in_flight.dec()
+    def _count(self, receiving: bool, step: int) -> None:
+        if receiving:
+            self.receiving += step
+            self.receiving_gauge.inc(step)
+        else:
+            self.active += step
+            self.in_flight.inc(step)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()
         self.latency.labels(route=route).observe(seconds)
+
+
+class Place:
+    """One request's share of the load gauges: receiving until its body is in, then in flight; released once."""
+
+    def __init__(self, metrics: Metrics, receiving: bool) -> None:
+        self.metrics, self.receiving, self.held = metrics, receiving, True
+        metrics._count(receiving, 1)
+
+    def body_in(self) -> None:
+        if self.held and self.receiving:
+            self.metrics._count(True, -1)
+            self.metrics._count(False, 1)
+            self.receiving = False
+
+    def release(self) -> None:
+        if self.held:
+            self.metrics._count(self.receiving, -1)
+            self.held = False

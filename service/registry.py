@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,17 @@ def served_entries(root: Path) -> tuple[list[StoreEntry], dict[str, str]]:
     return [e for e in entries if not e.manifest.kind.component], invalid
 
 
+ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\":]+[/\\])+([^\s/\\'\":]+)")
+
+
+def without_paths(reason: str, entry: StoreEntry) -> str:
+    """A load failure's reason as clients may see it (answers, /models, readiness): the entry's folder named by the
+    model's ``name:version``, any other absolute path by its file name. The log keeps the whole message."""
+    for folder in {str(entry.folder), str(entry.folder.resolve())}:
+        reason = reason.replace(folder + os.sep, f"{entry.manifest.key}/").replace(folder, entry.manifest.key)
+    return ABSOLUTE_PATH.sub(lambda m: m.group(1), reason)
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
@@ -190,9 +203,9 @@ class ModelRegistry:
         try:
             predictor = await asyncio.to_thread(self._build, record.entry)
         except Exception as exc:  # a missing or unreadable artifact fails this model, never the service
-            record.state, record.error = "failed", str(exc) or type(exc).__name__
+            record.state, record.error = "failed", without_paths(str(exc) or type(exc).__name__, record.entry)
             self.metrics.model_load_failures.labels(model=key).inc()
-            log.error("loading %s failed: %s", key, record.error, exc_info=not isinstance(exc, StoreError))
+            log.error("loading %s failed: %s", key, exc, exc_info=not isinstance(exc, StoreError))
             return
         observe = self.metrics.inference_observer(key)
         batching = self.settings.batching

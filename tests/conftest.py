@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,9 @@ from service.config import Settings
 from service.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite's apps never share a jobs folder with a service running on this machine: a job namespace
+# of this session's own (tests that need a folder or a queue still set theirs); removed at the end.
+TEST_NAMESPACE = os.environ.setdefault("EMOTION_QUEUE__NAMESPACE", f"pytest-{os.getpid()}")
 SHARED = ROOT.parent / "shared" / "data"
 FER = SHARED / "fer2013"
 PHOTOS = SHARED / "photos" / "images"
@@ -43,6 +48,10 @@ def store_versions(name: str) -> list[str]:
 
 
 STORE_VERSIONS = store_versions(DEFAULT_MODEL)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(Path(tempfile.gettempdir()) / "emotion-jobs" / TEST_NAMESPACE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -146,11 +146,14 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
         self.ports: dict[int, int] = {}
 
-    def start(self, n: int = 1, code: str | None = None, wait: bool = True) -> list[subprocess.Popen]:
-        """``n`` workers; ``code`` runs instead of ``-m service.worker`` (it must end by running it)."""
+    def start(
+        self, n: int = 1, code: str | None = None, wait: bool = True, metrics_port: int | None = None
+    ) -> list[subprocess.Popen]:
+        """``n`` workers; ``code`` runs instead of ``-m service.worker`` (it must end by running it). Each gets a
+        free metrics port of its own, unless ``metrics_port`` names the one they are all given."""
         started = []
         for _ in range(n):
-            port = free_port()
+            port = metrics_port or free_port()
             argv = [sys.executable, "-c", code] if code else [sys.executable, "-m", "service.worker"]
             log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
             env = {**self.env, "EMOTION_QUEUE__WORKER_METRICS_PORT": str(port)}

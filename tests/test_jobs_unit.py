@@ -12,7 +12,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.jobs_support")
 
-from service.config import Settings  # noqa: E402
+from service.config import Settings, jobs_folder  # noqa: E402
 from service.jobs.errors import JobCancelled, JobNotFound  # noqa: E402
 from service.jobs.model import STATUSES, Job, new_id, utcnow, valid_id  # noqa: E402
 from service.jobs.redis_queue import LeasedWorker, build_worker  # noqa: E402
@@ -67,10 +67,26 @@ def test_job_record_round_trips_and_ends_with_an_expiry():
     assert ended["status"] == "failed" and ended["expires"] - ended["finished"] == timedelta(seconds=60)
 
 
-def test_the_default_jobs_folder_outlives_a_restart():
-    s = Settings(_env_file=None)
-    assert s.queue.folder().name == "emotion-jobs" and s.queue.jobs_dir is None
-    assert Settings(_env_file=None, jobs_dir="/srv/jobs").queue.folder().as_posix() == "/srv/jobs"
+def test_the_default_jobs_folder_outlives_a_restart_and_is_the_deployments_own(monkeypatch, tmp_path):
+    monkeypatch.delenv("EMOTION_QUEUE__NAMESPACE")  # the suite's own namespace (conftest) aside: the real default
+    s = Settings(_env_file=None, port=8000)
+    folder = jobs_folder(s)
+    assert folder.parent.name == "emotion-jobs" and s.queue.jobs_dir is None
+    assert jobs_folder(Settings(_env_file=None, port=8000)) == folder  # a restart finds its jobs again
+    assert jobs_folder(Settings(_env_file=None, port=8001)) != folder  # another service on the host does not
+    other_store = tmp_path / "store"
+    other_store.mkdir()
+    assert jobs_folder(Settings(_env_file=None, port=8000, store_path=other_store)) != folder
+    assert jobs_folder(Settings(_env_file=None, port=8000, queue={"namespace": "blue"})).name == "blue"
+    # With Redis, the API and a worker on the host (which has no port) agree; another queue name does not.
+    redis = {"url": "redis://127.0.0.1:6379/0"}
+    assert jobs_folder(Settings(_env_file=None, port=8000, queue=redis)) == jobs_folder(
+        Settings(_env_file=None, queue=redis)
+    )
+    assert jobs_folder(Settings(_env_file=None, queue=redis)) != jobs_folder(
+        Settings(_env_file=None, queue={**redis, "name": "b"})
+    )
+    assert jobs_folder(Settings(_env_file=None, jobs_dir="/srv/jobs")).as_posix() == "/srv/jobs"
 
 
 def test_a_worker_holds_a_job_for_its_lease_not_for_the_job_timeout(redis_url):

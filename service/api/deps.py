@@ -141,7 +141,7 @@ async def _image_bytes(
             "send the image as multipart field 'file' or as the raw body with Content-Type image/* or "
             "application/octet-stream",
         )
-    data = await request.body()  # BodyLimitMiddleware has already refused bodies over the limit while streaming
+    data = await request.body()  # the body guard has already refused bodies over the limit while streaming
     if len(data) > limit:
         raise HTTPException(413, f"upload is larger than the {limit} byte limit")
     return data

@@ -1,79 +1,16 @@
-"""Pure ASGI middleware: request-body limits enforced while the body streams in, a note whether a multipart body was
-complete, and request metrics with load shedding. None parses a body; those that answer use the same
-``{"detail": ...}`` JSON as every other error."""
+"""Pure ASGI middleware: a note whether a multipart body was complete, and request metrics with load shedding
+(request bodies are guarded in ``service/api/body.py``). None parses a body; those that answer use the route
+family's error shape (``service/api/responses.py``)."""
 
 from __future__ import annotations
 
 import email.message
-import json
 import time
 
+from service.api.body import BODY_DONE, OUTCOME, has_body
+from service.api.responses import error_body, send_json
 from service.api.uploads import MULTIPART_CLOSED
 from service.metrics import Metrics
-
-MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-class BodyLimitMiddleware:
-    """413 when ``Content-Length`` or the streamed body exceeds the limit for the path, before anything is parsed
-    or spooled to disk."""
-
-    def __init__(self, app, default_limit: int, limits: dict[str, int]) -> None:
-        self.app, self.default_limit, self.limits = app, default_limit, limits
-
-    def _too_large(self, limit: int) -> dict:
-        return {"detail": f"request body is larger than the {limit - MULTIPART_SLACK} byte limit"}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
-            await self.app(scope, receive, send)
-            return
-        limit = self.limits.get(scope["path"], self.default_limit) + MULTIPART_SLACK
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_json(send, 413, self._too_large(limit))
-            return
-        received, started = 0, False
-
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await send_json(send, 413, self._too_large(limit))
 
 
 def multipart_boundary(scope) -> bytes | None:
@@ -133,23 +70,30 @@ def is_probe(path: str) -> bool:
 
 
 class MetricsMiddleware:
-    """Counts and times every request by route template, and answers 503 with ``Retry-After`` when more than
-    ``max_in_flight`` requests are already being handled. Probes are neither shed nor counted in flight, so a
-    scrape or a health check never takes a place a prediction could have had."""
+    """Counts and times every request by route template, and sheds load with 503 + ``Retry-After``.
 
-    def __init__(self, app, metrics: Metrics, max_in_flight: int) -> None:
-        self.app, self.metrics, self.max_in_flight = app, metrics, max_in_flight
+    A request takes an in-flight place (``max_in_flight``) only once its body is in: until then it holds one of
+    ``max_receiving`` places for uploads still arriving, so clients that stall mid-upload (each cut off by the body
+    guard after ``body_timeout_s``) cannot crowd out requests that are ready to run. A new request is shed when the
+    in-flight places are full, and an upload also when the receiving ones are. Probes are neither shed nor counted,
+    so a scrape or a health check never takes a place a prediction could have had. A client that hangs up before
+    its answer is counted as 499 (``OUTCOME``), not by what the app then tried to send."""
+
+    def __init__(self, app, metrics: Metrics, max_in_flight: int, max_receiving: int = 256) -> None:
+        self.app, self.metrics = app, metrics
+        self.max_in_flight, self.max_receiving = max_in_flight, max_receiving
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        probe = is_probe(scope["path"])
-        if not probe and self.metrics.active >= self.max_in_flight:
+        probe, uploading = is_probe(scope["path"]), has_body(scope)
+        if not probe and self.full(uploading):
             self.metrics.rejected.inc()
-            await send_json(send, 503, {"detail": "server is at capacity; retry shortly"}, [(b"retry-after", b"1")])
+            message = "server is at capacity; retry shortly"
+            await send_json(send, 503, error_body(scope["path"], message), [(b"retry-after", b"1")])
             return
-        status, started = 500, time.perf_counter()
+        status, started, place = 500, time.perf_counter(), None
 
         async def send_wrapper(message) -> None:
             nonlocal status
@@ -158,10 +102,15 @@ class MetricsMiddleware:
             await send(message)
 
         if not probe:
-            self.metrics.request_started()
+            place = self.metrics.take_place(receiving=uploading)
+            scope[BODY_DONE] = place.body_in
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if not probe:
-                self.metrics.request_ended()
+            if place is not None:
+                place.release()
+            status = scope.get(OUTCOME, status)
             self.metrics.observe_request(scope["method"], route_template(scope), status, time.perf_counter() - started)
+
+    def full(self, uploading: bool) -> bool:
+        return self.metrics.active >= self.max_in_flight or (uploading and self.metrics.receiving >= self.max_receiving)

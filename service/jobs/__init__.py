@@ -7,7 +7,9 @@ them. Both share ``JobRunner``, which calls the same video pipeline as ``POST /p
 
 from __future__ import annotations
 
-from service.config import Settings
+import logging
+
+from service.config import Settings, jobs_folder
 from service.jobs.embedded import EmbeddedQueue
 from service.jobs.errors import JobCancelled, JobFinished, JobNotFound
 from service.jobs.model import FINAL, STATUSES, Job, Status, worker_id
@@ -20,6 +22,8 @@ from service.metrics import Metrics
 from service.pipelines import Pipelines
 from service.registry import ModelRegistry
 
+log = logging.getLogger("service.jobs")
+
 
 async def create_jobs(
     settings: Settings, metrics: Metrics, registry: ModelRegistry, pipelines: Pipelines
@@ -28,9 +32,10 @@ async def create_jobs(
     queue = settings.queue
     if queue.url:
         redis = await connect(settings)
-        store = RedisJobStore(redis, queue.folder(), queue.name)
+        store = RedisJobStore(redis, jobs_folder(settings), queue.name)
         return JobService(settings, store, RedisQueue(settings, redis), metrics)
-    files = FileJobStore(queue.folder())
+    files = FileJobStore(jobs_folder(settings))
+    log.info("jobs run in this process; their folder: %s", files.root)
     runner = JobRunner(settings, files, registry, pipelines, metrics, worker_id())
     return JobService(settings, files, EmbeddedQueue(files, runner, queue.embedded_workers), metrics)
 

@@ -22,7 +22,7 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker, func
 
-from service.config import Settings
+from service.config import Settings, jobs_folder
 from service.jobs.model import FINAL, worker_id
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.runner import JobRunner
@@ -110,11 +110,11 @@ def build_worker(settings: Settings, metrics: Metrics, burst: bool = False) -> L
         registry = ModelRegistry(settings, metrics)
         metrics.known_models((r.entry.manifest.key, r.entry.manifest.labels) for r in registry.all_records())
         await registry.get()
-        store = RedisJobStore(ctx["redis"], queue.folder(), queue.name)
+        store = RedisJobStore(ctx["redis"], jobs_folder(settings), queue.name)
         ctx["registry"] = registry
         ctx["runner"] = JobRunner(settings, store, registry, build_pipelines(settings, metrics), metrics, me)
         ctx["beat"] = asyncio.create_task(_beat(ctx["redis"], workers_key(settings), me))
-        log.info("worker %s ready: queue %s, jobs folder %s", me, queue_name(settings), queue.folder())
+        log.info("worker %s ready: queue %s, jobs folder %s", me, queue_name(settings), jobs_folder(settings))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         ctx["beat"].cancel()

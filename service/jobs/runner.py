@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service.config import Settings
-from service.errors import ModelUnavailable, ServiceError
+from service.errors import ModelNotFound, ModelUnavailable, ServiceError
 from service.jobs.errors import JobCancelled, JobNotFound
 from service.jobs.model import RESULT_FILE, Job, Status, utcnow
 from service.jobs.store import JobStore
@@ -104,6 +104,8 @@ class JobRunner:
             return "done"
         except TimeoutError:
             await self._end(job, "failed", error=f"the job ran past the {self.queue.job_timeout_s:.0f}s job limit")
+        except ModelNotFound as exc:
+            await self._end(job, "failed", error=self._no_model(job, exc))
         except ServiceError as exc:
             if isinstance(exc, ModelUnavailable):
                 return await self._retry_or_fail(job, exc.detail)
@@ -116,6 +118,15 @@ class JobRunner:
             if not await self._end(job, "succeeded", progress=1.0):
                 self.store.remove_file(job.id, RESULT_FILE)  # cancelled in the last moment
         return "done"
+
+    def _no_model(self, job: Job, exc: ModelNotFound) -> str:
+        """Why a job for a model this runner's store lacks failed, and the fix (a shared queue or another store)."""
+        log.error("job %s is for %s:%s, which this worker's store lacks: %s", job.id, job.model, job.version, exc)
+        return (
+            f"worker {self.worker_id} has no model {job.model}:{job.version} ({exc.detail}): the API and its workers "
+            "must serve one model store (EMOTION_STORE_PATH), and deployments sharing a Redis each need their own "
+            "EMOTION_QUEUE__NAME"
+        )
 
     async def _analyse(self, job: Job, tracker: Tracker) -> str:
         """The video pipeline on the job's clip with the job's caps; the response body as JSON."""

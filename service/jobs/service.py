@@ -20,7 +20,7 @@ from service.jobs.model import FINAL, STATUSES, Job, new_id, utcnow
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.options import Requested
-from service.video.decode import FrameSampler, Sampling
+from service.video.decode import FrameSampler, Sampling, past_the_end
 
 log = logging.getLogger("service.jobs")
 HOUSEKEEPING_S = 5.0  # metrics refresh; expiry is checked as often, or every quarter of the TTL when that is shorter
@@ -84,8 +84,11 @@ class JobService:
         self.store.remove_folder(job_id)
 
     async def submit(self, job_id: str, upload: Path, model: str, version: str, requested: Requested) -> Job:
-        """Probe the spooled clip (InvalidInput, InputTooLarge), then record the job and queue it."""
+        """Probe the spooled clip (InvalidInput, InputTooLarge; a ``start`` at or past its end), then record the job
+        and queue it."""
         duration = await asyncio.to_thread(probe_clip, upload, self.settings.queue.max_duration_s)
+        if duration > 0 and requested.start >= duration:
+            raise past_the_end(requested.start, duration)
         async with reachable():
             return await self._record(job_id, upload, model, version, requested, duration)
 

@@ -5,7 +5,8 @@ A frame that does not decode (a damaged stretch of the file) does not end the st
 per unreadable packet and goes on with the next, so the decoder reads past failures to the end and records each run
 of them as a ``Gap``. The end of the stream is a long run of failures: past the header's frame count, a short one
 (``FAILED_RUN_AT_END``); before it, or without one, ``MAX_FAILED_RUN``. A clip of which too little decodes
-(``Sampling.min_readable_share`` of the analysed span) is refused rather than summarised from what is left.
+(less than ``Sampling.min_readable_share`` of the analysed span's frames, compared as whole frame counts) is refused
+rather than summarised from what is left; a ``start`` at or past the end is refused with the clip's duration.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -89,11 +91,43 @@ class VideoInfo:
     def frames_unreadable(self) -> int:
         return sum(g.frames for g in self.gaps)
 
+    span_frames: int = 0  # frames in the analysed span, unreadable ones included
+
     @property
     def readable_share(self) -> float:
-        """The share of the analysed span that decoded (1.0 for an empty span)."""
-        length = self.span[1] - self.span[0]
-        return 1.0 if length <= 0 else max(0.0, 1.0 - sum(g.end - g.start for g in self.gaps) / length)
+        """The share of the analysed span's frames that decoded (1.0 for an empty span)."""
+        readable, total = self.readable_frames()
+        return 1.0 if total <= 0 else readable / total
+
+    def readable_frames(self) -> tuple[int, int]:
+        """Frames of the analysed span that decoded, and all its frames: whole numbers, so a share is compared as
+        the fraction it is (exactly half is half, not 0.4999999999999999)."""
+        unreadable = self.frames_unreadable
+        if self.span_frames <= 0:  # span not measured in frames: by time, to the millisecond
+            length = round((self.span[1] - self.span[0]) * 1000)
+            gaps = sum(round((g.end - g.start) * 1000) for g in self.gaps)
+            return max(0, length - gaps), length
+        total = max(self.span_frames, unreadable)
+        return total - unreadable, total
+
+
+def too_little_readable(info: VideoInfo, min_share: float) -> bool:
+    """Whether less than ``min_share`` of the span's frames decoded (the rule: less is refused, exactly it is not)."""
+    readable, total = info.readable_frames()
+    need = Fraction(min_share).limit_denominator(10_000)
+    return total > 0 and readable * need.denominator < need.numerator * total
+
+
+def share_words(share: float) -> str:
+    return "half" if Fraction(share).limit_denominator(10_000) == Fraction(1, 2) else f"{share:.0%}"
+
+
+def past_the_end(start: float, duration: float) -> InvalidInput:
+    """``start`` at or after the end of a clip of ``duration`` seconds: nothing to analyse, said as such."""
+    return InvalidInput(
+        f"start={start:g} s is at or past the end of the clip, which lasts {duration:.2f} s; "
+        f"choose a start before {duration:.2f} s"
+    )
 
 
 def clip_gaps(gaps: list[Gap], start: float, end: float) -> list[Gap]:
@@ -140,6 +174,9 @@ class FrameSampler:
         if duration > sampling.max_duration:
             self.cap.release()
             raise InputTooLarge(f"video lasts {duration:.1f}s; the limit is {sampling.max_duration:.0f}s")
+        if duration > 0 and sampling.start >= duration:
+            self.cap.release()
+            raise past_the_end(sampling.start, duration)
         width, height = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         frame_count = int(count) if math.isfinite(count) and 0 < count < 1e9 else 0
         self.info = VideoInfo(fps, width, height, duration, frame_count)
@@ -147,7 +184,7 @@ class FrameSampler:
         self.found: list[Gap] = []  # every unreadable run met, before clipping to the analysed span
         self.last_t: float | None = None  # the last frame grabbed
         self.read_until: float | None = None  # where reading stopped short of the end (end option, frame cap)
-        self.ended, self.skipped = False, 0
+        self.ended, self.skipped, self.sampled = False, 0, 0
 
     def _grab(self, index: int, stop: threading.Event) -> bool:
         """Advance one frame; on failure, go on past unreadable frames until one decodes, the stream has ended or
@@ -195,6 +232,7 @@ class FrameSampler:
                 if ok and frame is not None:
                     out.put((t, index, frame))  # blocks while the consumer is behind: not decode time
                     sampled += 1
+                    self.sampled = sampled
                 while next_t <= t + 1e-6:
                     next_t += step
             info.last_index = index
@@ -214,11 +252,14 @@ class FrameSampler:
         end = read_until if s.end is None else min(read_until, s.end)
         info.span = (s.start, max(s.start, end))
         info.gaps = clip_gaps(self.found, *info.span)
-        if info.gaps and info.readable_share < s.min_readable_share:
+        info.span_frames = round((info.span[1] - info.span[0]) / self.frame_step)
+        if info.gaps and too_little_readable(info, s.min_readable_share):
+            readable, total = info.readable_frames()
             raise InvalidInput(
-                f"only {info.readable_share:.0%} of the analysed video decodes ({info.frames_unreadable} frames "
-                f"unreadable at {describe_gaps(info.gaps)}); at least {s.min_readable_share:.0%} must, for the "
-                "analysis to mean anything (EMOTION_VIDEO__MIN_READABLE_SHARE)"
+                f"only {readable * 100 // total}% of the analysed video decodes ({readable} of its {total} frames; "
+                f"{info.frames_unreadable} unreadable at {describe_gaps(info.gaps)}); a clip of which less than "
+                f"{share_words(s.min_readable_share)} decodes is refused, as its analysis would mean little "
+                "(EMOTION_VIDEO__MIN_READABLE_SHARE)"
             )
 
     def __iter__(self) -> Iterator[tuple[float, int, np.ndarray]]:
@@ -242,4 +283,6 @@ class FrameSampler:
             raise InvalidInput("no frame of the video could be decoded")
         info = self.info
         info.duration = info.duration or (info.last_index + 1) / (info.fps or self.sampling.sample_fps)
+        if self.sampled == 0 and self.sampling.start > 0 and self.sampling.start >= info.duration:
+            raise past_the_end(self.sampling.start, info.duration)  # a header without a duration said nothing
         self._account()

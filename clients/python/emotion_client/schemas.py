@@ -87,7 +87,7 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading", "failed"]
+    status: Literal["ok", "loading", "failed", "saturated"]
     model: ModelRef | None = None
     detail: str | None = None
 

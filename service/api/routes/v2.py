@@ -19,12 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from model_store import Prepared
 from service.api import oip
+from service.api.body import BodyRejected
 from service.api.deps import ApiKeyDep, PipelinesDep, RegistryDep, SettingsDep
 from service.api.errors import ErrorResponse, http_problem, status_of, validation_message
-from service.api.middleware import BodyTooLarge
 from service.config import Settings
 from service.errors import InvalidInput, ModelUnavailable, ServiceError
 from service.pipelines import Pipelines
@@ -63,8 +64,8 @@ class OipRoute(APIRoute):
         async def handle(request: Request) -> Response:
             try:
                 return await handler(request)
-            except BodyTooLarge:
-                raise  # BodyLimitMiddleware answers it (413)
+            except (BodyRejected, ClientDisconnect):
+                raise  # the body guard has answered (413, 408) or counts the hang-up (499): nothing to log
             except Exception as exc:
                 return error_response(request, exc)
 
