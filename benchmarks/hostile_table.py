@@ -212,7 +212,8 @@ def aborts(port: int, log: Path) -> list[str]:
     new = log.read_text().splitlines()[lines:]
     tracebacks = sum("Traceback" in line for line in new)
     return [
-        f'| 3 aborted uploads | status="500" counter, status="499" | +{after - before:.0f}, {c499:.0f} |',
+        f'| 3 aborted uploads (raw, multipart, /v2 JSON) | status="500" / "499" counters | +{after - before:.0f} / '
+        f"{c499:.0f} |",
         f"| 3 aborted uploads | server log | {len(new)} lines, {tracebacks} tracebacks |",
     ]
 
