@@ -109,6 +109,21 @@ def test_every_setting_is_on_the_configuration_page() -> None:
     assert not missing, f"docs/configuration.md does not describe {missing}"
 
 
+def test_readme_client_and_cli_examples_match_the_client() -> None:
+    """The README's ``from emotion_client import ...`` names exist and its ``emotion <command>`` lines parse."""
+    import emotion_client
+    from emotion_client.cli import build_parser
+
+    text = README.read_text(encoding="utf-8")
+    names = [n.strip() for line in re.findall(r"from emotion_client import ([\w, ]+)", text) for n in line.split(",")]
+    assert names, "the README shows the Python client"
+    assert all(hasattr(emotion_client, n) for n in names), names
+    commands = re.findall(r"^emotion (\S.*?)(?:\s{2,}#.*)?$", text, flags=re.M)
+    assert commands, "the README shows the CLI"
+    for command in commands:
+        build_parser().parse_args(command.split())  # argparse exits (SystemExit) on an unknown command or flag
+
+
 @pytest.mark.parametrize("entry", store_entries(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_store_entry_has_a_model_card(entry: Path) -> None:
     card = CARDS / f"{entry.parent.name}.md"
