@@ -108,7 +108,7 @@ class VideoSettings(Group):
         "face replaced in place by another starts a new one; false = tracks follow boxes across both",
     )
     cut_threshold: float = Field(
-        0.5,
+        0.75,
         gt=0.0,
         le=1.0,
         description="share of a sampled frame whose content is new (not moved or relit) since the last sample that "

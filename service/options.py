@@ -44,6 +44,7 @@ class Options:
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
     detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
     min_readable_share: float = 0.5  # of a video's analysed span that must decode, else InvalidInput
+    cut_threshold: float | None = 0.75  # share of a sample that is new for a hard cut (ends every track); None: off
 
 
 @dataclass(frozen=True)
@@ -94,4 +95,5 @@ def resolve_options(
         full_detect_every=max(1, round(requested.sample_fps * video.full_detect_every_s)),
         detect_max_side=video.detector_max_side,
         min_readable_share=video.min_readable_share,
+        cut_threshold=video.cut_threshold if video.shot_cuts else None,
     )

@@ -1,8 +1,14 @@
-"""Greedy IoU/centroid tracker: detections in sampled frames -> track ids that survive short misses."""
+"""Greedy IoU/centroid tracker: detections in sampled frames -> track ids that survive short misses.
+
+A track is one person: a hard cut ends every track (``cut``), and an ``IdentityCheck`` may veto a match whose face is
+not the track's person (the default checks nothing; a face-descriptor check plugs in here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 Box = tuple[int, int, int, int]
 
@@ -22,6 +28,36 @@ def centroid_distance(a: Box, b: Box) -> float:
     return (dx * dx + dy * dy) ** 0.5 / max(a[2], a[3], b[2], b[3], 1)
 
 
+class IdentityCheck(Protocol):
+    """Whether a face can be a track's person, from the pixels (e.g. face descriptors): the tracker asks before it
+    extends a track with a box, and reports every box it gives a track, so a check can remember its faces."""
+
+    def same_person(self, track_id: int, frame: np.ndarray | None, box: Box) -> bool:
+        """False vetoes the match: the box then goes to another track or starts a new one."""
+        ...
+
+    def observed(self, track_id: int, frame: np.ndarray | None, box: Box) -> None:
+        """The face at ``box`` is now part of track ``track_id``."""
+        ...
+
+    def ended(self, track_ids: list[int]) -> None:
+        """These tracks are over (a cut, or unseen too long): what the check kept for them can go."""
+        ...
+
+
+class AnyFace:
+    """The default ``IdentityCheck``: position alone decides (every match stands)."""
+
+    def same_person(self, track_id: int, frame: np.ndarray | None, box: Box) -> bool:
+        return True
+
+    def observed(self, track_id: int, frame: np.ndarray | None, box: Box) -> None:
+        return None
+
+    def ended(self, track_ids: list[int]) -> None:
+        return None
+
+
 @dataclass
 class _Track:
     track_id: int
@@ -34,14 +70,33 @@ class _Track:
 class IouTracker:
     """Matches each frame's boxes to live tracks by IoU (or, failing that, a close centroid), greedily by score.
 
-    A track not matched for more than ``max_gap_s`` seconds ends; a face seen again later gets a new id.
+    A track not matched for more than ``max_gap_s`` seconds ends, and so does every track at a ``cut``; a face seen
+    again later gets a new id. ``identity`` may veto a match (see ``IdentityCheck``).
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_centroid_distance: float = 0.6, max_gap_s: float = 1.5) -> None:
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        max_centroid_distance: float = 0.6,
+        max_gap_s: float = 1.5,
+        identity: IdentityCheck | None = None,
+    ) -> None:
         self.iou_threshold, self.max_centroid, self.max_gap = iou_threshold, max_centroid_distance, max_gap_s
+        self.identity: IdentityCheck = identity or AnyFace()
         self.live: list[_Track] = []
         self.finished: list[_Track] = []
         self._next_id = 1
+
+    def _end(self, tracks: list[_Track]) -> None:
+        for track in tracks:
+            self.live.remove(track)
+            self.finished.append(track)
+        if tracks:
+            self.identity.ended([tr.track_id for tr in tracks])
+
+    def cut(self) -> None:
+        """A shot change: every live track ends, so no track spans two shots (faces after it get new ids)."""
+        self._end(list(self.live))
 
     def _score(self, track: _Track, box: Box) -> float:
         overlap = iou(track.box, box)
@@ -50,11 +105,10 @@ class IouTracker:
         distance = centroid_distance(track.box, box)
         return 1.0 - distance if distance <= self.max_centroid else 0.0
 
-    def update(self, t: float, boxes: list[Box]) -> list[int]:
-        """Assign a track id to each box of the frame at time ``t``; returns the ids in box order."""
-        for track in [tr for tr in self.live if t - tr.last_t > self.max_gap]:
-            self.live.remove(track)
-            self.finished.append(track)
+    def update(self, t: float, boxes: list[Box], frame: np.ndarray | None = None) -> list[int]:
+        """Assign a track id to each box of the frame at time ``t``; returns the ids in box order. ``frame`` is
+        what the identity check looks at."""
+        self._end([tr for tr in self.live if t - tr.last_t > self.max_gap])
         pairs = sorted(
             ((self._score(tr, b), ti, bi) for ti, tr in enumerate(self.live) for bi, b in enumerate(boxes)),
             reverse=True,
@@ -64,8 +118,10 @@ class IouTracker:
         for score, ti, bi in pairs:
             if score <= 0 or ti in used_tracks or ids[bi] is not None:
                 continue
-            used_tracks.add(ti)
             track = self.live[ti]
+            if not self.identity.same_person(track.track_id, frame, boxes[bi]):
+                continue
+            used_tracks.add(ti)
             track.previous, track.box, track.last_t = track.box, boxes[bi], t
             ids[bi] = track.track_id
         for bi, box in enumerate(boxes):
@@ -74,4 +130,7 @@ class IouTracker:
                 self._next_id += 1
                 self.live.append(track)
                 ids[bi] = track.track_id
+        for track_id, box in zip(ids, boxes, strict=True):
+            if track_id is not None:
+                self.identity.observed(track_id, frame, box)
         return [i for i in ids if i is not None]

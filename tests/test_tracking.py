@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from service.config import DetectorSettings
 from service.detection import DETECTORS, Detection, close_up_faces, create_detector, whole_image_if_small
 from service.options import Options
-from service.tracking import IouTracker, centroid_distance, iou
+from service.tracking import AnyFace, IouTracker, centroid_distance, iou
 from service.video.regions import FrameDetector, dedupe
 
 # --- iou and centroid distance --------------------------------------------------------------------------------
@@ -90,6 +90,59 @@ def test_tracker_one_track_is_matched_to_one_box_only():
     tracker = IouTracker()
     tracker.update(0.0, [(100, 100, 50, 50)])
     assert tracker.update(0.2, [(120, 100, 50, 50), (102, 100, 50, 50)]) == [2, 1]  # the better IoU keeps it
+
+
+def test_a_cut_ends_every_live_track_and_the_same_boxes_get_new_ids():
+    tracker = IouTracker()
+    assert tracker.update(0.0, [(100, 100, 50, 50), (300, 100, 50, 50)]) == [1, 2]
+    assert tracker.update(0.2, [(102, 100, 50, 50), (300, 100, 50, 50)]) == [1, 2]
+    tracker.cut()
+    assert tracker.live == [] and [t.track_id for t in tracker.finished] == [1, 2]
+    assert tracker.update(0.4, [(102, 100, 50, 50), (300, 100, 50, 50)]) == [3, 4]  # same place, another shot
+    assert tracker.update(0.6, [(104, 100, 50, 50)]) == [3]
+    tracker.cut()
+    tracker.cut()  # nothing live: a no-op
+    assert [t.track_id for t in tracker.finished] == [1, 2, 3, 4] and tracker.update(0.8, []) == []
+
+
+class Ledger:
+    """An identity check that says track 1 is never the face at ``stranger``, and records what it is told."""
+
+    def __init__(self, stranger: tuple[int, int, int, int]) -> None:
+        self.stranger = stranger
+        self.asked: list[tuple[int, object]] = []
+        self.seen: list[tuple[int, tuple[int, int, int, int]]] = []
+        self.ended_ids: list[int] = []
+
+    def same_person(self, track_id, frame, box) -> bool:
+        self.asked.append((track_id, frame))
+        return not (track_id == 1 and box == self.stranger)
+
+    def observed(self, track_id, frame, box) -> None:
+        self.seen.append((track_id, box))
+
+    def ended(self, track_ids) -> None:
+        self.ended_ids += track_ids
+
+
+def test_an_identity_check_vetoes_a_match_so_the_box_starts_a_new_track():
+    check = Ledger(stranger=(101, 100, 50, 50))
+    tracker = IouTracker(identity=check, max_gap_s=0.5)
+    frame = np.zeros((4, 4), np.uint8)
+    assert tracker.update(0.0, [(100, 100, 50, 50)], frame) == [1]
+    assert check.asked == []  # nothing to match yet; the new track is reported
+    assert tracker.update(0.2, [(101, 100, 50, 50)], frame) == [2]  # overlaps track 1, but is someone else
+    assert check.asked == [(1, frame)] and [t.track_id for t in tracker.live] == [1, 2]
+    assert tracker.update(0.4, [(102, 100, 50, 50)], frame) == [2]  # track 2 is asked first (the better IoU)
+    assert check.seen == [(1, (100, 100, 50, 50)), (2, (101, 100, 50, 50)), (2, (102, 100, 50, 50))]
+    tracker.update(0.8, [(102, 100, 50, 50)])  # track 1 unseen for 0.8 s > max_gap: ended, the check is told
+    tracker.cut()
+    assert check.ended_ids == [1, 2]
+
+
+def test_the_default_identity_check_lets_every_match_stand():
+    tracker = IouTracker(identity=AnyFace())
+    assert [tracker.update(t * 0.2, [(100 + t, 100, 50, 50)]) for t in range(3)] == [[1]] * 3
 
 
 def test_tracker_records_last_box_and_time():

@@ -31,18 +31,19 @@ def contrasting_faces(client, photo_paths):
     return label_a, a, label_b, b
 
 
-def test_segment_boundary_lands_within_one_sample(client, contrasting_faces, tmp_path):
+def test_a_cut_to_another_person_ends_the_track_within_one_sample(client, contrasting_faces, tmp_path):
+    """Another person in the same place is a hard cut: two tracks, each with its own person's label and summary."""
     label_a, a, label_b, b = contrasting_faces
     clip = write_clip(
         tmp_path / "switch.mp4", [Appearance(a, 0, 2.0, (150, 80)), Appearance(b, 2.0, 4.0, (150, 80))], 4.0
     )
     body = post_video(client, clip, "sample_fps=5&smoothing=0").json()
-    assert len(body["tracks"]) == 1
-    segments = body["tracks"][0]["segments"]
-    assert [segments[0]["dominant"], segments[-1]["dominant"]] == [label_a, label_b]
-    boundary = next(s["start"] for s in segments if s["dominant"] == label_b)
-    assert abs(boundary - 2.0) <= 1 / 5 + 1e-6
-    assert body["tracks"][0]["summary"]["share"][label_a] == pytest.approx(0.5, abs=0.11)
+    assert len(body["tracks"]) == 2 and body["detection"]["faces_replaced"] == 1
+    first, second = sorted(body["tracks"], key=lambda t: t["first_seen"])
+    assert first["last_seen"] < 2.0 and abs(second["first_seen"] - 2.0) <= 1 / 5 + 1e-6
+    assert (first["summary"]["dominant"], second["summary"]["dominant"]) == (label_a, label_b)
+    assert first["segments"][0]["dominant"] == label_a and first["segments"][-1]["end"] <= 2.0 + 1e-6
+    assert body["summary"]["share"][label_a] == pytest.approx(0.5, abs=0.11)
 
 
 def test_timestamps_are_monotonic_and_within_duration(client, face_photo, tmp_path):
@@ -94,10 +95,11 @@ def test_start_end_and_max_frames_limit_the_analysis(client, face_photo, tmp_pat
     assert post_video(client, clip, "sample_fps=5&max_frames=3").json()["frames_analyzed"] == 3
 
 
-def test_smoothing_reduces_frame_to_frame_change(client, contrasting_faces, tmp_path):
+def test_smoothing_reduces_frame_to_frame_change(make_client, contrasting_faces, tmp_path):
     _, a, _, b = contrasting_faces
     flicker = [Appearance(a if i % 2 else b, i * 0.2, (i + 1) * 0.2, (150, 80)) for i in range(15)]
     clip = write_clip(tmp_path / "flicker.mp4", flicker, 3.0)
+    client = make_client(video={"shot_cuts": False})  # each flicker is a cut: one track only with cuts off
 
     def jitter(query):
         timeline = post_video(client, clip, query).json()["tracks"][0]["timeline"]

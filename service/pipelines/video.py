@@ -28,6 +28,7 @@ from service.video.attributes import attribute_timeline
 from service.video.clips import classify_clips
 from service.video.decode import FrameSampler, Sampling, VideoInfo
 from service.video.regions import FrameDetector
+from service.video.shots import PictureContinuity, ShotDetector
 from service.video.tracks import build_tracks
 
 CLASSIFY_CHUNK = 256  # samples per trip through the batcher
@@ -58,7 +59,9 @@ Submit = Callable[[np.ndarray], Future]  # model-sized faces -> their Prediction
 
 
 class FaceStep:
-    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin).
+    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin). A track
+    is one person: a hard cut before the frame (``ShotDetector``) first ends every track, and a face replaced in
+    place by another (``PictureContinuity``) starts a new one (both off with ``opts.cut_threshold`` None).
 
     With ``submit`` (face models), every ``STREAM_CHUNK`` faces go to the model while the scan goes on, so
     classifying overlaps decoding and detection; clip models need every face first and classify after the scan.
@@ -67,16 +70,25 @@ class FaceStep:
     def __init__(
         self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options, submit: Submit | None = None
     ) -> None:
-        self.finder, self.tracker, self.cropper, self.spec = FrameDetector(detector, opts), IouTracker(), cropper, spec
-        self.submit = submit
+        self.finder, self.cropper, self.spec, self.submit = FrameDetector(detector, opts), cropper, spec, submit
+        self.shots = ShotDetector(opts.cut_threshold)
+        self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
+        self.tracker = IouTracker(identity=self.continuity)
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
+        if self.shots.is_cut(frame):
+            self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
         live = self.tracker.live
-        found = self.finder.detect(frame, scan.frames_analyzed, [tr.box for tr in live], [tr.previous for tr in live])
-        for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found]), strict=True):
+        # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
+        previous = [None if self._changed(tr.track_id, frame, tr.box) else tr.previous for tr in live]
+        found = self.finder.detect(frame, scan.frames_analyzed, [tr.box for tr in live], previous)
+        for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found], frame), strict=True):
             scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
         self._send(scan, whole_chunks_only=True)
+
+    def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+        return self.continuity is not None and self.continuity.changed(track_id, frame, box)
 
     def _send(self, scan: Scan, whole_chunks_only: bool) -> None:
         """Faces not yet sent go to the model in chunks of at most ``STREAM_CHUNK``; with ``STREAM_IN_FLIGHT``
@@ -92,9 +104,10 @@ class FaceStep:
             scan.submitted += n
 
     def finish(self, scan: Scan) -> None:
-        """The last faces go to the model (with ``submit``); the cadence's counts go into the scan."""
+        """The last faces go to the model (with ``submit``); the cadence's counts and the cuts go into the scan."""
         self._send(scan, whole_chunks_only=False)
-        scan.detection_counts = dict(self.finder.counts)
+        replaced = 0 if self.continuity is None else self.continuity.replaced
+        scan.detection_counts = {**self.finder.counts, "shot_cuts": self.shots.cuts, "faces_replaced": replaced}
 
 
 class FrameStep:

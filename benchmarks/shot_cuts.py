@@ -1,0 +1,166 @@
+"""Cut detection and the picture check under tracks (``service/video/shots.py``), measured on the shared photos.
+
+1. Frame-wide share of new blocks, and the share of a face's box on new blocks, for pairs of photos of different
+   people (a hard cut: filling the frame, or pasted in the same place of a static 640 x 480 backdrop) and for the same
+   photo moved, shaken, zoomed or relit (no cut).
+2. The cost per sampled frame on 1280 x 720 frames: thumbnail, comparison, and the check of one track.
+3. With ``--video``: ``bench_video``'s clip through the service with detection on and off, back to back, ``--pairs``
+   times (wall seconds; the naive baseline is not run).
+
+    python -m benchmarks.shot_cuts [--pairs-of-photos 40] [--video --seconds 10 --pairs 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.synth import background, paste
+from service.video.shots import (
+    DEFAULT_THRESHOLD,
+    REGION_CHANGE,
+    PictureContinuity,
+    ShotDetector,
+    box_share,
+    new_blocks,
+    thumbnail,
+)
+
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "images"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs-of-photos", type=int, default=40)
+    p.add_argument("--video", action="store_true", help="also time bench_video's clip with detection on and off")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of that clip")
+    p.add_argument("--pairs", type=int, default=2, help="on/off runs back to back")
+    p.add_argument("--json", type=Path)
+    return p
+
+
+def scene(photo: np.ndarray, x: int, y: int, size: int, backdrop: np.ndarray) -> np.ndarray:
+    frame = backdrop.copy()
+    paste(frame, cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA), x, y)
+    return frame
+
+
+def scenarios(photos: list[np.ndarray], pairs: int) -> dict[str, list[tuple[np.ndarray, np.ndarray, tuple]]]:
+    """Name -> (before, after, the face's box in after): cuts first, then what must not be one."""
+    rng, backdrop = random.Random(0), background(640, 480)
+    out: dict[str, list] = {}
+    for _ in range(pairs):
+        a, b = rng.sample(photos, 2)
+        face = (150 + 62, 80 + 50, 125, 150)  # the middle of a 250 px photo at (150, 80)
+        out.setdefault("cut: full frame (300 px photos)", []).append(
+            (cv2.resize(a, (300, 300)), cv2.resize(b, (300, 300)), (50, 50, 200, 200))
+        )
+        out.setdefault("cut: 250 px photo in place", []).append(
+            (scene(a, 150, 80, 250, backdrop), scene(b, 150, 80, 250, backdrop), face)
+        )
+        still = scene(a, 150, 80, 250, backdrop)
+        for step in (12, 30):
+            moved = (face[0] + step, face[1] + step // 3, face[2], face[3])
+            out.setdefault(f"no cut: moved {step} px", []).append(
+                (still, scene(a, 150 + step, 80 + step // 3, 250, backdrop), moved)
+            )
+        out.setdefault("no cut: 4 px shake", []).append((still, np.roll(still, (4, -3), (0, 1)), face))
+        out.setdefault("no cut: 4% zoom", []).append((still, cv2.resize(still, None, fx=1.04, fy=1.04)[:480, :640], face))
+        relit = np.clip(still * 0.85 + 5, 0, 255).astype(np.uint8)
+        out.setdefault("no cut: 15% darker", []).append((still, relit, face))
+    return out
+
+
+def measure_scenarios(photos: list[np.ndarray], pairs: int) -> dict:
+    table = {}
+    for name, cases in scenarios(photos, pairs).items():
+        frame_shares, box_shares = [], []
+        for before, after, box in cases:
+            new = new_blocks(thumbnail(before), thumbnail(after))
+            frame_shares.append(float(new.mean()))
+            box_shares.append(box_share(new, box, after.shape))
+        f, b = np.array(frame_shares), np.array(box_shares)
+        table[name] = {
+            "pairs": len(cases),
+            "frame_share_min_median_max": [round(float(v), 3) for v in (f.min(), np.median(f), f.max())],
+            "frame_cuts": int((f >= DEFAULT_THRESHOLD).sum()),
+            "face_replaced": int((b >= REGION_CHANGE).sum()),
+            "either": int(((f >= DEFAULT_THRESHOLD) | (b >= REGION_CHANGE)).sum()),
+        }
+        print(f"{name:34s} {table[name]}")
+    return table
+
+
+def measure_cost(photos: list[np.ndarray], repeats: int = 200) -> dict:
+    """Milliseconds per sampled 1280 x 720 frame: the cut test alone, and with one live track checked."""
+    backdrop = background(1280, 720)
+    frames = [scene(photos[i % len(photos)], 400 + 3 * i, 150, 350, backdrop) for i in range(8)]
+    shots = ShotDetector()
+    started = time.perf_counter()
+    for i in range(repeats):
+        shots.is_cut(frames[i % len(frames)])
+    cut_ms = (time.perf_counter() - started) / repeats * 1000
+    continuity = PictureContinuity(shots)
+    started = time.perf_counter()
+    for i in range(repeats):
+        shots.is_cut(frames[i % len(frames)])
+        continuity.same_person(1, frames[0], (450, 200, 200, 240))
+        continuity.observed(1, frames[0], (450, 200, 200, 240))
+    both_ms = (time.perf_counter() - started) / repeats * 1000
+    started = time.perf_counter()
+    for i in range(repeats):
+        thumbnail(frames[i % len(frames)])
+    thumb_ms = (time.perf_counter() - started) / repeats * 1000
+    result = {"thumbnail_ms": thumb_ms, "cut_test_ms": cut_ms, "cut_test_and_one_track_ms": both_ms}
+    print({k: round(v, 3) for k, v in result.items()})
+    return result
+
+
+def measure_video(seconds: float, pairs: int) -> dict:
+    """bench_video's clip and request, with EMOTION_VIDEO__SHOT_CUTS on and off, back to back."""
+    from benchmarks.bench_video import make_clip, run_service
+
+    runs: dict[str, list[float]] = {"on": [], "off": []}
+    bodies = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(Path(tmp) / "bench.mp4", seconds)
+        for _ in range(pairs):
+            for mode in ("on", "off"):
+                os.environ["EMOTION_VIDEO__SHOT_CUTS"] = "true" if mode == "on" else "false"
+                bodies[mode], wall = run_service(clip, 5.0)
+                runs[mode].append(wall)
+        os.environ.pop("EMOTION_VIDEO__SHOT_CUTS", None)
+    result = {
+        "wall_s": runs,
+        "tracks": {m: len(b["tracks"]) for m, b in bodies.items()},
+        "detection": {m: b["detection"] for m, b in bodies.items()},
+        "detect_s": {m: b["timings"]["detect"] for m, b in bodies.items()},
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def main(args: argparse.Namespace) -> dict:
+    photos = [cv2.imread(str(p)) for p in sorted(PHOTOS.glob("*.jpg"))]
+    photos = [p for p in photos if p is not None and min(p.shape[:2]) >= 200]
+    result = {
+        "scenarios": measure_scenarios(photos, args.pairs_of_photos),
+        "cost": measure_cost(photos),
+    }
+    if args.video:
+        result["video"] = measure_video(args.seconds, args.pairs)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
