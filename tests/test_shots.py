@@ -189,9 +189,13 @@ def test_the_threshold_is_the_share_of_new_blocks():
 
 
 def test_thumbnail_and_block_grid_shapes_for_colour_gray_and_wide_frames():
-    for frame in (np.zeros((1080, 1920, 3), np.uint8), np.zeros((120, 90), np.uint8), np.zeros((720, 1280, 4), np.uint8)):
+    for frame in (
+        np.zeros((1080, 1920, 3), np.uint8),
+        np.zeros((120, 90), np.uint8),
+        np.zeros((720, 1280, 4), np.uint8),
+    ):
         thumb = thumbnail(frame)
-        assert thumb.shape == (THUMB_SIZE[1], THUMB_SIZE[0]) and thumb.dtype == np.float32
+        assert thumb.shape == (THUMB_SIZE[1], THUMB_SIZE[0]) and thumb.dtype == np.uint8
     grid = new_blocks(thumbnail(np.zeros((480, 640, 3), np.uint8)), thumbnail(np.full((480, 640, 3), 200, np.uint8)))
     assert grid.shape == (THUMB_SIZE[1] // BLOCK, THUMB_SIZE[0] // BLOCK) and not grid.any()  # flat: relit, not new
     assert SEARCH < BLOCK

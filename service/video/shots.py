@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 THUMB_SIZE = (64, 48)  # width, height of the thumbnail; the frame's aspect is not kept (blocks follow the frame)
 BLOCK = 8  # thumbnail pixels per block side: an 8 x 6 grid of blocks
@@ -32,19 +33,21 @@ BLUR_SIGMA = 0.8  # thumbnail blur (3 x 3), so sub-pixel motion and sampling noi
 RELATIVE_CHANGE = 0.5
 CONTRAST_FLOOR = 4.0
 MIN_CHANGE = 5.0
-# Measured on pairs of the shared photos (benchmarks/shot_cuts.py): a cut between two photos filling the frame makes
-# 0.44-0.98 of the blocks new; one 250 px photo replaced by another in the same place of a 640 x 480 frame 0.10-0.38;
-# a face moving 30 px per sample, a 4 px shake, a 4 % zoom or a 10 % brightness change <= 0.04. A photo popping in or
-# out of a static scene is new content too, but not a cut: the frame-wide threshold is high, and a face replaced in
-# a smaller part of the picture is caught per track instead (REGION_CHANGE).
+# Measured on 60 pairs of the shared photos (python -m benchmarks.shot_cuts): a cut between two photos filling the
+# frame makes 0.69-1.0 of the blocks new (59 of 60 at >= 0.75); one 250 px photo replaced by another in the same place
+# of a static 640 x 480 frame 0.10-0.27; the same photo moved 12 or 30 px, shaken 4 px, zoomed 4 %, 15 % darker,
+# tilted 10 degrees or 20 % nearer <= 0.06. A photo popping in or out of a static scene is new content too, but not a
+# cut: the frame-wide threshold is high, and a face replaced in a smaller part of the picture is caught per track
+# instead (REGION_CHANGE).
 DEFAULT_THRESHOLD = 0.75
-# Share of a track's box (by area) on new blocks that vetoes extending the track: replaced faces measure 1.0 in 28-30
-# of 30 pairs of photos, moving, shaken, zoomed or relit ones 0 in 30 of 30 (benchmarks/shot_cuts.py).
+# Share of a track's box (by area) on blocks new since the track was last seen that vetoes extending it: 120 of 120
+# replaced faces (60 in place, 60 by a full-frame cut) reach it, 0 of 420 moved, shaken, zoomed, relit, tilted 10
+# degrees or 20 % nearer ones.
 REGION_CHANGE = 0.5
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
-    """The frame (BGR or gray) as a blurred 64 x 48 float32 gray thumbnail; large frames are first shrunk bilinearly
+    """The frame (BGR or gray) as a blurred 64 x 48 uint8 gray thumbnail; large frames are first shrunk bilinearly
     to four times that size (cheap), then averaged down (``INTER_AREA`` on a full HD frame alone costs ~5 ms)."""
     width, height = THUMB_SIZE
     if frame.shape[1] > 4 * width or frame.shape[0] > 4 * height:
@@ -52,13 +55,13 @@ def thumbnail(frame: np.ndarray) -> np.ndarray:
     small = cv2.resize(frame, THUMB_SIZE, interpolation=cv2.INTER_AREA)
     if small.ndim == 3:
         small = cv2.cvtColor(small, cv2.COLOR_BGRA2GRAY if small.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    return cv2.GaussianBlur(small.astype(np.float32), (3, 3), BLUR_SIGMA)
+    return cv2.GaussianBlur(small, (3, 3), BLUR_SIGMA)
 
 
 def relit(before: np.ndarray, after: np.ndarray, grid: tuple[int, int]) -> float:
     """The gain that brings ``after``'s brightness to ``before``'s: the median over blocks of the ratio of their
     means, so a change of part of the picture (a photo popping in) does not relight the rest."""
-    ratios = np.maximum(block_means(before, grid), 1.0) / np.maximum(block_means(after, grid), 1.0)
+    ratios = np.maximum(block_means(before, grid), 1.0) / np.maximum(block_means(after, grid), 1.0)  # float64
     return float(np.median(ratios))
 
 
@@ -67,13 +70,13 @@ def new_blocks(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     array of the block grid's shape. ``after`` is first relit to ``before``'s brightness (``relit``)."""
     height, width = after.shape
     grid = (width // BLOCK, height // BLOCK)
-    after = after * relit(before, after, grid)
+    after = cv2.convertScaleAbs(after, alpha=relit(before, after, grid))  # saturated to uint8
+    # every shift of ``before`` stacked into one tall image (uint8: 250 KB), so a few OpenCV calls compare them all
     padded = cv2.copyMakeBorder(before, SEARCH, SEARCH, SEARCH, SEARCH, cv2.BORDER_REPLICATE)
-    best = np.full((grid[1], grid[0]), np.inf, np.float32)
-    for dy in range(2 * SEARCH + 1):
-        for dx in range(2 * SEARCH + 1):
-            diff = cv2.absdiff(after, padded[dy : dy + height, dx : dx + width])
-            np.minimum(best, block_means(diff, grid), out=best)
+    shifts = (2 * SEARCH + 1) ** 2
+    shifted = np.ascontiguousarray(sliding_window_view(padded, (height, width))).reshape(shifts * height, width)
+    diffs = cv2.absdiff(shifted, np.tile(after, (shifts, 1)))
+    best = block_means(diffs, (grid[0], grid[1] * shifts)).reshape(shifts, grid[1], grid[0]).min(axis=0)
     means = cv2.resize(block_means(after, grid), (width, height), interpolation=cv2.INTER_NEAREST)
     contrast = block_means(cv2.absdiff(after, means), grid)
     return (best > RELATIVE_CHANGE * (contrast + CONTRAST_FLOOR)) & (best > MIN_CHANGE)
