@@ -174,6 +174,10 @@ def parse_input(value: dict | InputSpec | FeatureSpec) -> InputSpec | FeatureSpe
     return _INPUT_ADAPTER.validate_python(value)
 
 
+def _is_plain_file_name(value: str) -> bool:
+    return "/" not in value and "\\" not in value and value not in {"", ".", ".."}
+
+
 class FileEntry(BaseModel):
     """One artifact next to the manifest, with its checksum."""
 
@@ -187,9 +191,50 @@ class FileEntry(BaseModel):
     @field_validator("path")
     @classmethod
     def _plain_file_name(cls, value: str) -> str:
-        if "/" in value or "\\" in value or value in {"", ".", ".."}:
+        if not _is_plain_file_name(value):
             raise ValueError(f"file path {value!r} must be a plain file name inside the model folder")
         return value
+
+
+class LinkedFile(BaseModel):
+    """Another store entry's weights file that this entry reads tensors from instead of holding a copy (an ensemble
+    member that is published on its own): its path from the store root, its checksum, and how names map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="<name>/<version>/<file>, relative to the store root")
+    role: Literal["linked_weights"] = "linked_weights"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+    prefix: str = Field(description="this entry's name for a tensor of that file: prefix + its name there")
+    float16: list[str] = Field(
+        default_factory=list,
+        description="tensors (named as in that file) this entry holds in float16, rounded from that file's float32",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _entry_file(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) != 3 or not (
+            is_valid_name(parts[0]) and is_valid_version(parts[1]) and _is_plain_file_name(parts[2])
+        ):
+            raise ValueError(f"linked file {value!r} must be <name>/<version>/<file> of an entry in the same store")
+        return value
+
+    @property
+    def entry_key(self) -> str:
+        """``name:version`` of the entry that owns the file."""
+        name, version, _ = self.path.split("/")
+        return f"{name}:{version}"
+
+
+def _file_kind(value: Any) -> str:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    return "linked" if role == "linked_weights" else "own"
+
+
+AnyFile = Annotated[Annotated[FileEntry, Tag("own")] | Annotated[LinkedFile, Tag("linked")], Discriminator(_file_kind)]
 
 
 class Manifest(BaseModel):
@@ -221,7 +266,7 @@ class Manifest(BaseModel):
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="frame-attributes: probability over which each label counts as present"
     )
-    files: list[FileEntry] = Field(default_factory=list)
+    files: list[AnyFile] = Field(default_factory=list)
     metrics: dict = Field(default_factory=dict)
     dataset: dict = Field(default_factory=dict)
     training: dict = Field(default_factory=dict)
@@ -311,5 +356,10 @@ class Manifest(BaseModel):
         return TASKS[self.task]
 
     def file(self, role: FileRole) -> FileEntry | None:
-        """The first file with this role, if any."""
-        return next((f for f in self.files if f.role == role), None)
+        """The first file of the entry's own with this role, if any."""
+        return next((f for f in self.files if isinstance(f, FileEntry) and f.role == role), None)
+
+    @property
+    def links(self) -> list[LinkedFile]:
+        """Other entries' weights files this entry reads tensors from (``model_store.linked``)."""
+        return [f for f in self.files if isinstance(f, LinkedFile)]

@@ -10,15 +10,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from model_store.linked import open_program
-from model_store.manifest import FileRole, Manifest
-from model_store.store import StoreEntry, StoreError, verify_file
+from model_store.linked import external_files, open_program
+from model_store.manifest import FileRole, LinkedFile, Manifest
+from model_store.store import StoreEntry, StoreError, read_linked, verify_file
+
+Links = Sequence[tuple[LinkedFile, bytes]]  # other entries' weights files the entry reads, checked, in memory
 
 
 class Runner(Protocol):
@@ -33,7 +35,7 @@ class Runner(Protocol):
 class OnnxRunner:
     """An ONNX graph on onnxruntime: ``model.onnx`` (``backend`` "onnx") or its int8 copy ("onnx-int8")."""
 
-    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0) -> None:
+    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -41,8 +43,15 @@ class OnnxRunner:
             options.intra_op_num_threads = threads
         # Idle pool threads spin-wait by default: that burns the cores the HTTP side and the detector need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        files = None
+        if links:  # onnxruntime reads no external data outside the graph's folder: it gets the files' bytes
+            weights = manifest.file("weights")
+            own = {weights.path: path.with_name(weights.path).read_bytes()} if weights else {}
+            files = external_files(links, own)  # copied into the session as it is created, then freed
+            options.add_external_initializers_from_files_in_memory(*files)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        del files
         self.backend = "onnx"  # create_runner sets what it resolved ("onnx-int8" for the int8 graph)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = list(manifest.outputs)
@@ -105,7 +114,7 @@ def _check_pt_members(archive: zipfile.ZipFile, name: str) -> None:
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0) -> None:
+    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
         import torch
 
         if threads:
@@ -114,7 +123,7 @@ class TorchRunner:
         self._torch = torch
         weights = manifest.file("weights")
         try:
-            archive = open_program(path, path.with_name(weights.path) if weights else None)
+            archive = open_program(path, path.with_name(weights.path) if weights else None, links)
         except ValueError as exc:
             raise StoreError(f"{manifest.key}: {exc}") from exc
         self.module = torch.export.load(archive if isinstance(archive, io.BytesIO) else str(archive)).module()
@@ -130,7 +139,7 @@ class TorchRunner:
         return {name: t.float().cpu().numpy() for name, t in zip(self.outputs, out, strict=True)}
 
 
-RunnerFactory = Callable[[Path, Manifest, str, int], Runner]
+RunnerFactory = Callable[[Path, Manifest, str, int, Links], Runner]
 # backend name -> (the store file it runs, its class)
 BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
     "onnx": ("onnx", OnnxRunner),
@@ -142,7 +151,7 @@ BACKENDS: dict[str, tuple[FileRole, RunnerFactory]] = {
 # graphs are for CPUs), this one runs it
 FALLBACK: dict[str, str] = {"onnx-int8": "onnx", "torch": "onnx"}
 CPU_ONLY = {"onnx-int8"}
-LINKED_ROLES = {"onnx", "torch_program"}  # files that may read their weights from model.safetensors
+LINKED_ROLES = {"onnx", "torch_program"}  # files that may read their weights from model.safetensors (and links)
 
 
 def resolved_backend(entry: StoreEntry, backend: str, device: str = "cpu") -> str:
@@ -160,8 +169,12 @@ def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu",
     """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256."""
     resolved = resolved_backend(entry, backend, device)
     role, factory = BACKENDS[resolved]
-    if entry.manifest.file("weights") is not None and role in LINKED_ROLES:
-        verify_file(entry, "weights")  # the ONNX graph and the torch program may read their weights from it
-    runner = factory(verify_file(entry, role), entry.manifest, device, threads)
+    links: Links = ()
+    if role in LINKED_ROLES:  # the ONNX graph and the torch program may read their weights from these
+        if entry.manifest.file("weights") is not None:
+            verify_file(entry, "weights")
+        links = read_linked(entry)
+    extra = (links,) if links else ()  # a backend added without link support still loads unlinked entries
+    runner = factory(verify_file(entry, role), entry.manifest, device, threads, *extra)
     runner.backend = resolved  # what runs, for /models, /v2 and the logs
     return runner

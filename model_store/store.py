@@ -1,4 +1,5 @@
-"""Reading and writing the store: ``<root>/<name>/<version>/manifest.json`` plus its files."""
+"""Reading and writing the store: ``<root>/<name>/<version>/manifest.json`` plus its files, and the weights files of
+other entries in the same store that an entry links (``Manifest.links``) instead of holding a copy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from model_store.manifest import MANIFEST_NAME, FileEntry, FileRole, Manifest
+from model_store.manifest import MANIFEST_NAME, FileEntry, FileRole, LinkedFile, Manifest
 
 log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path(__file__).resolve().parent
@@ -35,6 +36,15 @@ class StoreEntry:
         if entry is None:
             raise StoreError(f"{self.manifest.key} has no {role!r} file")
         return self.folder / entry.path
+
+    @property
+    def root(self) -> Path:
+        """The store folder the entry lives in (``<root>/<name>/<version>``)."""
+        return self.folder.parent.parent
+
+    def linked_path(self, link: LinkedFile) -> Path:
+        """Where a linked file lies: in another entry's folder of the same store."""
+        return self.root / link.path
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -113,6 +123,45 @@ def verify_file(entry: StoreEntry, role: FileRole) -> Path:
     if path.stat().st_size != expected.bytes or sha256_file(path) != expected.sha256:
         raise StoreError(f"{entry.manifest.key}: checksum mismatch for {path.name}")
     return path
+
+
+def read_linked(entry: StoreEntry) -> list[tuple[LinkedFile, bytes]]:
+    """Each file the entry links, read once and checked against the size and sha256 the entry recorded, so what is
+    checked is what is used; StoreError naming the other entry when it is absent or has changed."""
+    out = []
+    for link in entry.manifest.links:
+        path = entry.linked_path(link)
+        if not path.is_file():
+            raise StoreError(
+                f"{entry.manifest.key} reads the weights of {link.entry_key} (its {path.name}), which this store "
+                "lacks: copy that entry too (model_store.copy_entry copies an entry with the entries it links)"
+            )
+        data = path.read_bytes()
+        if len(data) != link.bytes or hashlib.sha256(data).hexdigest() != link.sha256:
+            raise StoreError(f"{entry.manifest.key}: checksum mismatch for {path.name} of {link.entry_key} (linked)")
+        out.append((link, data))
+    return out
+
+
+def copy_entry(entry: StoreEntry, root: Path, overwrite: bool = False) -> StoreEntry:
+    """Copy ``entry`` into the store at ``root`` together with every entry it links (kept where ``root`` already
+    holds the same file); StoreError where ``root`` holds a linked entry whose file differs."""
+    dst = Path(root) / entry.manifest.name / entry.manifest.version
+    if dst.exists():
+        if not overwrite:
+            raise StoreError(f"{dst} exists; pass overwrite to replace it")
+        shutil.rmtree(dst)
+    for link in entry.manifest.links:
+        target = Path(root) / link.path
+        if target.is_file():
+            if sha256_file(target) != link.sha256:
+                raise StoreError(f"{root} holds another {link.path} than {entry.manifest.key} links")
+            continue
+        name, version, _ = link.path.split("/")
+        linked = entry.root / name / version
+        copy_entry(StoreEntry(read_manifest(linked), linked), root, overwrite=True)
+    shutil.copytree(entry.folder, dst)
+    return StoreEntry(read_manifest(dst), dst)
 
 
 def publish(

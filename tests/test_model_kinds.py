@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from model_store import Predictor, StoreEntry, find, newest, read_manifest, version_key
+from model_store import Predictor, StoreEntry, copy_entry, find, newest, read_manifest, version_key
 from model_store.predictor import sigmoid
 from service.config import Settings
 from service.errors import ModelNotFound
@@ -196,7 +196,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def kinds_store(runs, tmp_path_factory, default_entry) -> Path:
     store = tmp_path_factory.mktemp("kinds_store")
-    shutil.copytree(default_entry.folder, store / default_entry.manifest.name / default_entry.manifest.version)
+    copy_entry(default_entry, store)  # with the member entry whose weights it links
     publish_run(runs["eeg"], store, "eeg")
     publish_run(runs["scene"], store, "scene")
     publish_run(runs["scene"], store, "scene_b")  # a second member of a suite
@@ -407,7 +407,7 @@ def test_reload_removes_and_adds_versions_and_needs_the_api_key(kinds_store, tmp
     (store / "broken" / "1.0.0" / "manifest.json").write_text("{}")
     body = client.post("/models/reload", headers={"X-API-Key": "k"}).json()
     assert body["added"] == [{"name": "eeg", "version": "1.1.0"}]
-    assert body["removed"] == [{"name": "scene_b", "version": "1.0.0"}] and body["versions"] == 4
+    assert body["removed"] == [{"name": "scene_b", "version": "1.0.0"}] and body["versions"] == 5  # + linked member
     assert list(body["invalid"]) == [str(store.resolve() / "broken" / "1.0.0")]
     listed = {(m["name"], m["version"]) for m in client.get("/models", headers={"X-API-Key": "k"}).json()["models"]}
     assert ("scene_b", "1.0.0") not in listed and ("eeg", "1.1.0") in listed

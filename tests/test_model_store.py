@@ -17,6 +17,7 @@ from model_store import (
     preprocess,
     probabilities,
     publish,
+    read_linked,
     resolve_device,
     scan,
     verify_file,
@@ -56,7 +57,9 @@ def test_manifest_rejects_file_path_outside_folder():
 def test_shipped_default_manifest_is_valid_and_checksums_match(default_entry):
     assert default_entry.manifest.labels == LABELS
     for entry in default_entry.manifest.files:
-        assert verify_file(default_entry, entry.role).is_file()
+        if entry.role != "linked_weights":
+            assert verify_file(default_entry, entry.role).is_file()
+    assert [link.entry_key for link, _ in read_linked(default_entry)] == ["fer_emotion_cnn:1.3.0"]
 
 
 def test_publish_records_checksums_and_verify_detects_tampering(tmp_path):

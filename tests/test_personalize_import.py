@@ -239,3 +239,67 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
     ]
     with pytest.raises(SystemExit, match="does not fit feature_mlp"):
         run(import_model, *argv, "--spec", spec, "--store", tmp_path / "store")
+
+
+# --- graphs with external data --------------------------------------------------------------------------------
+
+
+def default_spec(entry: StoreEntry, path: Path) -> Path:
+    """A spec for importing ``entry``'s graph: what ``GET /models`` shows of it."""
+    keep = ("task", "labels", "input", "calibration_temperature", "mirror_tta", "valence_arousal")
+    fields = {k: v for k, v in entry.manifest.model_dump(mode="json").items() if k in keep}
+    path.write_text(json.dumps({**fields, "name": "imported_default", "version": "1.0.0"}))
+    return path
+
+
+def test_the_shipped_defaults_graph_imports_self_contained_and_agrees(default_entry, fer_root, tmp_path, capsys):
+    """The default's ``model.onnx`` reads its weights from ``model.safetensors`` and the member entry it links; the
+    import reads them from there and publishes one self-contained file that agrees with the default as served."""
+    import onnx
+
+    from model_store import Predictor
+    from training.data import load_faces
+
+    spec = default_spec(default_entry, tmp_path / "spec.json")
+    entry = run(import_model, "--onnx", default_entry.path("onnx"), "--spec", spec, "--store", tmp_path / "store")
+    assert [(f.role, f.path) for f in entry.manifest.files] == [("onnx", "model.onnx")]
+    graph = onnx.load(str(entry.path("onnx")), load_external_data=False).graph
+    assert not [i.name for i in graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    faces = load_faces(fer_root, "val", default_entry.manifest.input, limit=300).images
+    imported = Predictor.load(entry, backend="onnx").predict_faces(faces).probabilities
+    served = Predictor.load(default_entry, backend="onnx-int8").predict_faces(faces).probabilities
+    exact = Predictor.load(default_entry, backend="onnx").predict_faces(faces).probabilities
+    agreement = float((imported.argmax(1) == served.argmax(1)).mean())
+    print(f"imported vs the default (onnx-int8) on {len(faces)} FER2013 val crops: top-1 agreement {agreement:.3f}")
+    assert agreement >= 0.95 and float(np.abs(imported - exact).max()) < 1e-5
+
+
+def test_a_graph_whose_external_data_is_not_beside_it_is_refused_with_what_to_pass(default_entry, tmp_path):
+    alone = tmp_path / "model.onnx"
+    alone.write_bytes(default_entry.path("onnx").read_bytes())
+    spec = default_spec(default_entry, tmp_path / "spec.json")
+    with pytest.raises(SystemExit, match=r"not a file beside it.*model_store\.export_graph NAME VERSION OUT\.onnx"):
+        run(import_model, "--onnx", alone, "--spec", spec, "--store", tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_graph_with_its_data_file_beside_it_imports(tmp_path):
+    """A graph exported elsewhere with ONNX external data in a file next to it."""
+    import onnx
+
+    model = create_model("emotion_cnn", 3, width=4, hidden=16, in_chans=1).eval()
+    spec_in = parse_input(FACE_INPUT)
+    folder = tmp_path / "theirs"
+    path = export(model, example_input(spec_in, 2), ["logits"], folder / "net.onnx")
+    proto = onnx.load(str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, location="net.data", size_threshold=0)
+    assert (folder / "net.data").is_file()
+    spec = write_spec(tmp_path / "spec.json", task="face-classification", input=FACE_INPUT)
+    entry = run(import_model, "--onnx", path, "--spec", spec, "--store", tmp_path / "store")
+    assert [f.path for f in entry.manifest.files] == ["net.onnx"] and not list(entry.folder.glob("*.data"))
+    x = example_input(spec_in, 3, seed=4)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    from model_store import Predictor
+
+    np.testing.assert_allclose(Predictor.load(entry).run(x.numpy())["logits"], expected, atol=1e-4)

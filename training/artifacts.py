@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from model_store import FeatureSpec, InputSpec, StoreEntry, verify_file
+from model_store import FeatureSpec, InputSpec, StoreEntry
+from model_store.linked import entry_state
 from model_store.manifest import FileRole
 from training.export_onnx import export, parity
 from training.export_slim import export_program, save_slim
@@ -49,7 +49,7 @@ def load_entry_model(entry: StoreEntry) -> torch.nn.Module:
     """The store entry's architecture with its slim weights (checked against the manifest's sha256), in eval mode;
     SystemExit when the entry has no weights of a registered architecture (an ONNX-only import)."""
     m = entry.manifest
-    if m.file("weights") is None:
+    if m.file("weights") is None and not m.links:
         raise SystemExit(
             f"{m.key} has no weights file (model.safetensors): only models of a registered architecture can be "
             "fine-tuned; import the checkpoint with --weights --architecture"
@@ -58,5 +58,5 @@ def load_entry_model(entry: StoreEntry) -> torch.nn.Module:
         model = create_model(m.architecture, len(m.labels), **input_kwargs(m.input), **m.architecture_args)
     except KeyError as exc:
         raise SystemExit(f"{m.key}: {exc.args[0]}") from None
-    model.load_state_dict(load_file(verify_file(entry, "weights")))
+    model.load_state_dict(entry_state(entry))  # its own weights and any it links, each checked
     return model.eval()

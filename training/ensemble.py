@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from model_store import InputSpec, Manifest, read_manifest
+from model_store import InputSpec, Manifest, StoreEntry, read_manifest
+from model_store.linked import entry_state
 from training.engine import resolve_amp
 from training.models.ensemble import FACES
-from training.runs import SHARED_INPUT, SLIM_NAME, build_model, load_weights, require_compatible_labels
+from training.runs import SHARED_INPUT, build_model, require_compatible_labels
 from training.tasks import task_for
 from training.train import get_args_parser as train_parser
 from training.train import resolved_config, setup
@@ -151,8 +152,8 @@ def main(args: argparse.Namespace) -> dict:
     cfg = resolved_config(targs, task, train, val, amp_dtype)
     (args.output / "config.json").write_text(json.dumps(cfg, indent=2))
     model = build_model(cfg)
-    for net, folder in zip(model.members, args.member, strict=True):
-        load_weights(net, folder / SLIM_NAME)
+    for net, folder, manifest in zip(model.members, args.member, manifests, strict=True):
+        net.load_state_dict(entry_state(StoreEntry(manifest, folder)))  # a member may itself link weights
     torch.save({"model": model.state_dict()}, args.output / "best.pt")
     report = task.final_report(model, val, amp_dtype, {"best_epoch": 0, "epoch": 0, "history": []})
     log.info("ensemble of %d: val accuracy %.4f macro-F1 %.4f", len(manifests), report["accuracy"], report["macro_f1"])

@@ -3,7 +3,7 @@
 Loads the slim weights, exports with a dynamic batch axis, runs the same inputs through torch and onnxruntime,
 prints the largest absolute difference and fails when it exceeds ``--tolerance``. Written next to the slim weights
 (the default), the graph holds no weights of its own: its initializers read ``model.safetensors``
-(``model_store.linked``), so a store entry carries its weights once.
+(``model_store.linked``), so a store entry carries its weights once; ``--self-contained`` embeds them instead.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help=f"default: <run>/export/{ONNX_NAME}")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="embed the weights in the graph (no external data), for a runtime elsewhere (Triton, another runtime); "
+        "a store entry's graph: python -m model_store.export_graph NAME VERSION OUT.onnx",
+    )
     return p
 
 
@@ -194,7 +200,8 @@ def main(args: argparse.Namespace) -> tuple[Path, float]:
     model = load_weights(build_model(cfg), weights)
     spec = input_spec(cfg)
     out = args.output or args.run / "export" / ONNX_NAME
-    linked = weights if weights.parent.resolve() == out.parent.resolve() else None  # a copy elsewhere: self-contained
+    beside = weights.parent.resolve() == out.parent.resolve()  # a copy elsewhere: self-contained
+    linked = weights if beside and not getattr(args, "self_contained", False) else None
     out = export(model, example_input(spec, 2), cfg["outputs"], out, args.opset, linked)
     diff = parity(model, out, example_input(spec, 5, seed=1))
     log.info("wrote %s (%.2f MB); torch vs onnxruntime max abs diff %.2e", out, out.stat().st_size / 1e6, diff)

@@ -10,9 +10,11 @@ per-feature ``mean``/``std`` for feature vectors), and may add ``thresholds`` (f
 ``calibration_temperature``, ``outputs``, ``valence_arousal`` and ``description``.
 
 An ONNX file is checked (one input of the spec's shape with a free batch axis, an output per label) and run once on
-zeros. Weights (a ``state_dict`` in ``.pt``/``.pth``, loaded weights-only, or ``.safetensors``) are loaded into the
-registered architecture, exported to ONNX and the ``torch.export`` program, and the ONNX is compared with torch;
-with both ``--onnx`` and ``--weights`` the given ONNX is compared with the weights. The check is printed.
+zeros. One that keeps its weights in external data is read with the data files beside it (a store entry's
+``model.onnx`` with its ``model.safetensors`` and any entry it links) and published self-contained. Weights (a
+``state_dict`` in ``.pt``/``.pth``, loaded weights-only, or ``.safetensors``) are loaded into the registered
+architecture, exported to ONNX and the ``torch.export`` program, and the ONNX is compared with torch; with both
+``--onnx`` and ``--weights`` the given ONNX is compared with the weights. The check is printed.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from model_store import DEFAULT_ROOT, Manifest, Predictor, publish
-from model_store.manifest import FileRole
+from model_store import DEFAULT_ROOT, Manifest, Predictor, StoreEntry, StoreError, publish, read_manifest
+from model_store.linked import embed_external_data, entry_graph, external_locations
+from model_store.manifest import MANIFEST_NAME, FileRole
 from training.artifacts import write_artifacts
 from training.export_onnx import parity
 from training.models import create_model, input_kwargs
@@ -171,6 +175,47 @@ def artifacts_for(args: argparse.Namespace, manifest: Manifest, tmp: Path) -> tu
     return artifacts, f"{check}; {check_onnx(artifacts['onnx'], manifest)}"
 
 
+def self_contained(path: Path, tmp: Path) -> Path:
+    """``path`` itself when it holds its weights; else a copy in ``tmp`` with its external data embedded, read from
+    beside it (a store entry: its manifest's files and links, checked); SystemExit saying what to pass otherwise."""
+    try:
+        locations = external_locations(path)
+    except Exception as exc:  # onnx raises its own exception types
+        raise SystemExit(f"{path}: not an ONNX graph onnx can read: {exc}") from None
+    if not locations:
+        return path
+    folder = path.parent
+    try:
+        manifest = read_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
+        if manifest is not None and manifest.file("onnx") and manifest.file("onnx").path == path.name:
+            proto = entry_graph(StoreEntry(manifest, folder))
+        else:
+            proto = embed_external_data(path, beside(path, locations))
+    except (StoreError, ValueError) as exc:
+        raise SystemExit(f"{path}: {exc}") from None
+    out = tmp / "self_contained" / path.name  # published under the source's name
+    out.parent.mkdir()
+    onnx.save(proto, str(out))
+    log.info("%s keeps its weights in %s: embedded them", path, ", ".join(locations))
+    return out
+
+
+def beside(path: Path, locations: list[str]) -> dict[str, bytes]:
+    """The external data files ``locations`` names, each a plain file beside ``path``; SystemExit otherwise."""
+    files = {}
+    for location in locations:
+        source = path.parent / location
+        if "/" in location or "\\" in location or location in {"", ".", ".."} or not source.is_file():
+            raise SystemExit(
+                f"{path} keeps its weights in external data ({location}) that is not a file beside it. Put the data "
+                "files next to the graph, or pass a self-contained graph: for a store entry, python -m "
+                "model_store.export_graph NAME VERSION OUT.onnx writes one; for your own export, "
+                "onnx.save(onnx.load(PATH), OUT) (with the data beside PATH) or training.export_onnx --self-contained"
+            )
+        files[location] = source.read_bytes()
+    return files
+
+
 def main(args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.onnx is None and args.weights is None:
@@ -180,10 +225,13 @@ def main(args: argparse.Namespace):
     for path in (args.onnx, args.weights):
         if path is not None and not path.is_file():
             raise SystemExit(f"{path}: no such file")
-    manifest = read_spec(args, onnx_outputs(args.onnx)[:1] if args.onnx else None)
     with tempfile.TemporaryDirectory() as tmp:
+        source = {"imported_from": str(args.onnx or args.weights)}
+        if args.onnx is not None:
+            args = argparse.Namespace(**{**vars(args), "onnx": self_contained(args.onnx, Path(tmp))})
+        manifest = read_spec(args, onnx_outputs(args.onnx)[:1] if args.onnx else None)
         artifacts, check = artifacts_for(args, manifest, Path(tmp))
-        source = {"imported_from": str(args.onnx or args.weights), "check": check}
+        source["check"] = check
         manifest = manifest.model_copy(update={"training": {**manifest.training, **source}})
         entry = publish(manifest, artifacts, args.store, overwrite=args.overwrite)
     Predictor.load(entry).warmup()  # loads as the service will

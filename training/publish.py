@@ -2,7 +2,9 @@
 
 Writes ``<store>/<name>/<version>/`` with the slim weights, the ONNX file and a manifest holding the labels, input
 spec (for feature models the per-feature mean and std computed on the training rows), the per-attribute thresholds
-chosen on val (attribute models), file checksums, dataset sizes, val metrics and the training config.
+chosen on val (attribute models), file checksums, dataset sizes, val metrics and the training config. An ensemble
+member that is an entry of the same store is linked, not copied (``training.link_members``; ``--no-link`` keeps the
+entry self-contained).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from model_store import DEFAULT_ROOT, TASKS, Manifest, publish
+from model_store import DEFAULT_ROOT, TASKS, Manifest, StoreEntry, publish, read_manifest
+from training.link_members import link
 from training.runs import ONNX_NAME, SLIM_NAME, TORCH_PROGRAM_NAME, load_config
 
 log = logging.getLogger("training.publish")
@@ -59,6 +62,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
     )
+    p.add_argument(
+        "--no-link",
+        action="store_true",
+        help="copy ensemble members that are entries of the store instead of linking their weights file",
+    )
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -104,6 +112,8 @@ def main(args: argparse.Namespace):
     if (export_dir / TORCH_PROGRAM_NAME).is_file():
         artifacts["torch_program"] = export_dir / TORCH_PROGRAM_NAME
     entry = publish(build_manifest(args, cfg), artifacts, args.store, overwrite=args.overwrite)
+    if not getattr(args, "no_link", False) and link(entry.folder):
+        entry = StoreEntry(read_manifest(entry.folder), entry.folder)
     log.info("published %s -> %s", entry.manifest.key, entry.folder)
     return entry
 

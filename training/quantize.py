@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model_store import prepare_batch
+from model_store import StoreEntry, create_runner, prepare_batch
+from model_store.linked import entry_graph
 from model_store.manifest import MANIFEST_NAME, FileEntry
 from model_store.store import read_manifest, sha256_file
 from training.data import load_faces
@@ -87,10 +88,9 @@ def quantize(folder: Path, x: np.ndarray, out: Path, args: argparse.Namespace) -
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }
-    manifest = read_manifest(folder)
     with tempfile.TemporaryDirectory() as tmp:
-        whole = Path(tmp) / "whole.onnx"  # the linked graph's weights pulled in from model.safetensors
-        onnx.save(onnx.load(str(folder / manifest.file("onnx").path)), str(whole))
+        whole = Path(tmp) / "whole.onnx"  # the graph's weights pulled in from model.safetensors and any linked file
+        onnx.save(entry_graph(StoreEntry(read_manifest(folder), folder)), str(whole))
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(whole), str(prepared), skip_symbolic_shape=True)  # it trips on value_* Constants
         quantize_static(
@@ -107,16 +107,18 @@ def quantize(folder: Path, x: np.ndarray, out: Path, args: argparse.Namespace) -
         )
 
 
-def compare(fp32: Path, int8: Path, x: np.ndarray, temperature: float) -> dict:
-    """Top-1 agreement and the largest calibrated-probability difference between the graphs on ``x``."""
+def compare(fp32: StoreEntry, int8: Path, x: np.ndarray, temperature: float) -> dict:
+    """Top-1 agreement and the largest calibrated-probability difference between the entry's fp32 graph (as the
+    service runs it, linked weights included) and the int8 one on ``x``."""
     import onnxruntime as ort
 
-    def probs(path: Path) -> np.ndarray:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        logits = np.concatenate([session.run(None, {"input": x[i : i + 256]})[0] for i in range(0, len(x), 256)])
+    def probs(run) -> np.ndarray:
+        logits = np.concatenate([run(x[i : i + 256]) for i in range(0, len(x), 256)])
         return softmax(logits / temperature)
 
-    a, b = probs(fp32), probs(int8)
+    session, runner = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]), create_runner(fp32, "onnx")
+    a = probs(lambda rows: runner(rows)[fp32.manifest.outputs[0]])
+    b = probs(lambda rows: session.run(None, {"input": rows})[0])
     return {
         "rows": len(x),  # faces and their mirror images
         "top1_agreement": round(float((a.argmax(1) == b.argmax(1)).mean()), 4),
@@ -139,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
     staged = folder / f".{INT8_NAME}.tmp"  # the entry keeps its old graph and manifest until both are ready
     quantize(folder, calibration, staged, args)
     check = model_inputs(folder, args.data, args.check_split, args.check_samples, args.seed)
-    agreement = compare(folder / manifest.file("onnx").path, staged, check, manifest.calibration_temperature)
+    agreement = compare(StoreEntry(manifest, folder), staged, check, manifest.calibration_temperature)
     int8 = {
         "calibration": {
             "data": str(args.data),

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from model_store import FeatureSpec, InputSpec, Manifest, parse_input, read_manifest
+from model_store import FeatureSpec, InputSpec, Manifest, StoreEntry, parse_input, read_manifest
+from model_store.linked import entry_state
 from training.models import create_model, input_kwargs
 from training.models.adapt import SHARED_INPUT
 
@@ -55,7 +56,8 @@ def load_store_model(folder: Path) -> tuple[nn.Module, Manifest]:
     manifest = read_manifest(folder)
     cfg = {k: getattr(manifest, k) for k in ("architecture", "architecture_args", "labels")}
     model = build_model({**cfg, "input": manifest.input.model_dump()})
-    return load_weights(model, Path(folder) / SLIM_NAME), manifest
+    model.load_state_dict(entry_state(StoreEntry(manifest, Path(folder))))  # its own weights and any it links
+    return model.eval(), manifest
 
 
 def require_compatible_labels(manifest: Manifest, labels: list[str], role: str) -> None:
