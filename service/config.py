@@ -116,6 +116,26 @@ class VideoSettings(Group):
     )
 
 
+class QualitySettings(Group):
+    """The ``reliable`` flag on every face (``service.quality``): each face must pass all four; defaults chosen on
+    RAF-DB val and the shared photos by ``benchmarks/reliability.py`` (its report states the figures)."""
+
+    min_face_px: int = Field(32, ge=0, description="shorter side of the face box, pixels; smaller faces are unreliable")
+    min_sharpness: float = Field(
+        40.0, ge=0.0, description="variance of the Laplacian of the gray face at 64 px; blurrier faces are unreliable"
+    )
+    min_frontal: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="frontalness from the landmarks (1 = frontal; 0 = off, the measured default); faces without "
+        "landmarks pass",
+    )
+    min_margin: float = Field(
+        0.15, ge=0.0, le=1.0, description="top-1 minus top-2 probability; less certain answers are unreliable"
+    )
+
+
 class QueueSettings(Group):
     """Background video jobs: in the API process (no ``url``), or on Redis served by ``python -m service.worker``."""
 
@@ -273,6 +293,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @classmethod
     def settings_customise_sources(

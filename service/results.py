@@ -10,18 +10,21 @@ import numpy as np
 
 from model_store import AttributePrediction, FacePrediction, Manifest
 from service.detection import Detection
+from service.quality import PictureQuality, Quality
 from service.video.decode import Gap
 
 Box = tuple[int, int, int, int]
 
 
 class Sample(NamedTuple):
-    """Where one analysed face of a video was: time (s), frame index, box and track."""
+    """Where one analysed face of a video was: time (s), frame index, box and track, and its picture's quality
+    (face steps; None for whole frames)."""
 
     t: float
     frame: int
     box: Box
     track_id: int
+    picture: PictureQuality | None = None
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,14 @@ class FaceResult:
 
     model: ModelId
     prediction: FacePrediction
+    quality: Quality | None = None
 
 
 @dataclass(frozen=True)
 class DetectedFace:
     detection: Detection
     prediction: FacePrediction
+    quality: Quality | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class TimelineSample:
     frame: int
     box: Box
     prediction: FacePrediction  # smoothed over time
+    quality: Quality | None = None  # its margin and entropy from the sample's own (unsmoothed) probabilities
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ class TrackResult:
     timeline: list[TimelineSample]
     segments: list[Segment]
     summary: Summary
+
+    @property
+    def reliable_share(self) -> float | None:
+        """The share of its samples flagged reliable (None when samples carry no quality)."""
+        flags = [s.quality.reliable for s in self.timeline if s.quality is not None]
+        return sum(flags) / len(flags) if flags else None
 
     @property
     def first_seen(self) -> float:

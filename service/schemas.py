@@ -20,6 +20,7 @@ from emotion_client.schemas import (
     EmotionSummary,
     ErrorDetail,
     FacePredictionResponse,
+    FaceQuality,
     FeaturePredictionRequest,
     FeaturePredictionResponse,
     FeatureRowPrediction,
@@ -38,6 +39,7 @@ from emotion_client.schemas import (
 )
 from model_store import FacePrediction
 from service import results
+from service.quality import Quality
 from service.results import ModelId
 from service.video.decode import describe_gaps
 
@@ -54,6 +56,7 @@ __all__ = [
     "EmotionSummary",
     "ErrorDetail",
     "FacePredictionResponse",
+    "FaceQuality",
     "FeaturePredictionRequest",
     "FeaturePredictionResponse",
     "FeatureRowPrediction",
@@ -89,6 +92,25 @@ def _affect(p: FacePrediction) -> dict:
     }
 
 
+def _quality(q: Quality | None) -> dict:
+    """``quality`` and ``reliable`` of a face (both null when the pipeline judged none)."""
+    if q is None:
+        return {"quality": None, "reliable": None}
+    picture, pose = q.picture, q.picture.pose
+    score = picture.detector_score
+    quality = FaceQuality(
+        face_px=picture.face_px,
+        sharpness=round(picture.sharpness, 1),
+        yaw=None if pose is None else pose.yaw,
+        pitch=None if pose is None else pose.pitch,
+        frontal=None if pose is None else pose.frontal,
+        detector_score=None if score is None else round(score, 4),
+        margin=q.margin,
+        entropy=q.entropy,
+    )
+    return {"quality": quality, "reliable": q.reliable}
+
+
 def _box(box: tuple[int, int, int, int]) -> Box:
     x, y, w, h = (int(v) for v in box)
     return Box(x=x, y=y, width=w, height=h)
@@ -109,7 +131,7 @@ def _summary(s: results.Summary) -> EmotionSummary:
 
 
 def face_response(result: results.FaceResult) -> FacePredictionResponse:
-    return FacePredictionResponse(**_affect(result.prediction), **_model(result.model))
+    return FacePredictionResponse(**_affect(result.prediction), **_quality(result.quality), **_model(result.model))
 
 
 def image_response(result: results.ImageResult) -> ImagePredictionResponse:
@@ -118,7 +140,12 @@ def image_response(result: results.ImageResult) -> ImagePredictionResponse:
         height=result.height,
         **_model(result.model),
         faces=[
-            DetectedFace(**_affect(f.prediction), box=_box(f.detection.box), score=round(f.detection.score, 4))
+            DetectedFace(
+                **_affect(f.prediction),
+                **_quality(f.quality),
+                box=_box(f.detection.box),
+                score=round(f.detection.score, 4),
+            )
             for f in result.faces
         ],
     )
@@ -130,10 +157,12 @@ def _track(track: results.TrackResult) -> Track:
         first_seen=track.first_seen,
         last_seen=track.last_seen,
         timeline=[
-            TimelinePoint(**_affect(s.prediction), t=s.t, frame=s.frame, box=_box(s.box)) for s in track.timeline
+            TimelinePoint(**_affect(s.prediction), **_quality(s.quality), t=s.t, frame=s.frame, box=_box(s.box))
+            for s in track.timeline
         ],
         segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments],
         summary=_summary(track.summary),
+        reliable_share=None if track.reliable_share is None else round(track.reliable_share, 4),
     )
 
 

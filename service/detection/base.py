@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 import cv2
@@ -12,13 +12,16 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class Detection:
-    """A face box in pixels of the original image, and a confidence in 0..1."""
+    """A face box in pixels of the original image, and a confidence in 0..1; detectors that find them (RetinaFace)
+    add five landmarks (left eye, right eye, nose, left and right mouth corner; image left first), in the same
+    pixels, for the head-pose proxies of ``service.quality``."""
 
     x: int
     y: int
     width: int
     height: int
     score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -36,7 +39,14 @@ class Detection:
             round(self.width / scale),
             round(self.height / scale),
             self.score,
+            self.shifted_landmarks(dx, dy, scale),
         )
+
+    def shifted_landmarks(self, dx: float, dy: float, scale: float = 1.0) -> tuple[tuple[float, float], ...] | None:
+        """The landmarks divided by ``scale``, then moved by ``(dx, dy)`` (None stays None)."""
+        if self.landmarks is None:
+            return None
+        return tuple((round(dx + x / scale, 2), round(dy + y / scale, 2)) for x, y in self.landmarks)
 
 
 class FaceDetector(Protocol):
@@ -93,5 +103,5 @@ def close_up_faces(
         x0, y0 = max(d.x - pad, 0), max(d.y - pad, 0)
         x1, y1 = min(d.x + d.width - pad, w), min(d.y + d.height - pad, h)
         if x1 > x0 and y1 > y0:
-            out.append(Detection(x0, y0, x1 - x0, y1 - y0, d.score))
+            out.append(replace(d, x=x0, y=y0, width=x1 - x0, height=y1 - y0, landmarks=d.shifted_landmarks(-pad, -pad)))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,12 @@ def decode(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
 
 
+def decode_landmarks(pre: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Five (x, y) points per box in input pixels from the graph's offsets (as biubug6 decodes them)."""
+    offsets = pre.reshape(-1, 5, 2)
+    return priors[:, None, :2] + offsets * VARIANCE[0] * priors[:, None, 2:]
+
+
 def hog_like(boxes: np.ndarray) -> np.ndarray:
     """RetinaFace boxes (x0, y0, x1, y1) moved to HOG's geometry: square, a little larger, a little lower."""
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -152,24 +159,27 @@ class RetinaFaceDetector:
     def smallest_face(self, scale: float = 1.0) -> float:
         return RETINA_WINDOW / scale
 
-    def _run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (x0, y0, x1, y1 in ``image`` pixels) and probabilities over the threshold, after NMS."""
+    def _run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (x0, y0, x1, y1 in ``image`` pixels), probabilities over the threshold and five landmarks per box
+        (``N x 5 x 2``, same pixels), after NMS."""
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         x = (bgr.astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)[None]
         large = bgr.shape[0] * bgr.shape[1] >= self.settings.large_scan_pixels
-        loc, conf, _ = (self._large_session if large else self._session).run(None, {"input": np.ascontiguousarray(x)})
+        session = self._large_session if large else self._session
+        loc, conf, marks = session.run(None, {"input": np.ascontiguousarray(x)})
         scores = conf[0, :, 1]
         keep = scores >= self.settings.threshold
         if not keep.any():
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        boxes = decode(loc[0][keep], anchors(*bgr.shape[:2])[keep])
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        priors = anchors(*bgr.shape[:2])[keep]
+        boxes, points = decode(loc[0][keep], priors), decode_landmarks(marks[0][keep], priors)
         scores = scores[keep]
         if len(scores) > TOP_K:  # a low threshold on a large scan: NMS only over the best (as biubug6 does)
             best = np.argsort(scores)[::-1][:TOP_K]
-            boxes, scores = boxes[best], scores[best]
+            boxes, scores, points = boxes[best], scores[best], points[best]
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         chosen = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, self.settings.nms), int).ravel()
-        return boxes[chosen], scores[chosen]
+        return boxes[chosen], scores[chosen], points[chosen]
 
     def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
         h, w = image.shape[:2]
@@ -183,7 +193,11 @@ class RetinaFaceDetector:
             max_side=own.max_side,
             max_pixels=self.max_pixels,
         )
-        boxes, scores = self._run(rescaled(image, scale))
+        boxes, scores, points = self._run(rescaled(image, scale))
         if own.hog_like:
             boxes = hog_like(boxes)
-        return to_detections(zip(*boxes.T, scores, strict=True), scale, h, w, float)
+        faces = []
+        for box, score, marks in zip(boxes, scores, points, strict=True):
+            for face in to_detections([(*box, score)], scale, h, w, float):  # none when clipped away
+                faces.append(replace(face, landmarks=tuple((float(px), float(py)) for px, py in marks / scale)))
+        return sorted(faces, key=lambda d: d.area, reverse=True)

@@ -34,8 +34,8 @@ def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipel
     cropper = FaceCropper(level=settings.detector.align)  # one landmark model for photos and video
     return Pipelines(
         detector,
-        FacePipeline(detector, limits.max_image_pixels, metrics, cropper),
-        VideoPipeline(detector, metrics, cropper),
+        FacePipeline(detector, limits.max_image_pixels, metrics, cropper, settings.quality),
+        VideoPipeline(detector, metrics, cropper, settings.quality),
         AttributePipeline(limits.max_image_pixels, metrics),
         FeaturePipeline(limits.max_feature_rows, limits.max_feature_values, metrics),
     )

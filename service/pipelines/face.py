@@ -12,12 +12,14 @@ from typing import Protocol
 import numpy as np
 
 from model_store import InputSpec, Predictor, Prepared
+from service.config import QualitySettings
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.align import FaceCropper
 from service.errors import ServiceError
 from service.imaging import decode_image, image_size
 from service.metrics import Metrics
 from service.options import Options
+from service.quality import PictureQuality, Thresholds, assess, picture_quality
 from service.registry import LoadedModel
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 
@@ -49,9 +51,11 @@ class FacePipeline:
         max_image_pixels: int,
         metrics: Metrics | None = None,
         cropper: Cropper | None = None,
+        quality: Thresholds | None = None,
     ) -> None:
         self.detector, self.max_image_pixels, self.metrics = detector, max_image_pixels, metrics
         self.cropper = cropper or FaceCropper()
+        self.quality = quality or QualitySettings()  # the reliable rule's thresholds
 
     def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
         """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``; a photo
@@ -73,18 +77,30 @@ class FacePipeline:
         spec = predictor.manifest.input
         return image, faces, predictor.prepare([self.cropper.crop(image, f.box, spec) for f in faces])
 
-    def prepare_face(self, data: bytes, predictor: Predictor) -> Prepared:
-        """Decode a face crop and preprocess it; the whole image is the face."""
-        return predictor.prepare([decode_image(data, self.max_image_pixels)])
+    def prepare_face(self, data: bytes, predictor: Predictor) -> tuple[Prepared, PictureQuality]:
+        """Decode a face crop and preprocess it; the whole image is the face (no detector, no landmarks)."""
+        face = decode_image(data, self.max_image_pixels)
+        return predictor.prepare([face]), picture_quality(face, (0, 0, face.shape[1], face.shape[0]))
+
+    def _prepare_and_judge(
+        self, data: bytes, predictor: Predictor, opts: Options
+    ) -> tuple[np.ndarray, list[Detection], Prepared, list[PictureQuality]]:
+        """``prepare_image`` and each face's picture quality, in the same thread hop."""
+        image, faces, prepared = self.prepare_image(data, predictor, opts)
+        pictures = [picture_quality(image, f.box, f.landmarks, f.score) for f in faces]
+        return image, faces, prepared, pictures
 
     async def analyse_image(self, data: bytes, model: LoadedModel, opts: Options) -> ImageResult:
-        """Every face in a photo with its prediction."""
+        """Every face in a photo with its prediction and quality."""
         model.require_still()
-        image, faces, prepared = await asyncio.to_thread(self.prepare_image, data, model.predictor, opts)
+        image, faces, prepared, pictures = await asyncio.to_thread(self._prepare_and_judge, data, model.predictor, opts)
         preds = await model.infer(prepared)
         if self.metrics is not None:
             self.metrics.faces.inc(len(faces))
-        found = [DetectedFace(f, p) for f, p in zip(faces, preds, strict=True)]
+        found = [
+            DetectedFace(f, preds[i], assess(pictures[i], preds.probabilities[i], self.quality))
+            for i, f in enumerate(faces)
+        ]
         return ImageResult(ModelId.of(model.manifest), image.shape[1], image.shape[0], found, image)
 
     async def analyse_face(self, data: bytes, model: LoadedModel) -> FaceResult:
@@ -92,7 +108,8 @@ class FacePipeline:
         takes ~50 us, less than the hop to a worker thread and back), a larger one in a thread."""
         model.require_still()
         if decodes_quickly(data):
-            prepared = self.prepare_face(data, model.predictor)
+            prepared, picture = self.prepare_face(data, model.predictor)
         else:
-            prepared = await asyncio.to_thread(self.prepare_face, data, model.predictor)
-        return FaceResult(ModelId.of(model.manifest), (await model.infer(prepared))[0])
+            prepared, picture = await asyncio.to_thread(self.prepare_face, data, model.predictor)
+        preds = await model.infer(prepared)
+        return FaceResult(ModelId.of(model.manifest), preds[0], assess(picture, preds.probabilities[0], self.quality))

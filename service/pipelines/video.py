@@ -21,6 +21,7 @@ from service.detection.align import FaceCropper
 from service.metrics import Metrics
 from service.options import Options
 from service.pipelines.face import Cropper
+from service.quality import Thresholds, picture_quality
 from service.registry import LoadedModel
 from service.results import ModelId, Sample, VideoResult
 from service.tracking import IouTracker
@@ -84,7 +85,8 @@ class FaceStep:
         found = self.finder.detect(frame, scan.frames_analyzed, [tr.box for tr in live], previous)
         for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found], frame), strict=True):
             scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
-            scan.samples.append(Sample(round(t, 3), index, det.box, track_id))
+            picture = picture_quality(frame, det.box, det.landmarks, det.score)
+            scan.samples.append(Sample(round(t, 3), index, det.box, track_id, picture))
         self._send(scan, whole_chunks_only=True)
 
     def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
@@ -136,9 +138,16 @@ Step = FaceStep | FrameStep
 
 
 class VideoPipeline:
-    def __init__(self, detector: FaceDetector, metrics: Metrics | None = None, cropper: Cropper | None = None) -> None:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        metrics: Metrics | None = None,
+        cropper: Cropper | None = None,
+        quality: Thresholds | None = None,
+    ) -> None:
         self.detector, self.metrics = detector, metrics
         self.cropper = cropper or FaceCropper()
+        self.quality = quality  # the reliable rule's thresholds (None: build_tracks' default)
 
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
@@ -205,7 +214,7 @@ class VideoPipeline:
                 preds, clips = await classify_clips(model, faces, track_ids, times)
             else:
                 preds = await self.classify(model, faces)
-        tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration)
+        tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration, self.quality)
         return preds, {"tracks": tracks, "summary": summary, "clips": clips}
 
     async def analyse(

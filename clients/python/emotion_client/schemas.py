@@ -41,12 +41,45 @@ class AffectPrediction(BaseModel):
     arousal: float | None = Field(None, ge=-1, le=1)
 
 
-class FacePredictionResponse(AffectPrediction):
+class FaceQuality(BaseModel):
+    """How far to trust one face's label: its picture and the model's certainty (``reliable`` sums them up)."""
+
+    face_px: int = Field(description="the face box's shorter side in pixels of the image (a crop: its shorter side)")
+    sharpness: float = Field(
+        description="variance of the Laplacian of the gray face resized to 64 px (so it does not grow with size); "
+        "blurred or enlarged small faces score low, typical sharp faces some hundreds"
+    )
+    yaw: float | None = Field(
+        None, ge=-1, le=1, description="head turn proxy from the landmarks, 0 = frontal; null without landmarks"
+    )
+    pitch: float | None = Field(
+        None, ge=-1, le=1, description="head tilt proxy from the landmarks, 0 = frontal; null without landmarks"
+    )
+    frontal: float | None = Field(
+        None, ge=0, le=1, description="1 - max(|yaw|, |pitch|): 1 = frontal; null without landmarks (face crops)"
+    )
+    detector_score: float | None = Field(
+        None, description="the detector's confidence; 0 for a box no detector confirmed, null for a face crop"
+    )
+    margin: float = Field(ge=0, le=1, description="top-1 minus top-2 probability (of the face's own answer)")
+    entropy: float = Field(ge=0, le=1, description="entropy of the probabilities over log(labels): 0 certain, 1 flat")
+
+
+class Reliability(BaseModel):
+    quality: FaceQuality | None = Field(None, description="the face's picture quality and the answer's certainty")
+    reliable: bool | None = Field(
+        None,
+        description="whether quality passes the service's thresholds (EMOTION_QUALITY__*): large, sharp, "
+        "frontal enough and a clear enough answer",
+    )
+
+
+class FacePredictionResponse(Reliability, AffectPrediction):
     model: ModelRef
     valence_arousal_source: VASource
 
 
-class DetectedFace(AffectPrediction):
+class DetectedFace(Reliability, AffectPrediction):
     box: Box
     score: float = Field(description="detector confidence in 0..1")
 
@@ -92,7 +125,7 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-class TimelinePoint(AffectPrediction):
+class TimelinePoint(Reliability, AffectPrediction):
     t: float = Field(description="seconds from the start of the video")
     frame: int
     box: Box
@@ -119,6 +152,7 @@ class Track(BaseModel):
     timeline: list[TimelinePoint]
     segments: list[Segment]
     summary: EmotionSummary
+    reliable_share: float | None = Field(None, ge=0, le=1, description="share of its samples flagged reliable")
 
 
 class ClipPrediction(AffectPrediction):
