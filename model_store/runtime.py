@@ -43,12 +43,7 @@ class OnnxRunner:
             options.intra_op_num_threads = threads
         # Idle pool threads spin-wait by default: that burns the cores the HTTP side and the detector need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        files = None
-        if links:  # onnxruntime reads no external data outside the graph's folder: it gets the files' bytes
-            weights = manifest.file("weights")
-            own = {weights.path: path.with_name(weights.path).read_bytes()} if weights else {}
-            files = external_files(links, own)  # copied into the session as it is created, then freed
-            options.add_external_initializers_from_files_in_memory(*files)
+        files = hand_over(options, path, manifest, links) if links else None
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         del files
@@ -60,6 +55,23 @@ class OnnxRunner:
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(self.outputs, {self.input_name: np.ascontiguousarray(batch, np.float32)})
         return dict(zip(self.outputs, values, strict=True))
+
+
+def hand_over(options, path: Path, manifest: Manifest, links: Links) -> tuple:
+    """Give a session the bytes of the linked files and of the entry's own weights file: onnxruntime reads no
+    external data outside the graph's folder. It copies them as the session is created; keep the returned
+    buffers until then."""
+    if not hasattr(options, "add_external_initializers_from_files_in_memory"):
+        import onnxruntime as ort
+
+        raise StoreError(
+            f"{manifest.key} reads weights another entry holds; its fp32 graph needs onnxruntime >= 1.23 "
+            f"(installed: {ort.__version__}): upgrade it, or serve the int8 graph (backend onnx-int8)"
+        )
+    weights = manifest.file("weights")
+    files = external_files(links, {weights.path: path.with_name(weights.path).read_bytes()} if weights else {})
+    options.add_external_initializers_from_files_in_memory(*files)
+    return files
 
 
 # constants torch.export.load unpickles whatever their config says (torchbind and opaque objects)

@@ -182,3 +182,38 @@ def test_a_torch_program_reads_left_out_weights_from_the_linked_file(linked, tmp
         predictor = Predictor.load(relinked, backend=backend)
         assert predictor.runner.backend == backend
         assert float(np.abs(predictor.run(x)["logits"] - expected).max()) == 0.0
+
+
+def test_an_onnxruntime_without_in_memory_files_is_told_what_it_needs(linked):
+    from model_store.runtime import hand_over
+    from model_store.store import read_linked
+
+    entry, *_ = linked
+    with pytest.raises(StoreError, match=r"needs onnxruntime >= 1\.23 .*backend onnx-int8"):
+        hand_over(object(), entry.path("onnx"), entry.manifest, read_linked(entry))
+
+
+@pytest.mark.parametrize("self_contained", [False, True])
+def test_export_onnx_self_contained_embeds_the_weights(tmp_path, self_contained):
+    import json
+
+    from training import export_onnx
+
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    labels = manifest().labels
+    cfg = {"architecture": "emotion_cnn", "architecture_args": ARGS, "labels": labels, "input": SPEC}
+    (run / "config.json").write_text(json.dumps({**cfg, "outputs": ["logits"]}))
+    save_slim(small_cnn(3), run / "export" / "model.safetensors", {})
+    argv = ["--run", str(run)] + (["--self-contained"] if self_contained else [])
+    out, diff = export_onnx.main(export_onnx.get_args_parser().parse_args(argv))
+    assert diff < 1e-4 and external_locations(out) == ([] if self_contained else ["model.safetensors"])
+    alone = tmp_path / "alone" / "model.onnx"
+    alone.parent.mkdir()
+    shutil.copyfile(out, alone)
+    x = example_input(manifest(input=SPEC).input, 2).numpy()
+    if self_contained:
+        assert ort.InferenceSession(str(alone), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    else:
+        with pytest.raises(Exception, match="External data path"):  # what a copy of the linked graph meets
+            ort.InferenceSession(str(alone), providers=["CPUExecutionProvider"])
