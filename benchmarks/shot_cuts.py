@@ -4,10 +4,12 @@
    people (a hard cut: filling the frame, or pasted in the same place of a static 640 x 480 backdrop) and for the same
    photo moved, shaken, zoomed, relit, tilted or nearer (no cut).
 2. The cost per sampled frame on 1280 x 720 frames: thumbnail, comparison, and the check of one track.
-3. With ``--video``: ``bench_video``'s clip through the service with detection on and off, back to back, ``--pairs``
+3. With ``--scan``: the video pipeline's scan of ``bench_video``'s clip (no model), detection on and off alternately,
+   ``--pairs`` times: the scan thread's CPU seconds and step time per sample.
+4. With ``--video``: ``bench_video``'s clip through the service with detection on and off, back to back, ``--pairs``
    times (wall seconds; the naive baseline is not run).
 
-    python -m benchmarks.shot_cuts [--pairs-of-photos 40] [--video --seconds 10 --pairs 2] [--json out.json]
+    python -m benchmarks.shot_cuts [--pairs-of-photos 40] [--scan] [--video] [--seconds 10 --pairs 2] [--json F]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "i
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs-of-photos", type=int, default=40)
+    p.add_argument("--scan", action="store_true", help="also time the scan of bench_video's clip, on and off")
     p.add_argument("--video", action="store_true", help="also time bench_video's clip with detection on and off")
     p.add_argument("--seconds", type=float, default=10.0, help="length of that clip")
     p.add_argument("--pairs", type=int, default=2, help="on/off runs back to back")
@@ -170,6 +173,45 @@ def measure_video(seconds: float, pairs: int) -> dict:
     return result
 
 
+def measure_scan(seconds: float, pairs: int) -> dict:
+    """bench_video's clip through the video pipeline's scan alone (decode, detect, track, crop; no model), cut
+    detection on and off alternately: the scan thread's CPU seconds (``thread_time``, which another process's load
+    disturbs less than wall time) and its per-sample step time."""
+    from dataclasses import replace
+
+    from benchmarks import service_settings
+    from benchmarks.bench_video import make_clip
+    from model_store import Predictor, find
+    from service.detection import create_detector
+    from service.options import resolve_options
+    from service.pipelines.video import FaceStep, VideoPipeline
+
+    settings = service_settings()
+    detector = create_detector(settings.detector)
+    spec = Predictor.load(find(settings.default_model)).image_spec
+    pipeline, on = VideoPipeline(detector), resolve_options(settings)
+    modes = {"on": on, "off": replace(on, cut_threshold=None)}
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = str(make_clip(Path(tmp) / "bench.mp4", seconds))
+        for _ in range(pairs):
+            for mode, opts in modes.items():
+                step = FaceStep(detector, pipeline.cropper, spec, opts)
+                cpu, wall = time.thread_time(), time.perf_counter()
+                scan = pipeline.scan(clip, step, opts)
+                runs[mode].append(
+                    {
+                        "scan_cpu_s": time.thread_time() - cpu,
+                        "scan_wall_s": time.perf_counter() - wall,
+                        "step_ms_per_sample": scan.detect_seconds / scan.frames_analyzed * 1000,
+                        "tracks": len({s.track_id for s in scan.samples}),
+                        "detection": scan.detection_counts,
+                    }
+                )
+    print(json.dumps(runs, indent=1))
+    return runs
+
+
 def main(args: argparse.Namespace) -> dict:
     photos = [cv2.imread(str(p)) for p in sorted(PHOTOS.glob("*.jpg"))]
     photos = [p for p in photos if p is not None and min(p.shape[:2]) >= 200]
@@ -177,6 +219,8 @@ def main(args: argparse.Namespace) -> dict:
         "scenarios": measure_scenarios(photos, args.pairs_of_photos),
         "cost": measure_cost(photos),
     }
+    if args.scan:
+        result["scan"] = measure_scan(args.seconds, args.pairs)
     if args.video:
         result["video"] = measure_video(args.seconds, args.pairs)
     if args.json:

@@ -33,7 +33,8 @@ class IdentityCheck(Protocol):
     extends a track with a box, and reports every box it gives a track, so a check can remember its faces."""
 
     def same_person(self, track_id: int, frame: np.ndarray | None, box: Box) -> bool:
-        """False vetoes the match: the box then goes to another track or starts a new one."""
+        """False vetoes the match: the box then goes to another track or starts a new one, and the track, if no
+        other box is its, ends (its place shows someone else now)."""
         ...
 
     def observed(self, track_id: int, frame: np.ndarray | None, box: Box) -> None:
@@ -70,8 +71,8 @@ class _Track:
 class IouTracker:
     """Matches each frame's boxes to live tracks by IoU (or, failing that, a close centroid), greedily by score.
 
-    A track not matched for more than ``max_gap_s`` seconds ends, and so does every track at a ``cut``; a face seen
-    again later gets a new id. ``identity`` may veto a match (see ``IdentityCheck``).
+    A track not matched for more than ``max_gap_s`` seconds ends, and so does every track at a ``cut`` and a track
+    whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later gets a new id.
     """
 
     def __init__(
@@ -115,21 +116,25 @@ class IouTracker:
         )
         ids: list[int | None] = [None] * len(boxes)
         used_tracks: set[int] = set()
+        vetoed: set[int] = set()
         for score, ti, bi in pairs:
             if score <= 0 or ti in used_tracks or ids[bi] is not None:
                 continue
             track = self.live[ti]
             if not self.identity.same_person(track.track_id, frame, boxes[bi]):
+                vetoed.add(ti)
                 continue
             used_tracks.add(ti)
             track.previous, track.box, track.last_t = track.box, boxes[bi], t
             ids[bi] = track.track_id
+        replaced = [self.live[ti] for ti in sorted(vetoed - used_tracks)]
         for bi, box in enumerate(boxes):
             if ids[bi] is None:
                 track = _Track(self._next_id, box, t)
                 self._next_id += 1
                 self.live.append(track)
                 ids[bi] = track.track_id
+        self._end(replaced)
         for track_id, box in zip(ids, boxes, strict=True):
             if track_id is not None:
                 self.identity.observed(track_id, frame, box)

@@ -109,7 +109,7 @@ def test_a_face_back_after_a_gap_is_compared_with_where_it_was_last_seen():
     ids, _ = tracked(frames, [FACE, None, None, (210, 124, 120, 150)])
     assert ids == [[1], [], [], [1]]
     ids, continuity = tracked([scene(picture(1)), gone, scene(picture(2))], [FACE, None, FACE])
-    assert ids == [[1], [], [2]] and continuity.seen.keys() == {1, 2}
+    assert ids == [[1], [], [2]] and continuity.seen.keys() == {2}  # track 1 ended: its place is someone else's
 
 
 def test_a_photo_popping_in_beside_a_tracked_face_leaves_its_track_alone():
@@ -162,6 +162,14 @@ def test_compression_noise_is_not_a_cut():
     for quality in (90, 60, 30):
         _, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
         assert detector.is_cut(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)) is False
+
+
+def test_without_comparing_the_frame_is_only_remembered():
+    detector = ShotDetector()
+    detector.is_cut(background(W, H, 1))
+    assert detector.is_cut(background(W, H, 2), compare=False) is False and detector.new is None
+    assert detector.is_cut(background(W, H, 2)) is False  # compared with the frame it remembered
+    assert detector.is_cut(background(W, H, 3)) is True and detector.cuts == 1
 
 
 def test_off_never_cuts_and_bad_thresholds_are_refused():

@@ -132,12 +132,20 @@ def test_an_identity_check_vetoes_a_match_so_the_box_starts_a_new_track():
     assert tracker.update(0.0, [(100, 100, 50, 50)], frame) == [1]
     assert check.asked == []  # nothing to match yet; the new track is reported
     assert tracker.update(0.2, [(101, 100, 50, 50)], frame) == [2]  # overlaps track 1, but is someone else
-    assert check.asked == [(1, frame)] and [t.track_id for t in tracker.live] == [1, 2]
-    assert tracker.update(0.4, [(102, 100, 50, 50)], frame) == [2]  # track 2 is asked first (the better IoU)
+    assert check.asked == [(1, frame)]
+    assert [t.track_id for t in tracker.live] == [2] and check.ended_ids == [1]  # track 1's place is someone else's
+    assert tracker.update(0.4, [(102, 100, 50, 50)], frame) == [2]
     assert check.seen == [(1, (100, 100, 50, 50)), (2, (101, 100, 50, 50)), (2, (102, 100, 50, 50))]
-    tracker.update(0.8, [(102, 100, 50, 50)])  # track 1 unseen for 0.8 s > max_gap: ended, the check is told
     tracker.cut()
     assert check.ended_ids == [1, 2]
+
+
+def test_a_vetoed_track_matched_to_another_box_lives_on():
+    check = Ledger(stranger=(101, 100, 50, 50))
+    tracker = IouTracker(identity=check)
+    tracker.update(0.0, [(100, 100, 50, 50)])
+    assert tracker.update(0.2, [(101, 100, 50, 50), (110, 100, 50, 50)]) == [2, 1]  # its best box vetoed, not this
+    assert [t.track_id for t in tracker.live] == [1, 2] and check.ended_ids == []
 
 
 def test_the_default_identity_check_lets_every_match_stand():

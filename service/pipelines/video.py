@@ -77,7 +77,7 @@ class FaceStep:
         self.tracker = IouTracker(identity=self.continuity)
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
-        if self.shots.is_cut(frame):
+        if self.shots.is_cut(frame, compare=bool(self.tracker.live)):
             self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
         live = self.tracker.live
         # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)

@@ -123,12 +123,13 @@ class ShotDetector:
         self.last_share = 0.0  # the share of new blocks on the last frame (0 for the first or with detection off)
         self.cuts = 0
 
-    def is_cut(self, frame: np.ndarray) -> bool:
-        """Whether ``frame`` (the next sampled frame) starts a new shot; the first frame never does."""
+    def is_cut(self, frame: np.ndarray, compare: bool = True) -> bool:
+        """Whether ``frame`` (the next sampled frame) starts a new shot; the first frame never does. ``compare=False``
+        only keeps its thumbnail (nothing tracked, so a cut would change nothing): never a cut then."""
         if self.threshold is None:
             return False
         self.previous, self.current = self.current, thumbnail(frame)
-        self.new = None if self.previous is None else new_blocks(self.previous, self.current)
+        self.new = None if self.previous is None or not compare else new_blocks(self.previous, self.current)
         self.last_share = 0.0 if self.new is None else float(self.new.mean())
         cut = self.last_share >= self.threshold
         self.cuts += cut
