@@ -18,6 +18,7 @@ import numpy as np
 
 from model_store.linked import external_files, open_program
 from model_store.manifest import FileRole, LinkedFile, Manifest
+from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
 from model_store.store import StoreEntry, StoreError, read_linked, verify_file
 
 Links = Sequence[tuple[LinkedFile, bytes]]  # other entries' weights files the entry reads, checked, in memory
@@ -33,9 +34,28 @@ class Runner(Protocol):
 
 
 class OnnxRunner:
-    """An ONNX graph on onnxruntime: ``model.onnx`` (``backend`` "onnx") or its int8 copy ("onnx-int8")."""
+    """An ONNX graph on onnxruntime: ``model.onnx`` (``backend`` "onnx") or its int8 copy ("onnx-int8").
+
+    A colour-routed ensemble's graph is cut into one graph per route (``model_store.routing``) and each batch is
+    split by the gray test, so no node runs on zero rows; the answers are the one graph's."""
 
     def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
+        self.device, self.backend = device, "onnx"  # create_runner sets what it resolved ("onnx-int8": int8 graph)
+        self.outputs = list(manifest.outputs)
+        self.routes: RoutedGraph | None = None
+        graphs = routed_graphs(path) if routed(manifest) else None
+        if graphs is None:
+            self.session = self._session(str(path), path, manifest, threads, links)
+        else:
+            self.routes, gray, colour = graphs
+            self.session = self._session(gray, path, manifest, threads, links)  # the gray route's
+            self.colour = self._session(colour, path, manifest, threads, links)
+            spec = manifest.input
+            self.mean = np.asarray(spec.mean, np.float32)  # type: ignore[union-attr]
+            self.std = np.asarray(spec.std, np.float32)  # type: ignore[union-attr]
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _session(self, model: str | bytes, path: Path, manifest: Manifest, threads: int, links: Links):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -44,17 +64,46 @@ class OnnxRunner:
         # Idle pool threads spin-wait by default: that burns the cores the HTTP side and the detector need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         files = hand_over(options, path, manifest, links) if links else None
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else None
+        session = ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
         del files
-        self.backend = "onnx"  # create_runner sets what it resolved ("onnx-int8" for the int8 graph)
-        self.input_name = self.session.get_inputs()[0].name
-        self.outputs = list(manifest.outputs)
-        self.device = device
+        return session
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.outputs, {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return dict(zip(self.outputs, values, strict=True))
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self.routes is None:
+            values = self.session.run(self.outputs, {self.input_name: batch})
+            return dict(zip(self.outputs, values, strict=True))
+        gray = gray_rows(batch, self.mean, self.std, self.routes.spread)
+        if gray.all() or not gray.any():
+            session = self.session if gray.all() else self.colour
+            return dict(zip(self.outputs, session.run(self.outputs, {self.input_name: batch}), strict=True))
+        parts = [(gray, self.session), (~gray, self.colour)]
+        values = [session.run(self.outputs, {self.input_name: batch[rows]}) for rows, session in parts]
+        out = {}
+        for k, name in enumerate(self.outputs):
+            merged = np.empty((len(batch), *values[0][k].shape[1:]), values[0][k].dtype)
+            for (rows, _), v in zip(parts, values, strict=True):
+                merged[rows] = v[k]
+            out[name] = merged
+        return out
+
+
+def routed(manifest: Manifest) -> bool:
+    """Whether the entry is an ensemble with members routed to gray or colour faces only."""
+    members = manifest.architecture_args.get("members", []) if manifest.architecture_args else []
+    return any(isinstance(m, dict) and m.get("faces", "all") != "all" for m in members)
+
+
+def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes] | None:
+    """The gray and colour route graphs of the graph at ``path`` (None when it is not routed as expected)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    routes = find_routes(model.graph)
+    if routes is None:
+        return None
+    return routes, *(route_graph(model, routes, gray).SerializeToString() for gray in (True, False))
 
 
 def hand_over(options, path: Path, manifest: Manifest, links: Links) -> tuple:
