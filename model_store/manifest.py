@@ -34,6 +34,7 @@ Task = Literal[
     "frame-attributes",
     "feature-classification",
     "face-detection",
+    "face-embedding",
 ]
 FileRole = Literal["weights", "onnx", "torch_program", "onnx_int8"]
 
@@ -58,6 +59,8 @@ TASKS: dict[str, TaskKind] = {
     "frame-attributes": TaskKind("frame", multi_label=True, affect=False),
     "feature-classification": TaskKind("features", affect=False),
     "face-detection": TaskKind("frame", affect=False, component=True),
+    # a descriptor of an aligned face chip, used inside the process only (linking a video's tracks into persons)
+    "face-embedding": TaskKind("face", affect=False, component=True),
 }
 
 

@@ -114,6 +114,19 @@ class VideoSettings(Group):
         description="share of a sampled frame whose content is new (not moved or relit) since the last sample that "
         "makes a cut; lower finds subtler cuts and splits more tracks",
     )
+    link_persons: bool = Field(
+        True,
+        description="link a clip's tracks into persons by face descriptor (computed and kept inside the process: "
+        "never returned, stored or logged); person ids are labels within one answer, never matched across videos",
+    )
+    person_threshold: float = Field(
+        0.575,
+        gt=0.0,
+        le=2.0,
+        description="descriptor distance (dlib's measure) under which two tracks are one person; calibrated on clips "
+        "of the shared photos by benchmarks/persons.py; lower splits more, higher merges more",
+    )
+    person_faces: int = Field(3, ge=1, le=16, description="faces per track described for linking (largest, sharpest)")
 
 
 class QualitySettings(Group):

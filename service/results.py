@@ -100,6 +100,7 @@ class TrackResult:
     timeline: list[TimelineSample]
     segments: list[Segment]
     summary: Summary
+    person_id: int | None = None  # the person (``service.persons``) it was linked to; None with linking off
 
     @property
     def reliable_share(self) -> float | None:
@@ -114,6 +115,18 @@ class TrackResult:
     @property
     def last_seen(self) -> float:
         return self.timeline[-1].t
+
+
+@dataclass(frozen=True)
+class PersonResult:
+    """Tracks linked into one person (a label within one answer, 1..n in order of first appearance): its tracks,
+    seconds on screen, summary and segments over the whole clip."""
+
+    person_id: int
+    track_ids: list[int]
+    time_on_screen: float
+    summary: Summary
+    segments: list[Segment]
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ class VideoResult:
     unreadable: list[Gap] = field(default_factory=list)  # runs of frames that did not decode, read past
     readable_share: float = 1.0  # of the analysed span
     detection: dict[str, int] = field(default_factory=dict)  # face models: the cadence's counts
+    persons: list[PersonResult] = field(default_factory=list)  # face models with linking on: tracks by person
 
     @property
     def faces(self) -> int:

@@ -29,6 +29,7 @@ from emotion_client.schemas import (
     ModelInfo,
     ModelList,
     ModelRef,
+    Person,
     ReloadResponse,
     Segment,
     TimelinePoint,
@@ -65,6 +66,7 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "ModelRef",
+    "Person",
     "ReloadResponse",
     "Segment",
     "TimelinePoint",
@@ -163,6 +165,20 @@ def _track(track: results.TrackResult) -> Track:
         segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments],
         summary=_summary(track.summary),
         reliable_share=None if track.reliable_share is None else round(track.reliable_share, 4),
+        person_id=track.person_id,
+    )
+
+
+def _person(person: results.PersonResult, tracks: list[results.TrackResult]) -> Person:
+    own = [t for t in tracks if t.person_id == person.person_id]
+    return Person(
+        person_id=person.person_id,
+        track_ids=person.track_ids,
+        first_seen=min(t.first_seen for t in own),
+        last_seen=max(t.last_seen for t in own),
+        time_on_screen=person.time_on_screen,
+        summary=_summary(person.summary),
+        segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in person.segments],
     )
 
 
@@ -189,6 +205,7 @@ def video_response(result: results.VideoResult) -> VideoPredictionResponse:
         warnings=unreadable_warning(result),
         **_model(result.model),
         tracks=[_track(t) for t in result.tracks],
+        persons=[_person(p, result.tracks) for p in result.persons],
         clips=[
             ClipPrediction(**_affect(c.prediction), track_id=c.track_id, start=c.start, end=c.end) for c in result.clips
         ],

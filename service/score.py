@@ -108,8 +108,32 @@ def face_rows(source: str, result: BaseModel) -> list[dict]:
     else:
         for track in result.tracks:
             for point in track.timeline:
-                where = {"track_id": track.track_id, "t": point.t, "frame": point.frame, **point.box.model_dump()}
+                where = {"track_id": track.track_id, "person_id": track.person_id, "t": point.t, "frame": point.frame}
+                where.update(point.box.model_dump())
                 rows.append({"file": source, **where, **_affect(point)})
+    return rows
+
+
+def person_rows(source: str, result: VideoPredictionResponse) -> list[dict]:
+    """CSV rows: one per person of a video (its tracks, time on screen, summary and share of time per label)."""
+    rows = []
+    for person in result.persons:
+        s = person.summary
+        rows.append(
+            {
+                "file": source,
+                "person_id": person.person_id,
+                "track_ids": " ".join(map(str, person.track_ids)),
+                "first_seen": person.first_seen,
+                "last_seen": person.last_seen,
+                "time_on_screen": person.time_on_screen,
+                "dominant": s.dominant,
+                "valence": s.valence,
+                "arousal": s.arousal,
+                **s.emotions,
+                **{f"share_{label}": v for label, v in s.share.items()},
+            }
+        )
     return rows
 
 
@@ -192,6 +216,8 @@ async def score_file(path: Path, name: str, model: LoadedModel, pipelines: Pipel
         raise UnsupportedFormat("neither an image nor a video this service reads")
     (args.output / f"{name}.json").write_text(result.model_dump_json(indent=1))
     write_csv(args.output / f"{name}.csv", face_rows(str(path), result))
+    if isinstance(result, VideoPredictionResponse) and result.persons:
+        write_csv(args.output / f"{name}.persons.csv", person_rows(str(path), result))
     return result
 
 

@@ -181,6 +181,10 @@ def test_video_draws_a_timeline_per_track(page, server, face_photo, tmp_path):
     expect(charts.first.locator("polygon")).to_have_count(len(labels))
     expect(charts.first.locator("rect.segment")).to_have_count(len(track["segments"]))
     expect(page.locator("#tracks .track h3")).to_contain_text(f"mostly {track['summary']['dominant']}")
+    # the tracks linked into persons (one here), each named by its per-answer label, and each track's person
+    expect(page.locator("#tracks .persons li.person")).to_have_count(len(expected["persons"]))
+    expect(page.locator("#tracks .persons li.person").first).to_contain_text("Person 1")
+    expect(page.locator("#tracks .track h3").first).to_contain_text(f"person {track['person_id']}")
     expect(page.locator("#video-stats")).to_contain_text(str(expected["frames_analyzed"]))
     expect(page.locator("#video-legend li")).to_have_count(len(labels))
     page.screenshot(path=tmp_path / "video.png", full_page=True)

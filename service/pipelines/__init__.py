@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.detection import FaceDetector, create_detector
 from service.detection.align import FaceCropper
+from service.identity import FaceDescriber
 from service.metrics import Metrics
+from service.persons import PersonLinking
 from service.pipelines.attributes import AttributePipeline
 from service.pipelines.face import FacePipeline
 from service.pipelines.features import FeaturePipeline
@@ -27,6 +29,14 @@ class Pipelines:
     features: FeaturePipeline
 
 
+def person_linking(settings: Settings) -> PersonLinking | None:
+    """Linking tracks into persons as the video group says (None: off)."""
+    video = settings.video
+    if not video.link_persons:
+        return None
+    return PersonLinking(FaceDescriber(), video.person_threshold, video.person_faces)
+
+
 def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipelines:
     """The pipelines the settings describe (the app's lifespan and the offline scorer both build them here)."""
     detector, limits = create_detector(settings.detector), settings.limits
@@ -35,7 +45,7 @@ def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipel
     return Pipelines(
         detector,
         FacePipeline(detector, limits.max_image_pixels, metrics, cropper, settings.quality),
-        VideoPipeline(detector, metrics, cropper, settings.quality),
+        VideoPipeline(detector, metrics, cropper, settings.quality, person_linking(settings)),
         AttributePipeline(limits.max_image_pixels, metrics),
         FeaturePipeline(limits.max_feature_rows, limits.max_feature_values, metrics),
     )

@@ -18,8 +18,10 @@ import numpy as np
 from model_store import InputSpec, Predictions, to_uint8_face
 from service.detection import FaceDetector
 from service.detection.align import FaceCropper
+from service.identity import TrackChips
 from service.metrics import Metrics
 from service.options import Options
+from service.persons import PersonLinking
 from service.pipelines.face import Cropper
 from service.quality import Thresholds, picture_quality
 from service.registry import LoadedModel
@@ -54,6 +56,7 @@ class Scan:
     detection_counts: dict[str, int] = field(default_factory=dict)  # the face step's cadence (FrameDetector.counts)
     pending: list[Future] = field(default_factory=list)  # face chunks already sent to the model during the scan
     submitted: int = 0  # faces in those chunks
+    people: TrackChips | None = None  # each track's best faces, for linking tracks into persons (linking on)
 
 
 Submit = Callable[[np.ndarray], Future]  # model-sized faces -> their Predictions, computed on the event loop
@@ -69,9 +72,16 @@ class FaceStep:
     """
 
     def __init__(
-        self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options, submit: Submit | None = None
+        self,
+        detector: FaceDetector,
+        cropper: Cropper,
+        spec: InputSpec,
+        opts: Options,
+        submit: Submit | None = None,
+        people: TrackChips | None = None,
     ) -> None:
         self.finder, self.cropper, self.spec, self.submit = FrameDetector(detector, opts), cropper, spec, submit
+        self.people = people
         self.shots = ShotDetector(opts.cut_threshold)
         self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
         self.tracker = IouTracker(identity=self.continuity)
@@ -87,6 +97,8 @@ class FaceStep:
             scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
             picture = picture_quality(frame, det.box, det.landmarks, det.score)
             scan.samples.append(Sample(round(t, 3), index, det.box, track_id, picture))
+            if self.people is not None:
+                self.people.offer(track_id, round(t, 3), index, frame, det, picture.sharpness)
         self._send(scan, whole_chunks_only=True)
 
     def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
@@ -110,6 +122,7 @@ class FaceStep:
         self._send(scan, whole_chunks_only=False)
         replaced = 0 if self.continuity is None else self.continuity.replaced
         scan.detection_counts = {**self.finder.counts, "shot_cuts": self.shots.cuts, "faces_replaced": replaced}
+        scan.people = self.people
 
 
 class FrameStep:
@@ -144,10 +157,12 @@ class VideoPipeline:
         metrics: Metrics | None = None,
         cropper: Cropper | None = None,
         quality: Thresholds | None = None,
+        persons: PersonLinking | None = None,
     ) -> None:
         self.detector, self.metrics = detector, metrics
         self.cropper = cropper or FaceCropper()
         self.quality = quality  # the reliable rule's thresholds (None: build_tracks' default)
+        self.persons = persons  # None: tracks are not linked into persons
 
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
@@ -175,13 +190,14 @@ class VideoPipeline:
         """The per-frame step the model needs (its input kind)."""
         spec, loop = model.predictor.image_spec, asyncio.get_running_loop()
         if model.input_kind != "frame":
+            people = None if self.persons is None else self.persons.collector()
             if model.predictor.is_clip_model:
-                return FaceStep(self.detector, self.cropper, spec, opts)
+                return FaceStep(self.detector, self.cropper, spec, opts, people=people)
 
             def submit(faces: np.ndarray) -> Future:  # in the scan's thread: prepare here, batch on the loop
                 return asyncio.run_coroutine_threadsafe(model.infer(model.predictor.prepare_faces(faces)), loop)
 
-            return FaceStep(self.detector, self.cropper, spec, opts, submit)
+            return FaceStep(self.detector, self.cropper, spec, opts, submit, people)
 
         def classify(frames: np.ndarray) -> Predictions:  # in the scan's thread: prepare here, batch on the loop
             prepared = model.predictor.prepare_faces(frames)
@@ -215,7 +231,13 @@ class VideoPipeline:
             else:
                 preds = await self.classify(model, faces)
         tracks, summary = build_tracks(manifest, preds, scan.samples, opts.smoothing, step, duration, self.quality)
-        return preds, {"tracks": tracks, "summary": summary, "clips": clips}
+        made = {"tracks": tracks, "summary": summary, "clips": clips}
+        if scan.people is not None and self.persons is not None:
+            started = time.perf_counter()
+            linked = await asyncio.to_thread(self.persons.apply, scan.people, tracks, manifest.labels, step, duration)
+            made["tracks"], made["persons"] = linked
+            made["persons_seconds"] = time.perf_counter() - started
+        return preds, made
 
     async def analyse(
         self, path: str, model: LoadedModel, opts: Options, progress: Progress | None = None
@@ -227,7 +249,8 @@ class VideoPipeline:
         scan = await asyncio.to_thread(self.scan, path, self.step_for(model, opts), opts, progress)
         classify_started = time.perf_counter()
         preds, made = await self.predict(model, scan, opts)
-        classify_seconds = scan.classify_seconds + time.perf_counter() - classify_started
+        linking = made.get("persons_seconds", 0.0)
+        classify_seconds = scan.classify_seconds + time.perf_counter() - classify_started - linking
         info = scan.info
         result = VideoResult(
             model=ModelId.of(manifest),
@@ -241,11 +264,17 @@ class VideoPipeline:
             tracks=made.get("tracks", []),
             clips=made.get("clips", []),
             summary=made.get("summary"),
-            timings={"decode": info.decode_seconds, "detect": scan.detect_seconds, "classify": classify_seconds},
+            timings={
+                "decode": info.decode_seconds,
+                "detect": scan.detect_seconds,
+                "classify": classify_seconds,
+                **({"persons": made["persons_seconds"]} if "persons_seconds" in made else {}),
+            },
             detection=scan.detection_counts,
             attributes=made.get("attributes"),
             unreadable=info.gaps,
             readable_share=info.readable_share,
+            persons=made.get("persons", []),
         )
         if self.metrics is not None:
             self.metrics.observe_video(result, time.perf_counter() - started)

@@ -153,6 +153,25 @@ class Track(BaseModel):
     segments: list[Segment]
     summary: EmotionSummary
     reliable_share: float | None = Field(None, ge=0, le=1, description="share of its samples flagged reliable")
+    person_id: int | None = Field(
+        None,
+        description="the person this track was linked to (see persons); a label within this answer only, never "
+        "matched across videos; null with linking off",
+    )
+
+
+class Person(BaseModel):
+    """Tracks linked into one person by face descriptor (computed and kept inside the service, never returned).
+    ``person_id`` is a label within this answer (1, 2, 3 ... in order of first appearance), meaningless outside it:
+    there is no gallery, no enrolment and no matching across videos."""
+
+    person_id: int
+    track_ids: list[int] = Field(description="its tracks, by first appearance")
+    first_seen: float
+    last_seen: float
+    time_on_screen: float = Field(description="seconds its face was seen (sampled time covered by its tracks)")
+    summary: EmotionSummary = Field(description="over every sample of its tracks")
+    segments: list[Segment] = Field(description="runs of one dominant label across the whole clip")
 
 
 class ClipPrediction(AffectPrediction):
@@ -209,6 +228,10 @@ class VideoPredictionResponse(BaseModel):
     model: ModelRef
     valence_arousal_source: VASource
     tracks: list[Track]
+    persons: list[Person] = Field(
+        default_factory=list,
+        description="face models: the tracks linked into persons (empty with linking off, EMOTION_VIDEO__LINK_PERSONS)",
+    )
     summary: EmotionSummary | None = Field(None, description="whole clip, over every face and sample")
     clips: list[ClipPrediction] = Field(default_factory=list, description="clip models: one prediction per window")
     timings: dict[str, float] = Field(
@@ -217,7 +240,8 @@ class VideoPredictionResponse(BaseModel):
     detection: dict[str, int] = Field(
         default_factory=dict,
         description="face models: how detection ran: full_frame_passes, regions_searched (around live tracks), "
-        "regions_with_a_face, regions_carried_forward (steady tracks not searched on that sample)",
+        "regions_with_a_face, regions_carried_forward (steady tracks not searched on that sample), shot_cuts (hard "
+        "cuts that ended every track), faces_replaced (tracks ended because another face took their place)",
     )
     attributes: AttributeTimeline | None = Field(
         None, description="frame-attributes models: the attribute timeline (tracks and summary are then empty)"

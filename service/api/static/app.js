@@ -419,6 +419,8 @@ function showVideo(file, body, seconds) {
       ? [["Not analysed", `${body.frames_unreadable} unreadable frames at ${describeGaps(body.unreadable)}`]]
       : []),
     ["Faces tracked", String(body.tracks.length)],
+    // tracks linked into persons in the service (a label within this answer; no identity, no matching across clips)
+    ...(body.persons && body.persons.length ? [["People", String(body.persons.length)]] : []),
     ["Whole clip", body.summary ? `mostly ${body.summary.dominant}` : "no face"],
     ["Analysis time", `${seconds.toFixed(1)} s`],
     ["Model", `${body.model.name} ${body.model.version}`],
@@ -429,6 +431,7 @@ function showVideo(file, body, seconds) {
     ...labels.map((label) => h("li", {}, h("span", { className: "swatch", style: colorStyle(label) }), label)),
   );
   els.tracks.replaceChildren(
+    ...(body.persons && body.persons.length ? [personsList(body.persons)] : []),
     ...(body.tracks.length
       ? body.tracks.map((track) => trackCard(track, body, labels))
       : [h("p", { className: "empty" }, "No face was found in the sampled frames.")]),
@@ -446,6 +449,35 @@ els.videoPreview.addEventListener("timeupdate", () => {
   for (const chart of els.tracks.querySelectorAll(".timeline")) chart.movePlayhead(els.videoPreview.currentTime);
 });
 
+function personsList(persons) {
+  const items = persons.map((person) => {
+    const share = person.summary.share[person.summary.dominant] || 0;
+    const tracks = person.track_ids.length === 1 ? "track" : "tracks";
+    const segments = person.segments.map((seg) =>
+      h("li", {}, `${seg.start.toFixed(1)}–${seg.end.toFixed(1)} s: ${seg.dominant}`),
+    );
+    return h(
+      "li",
+      { className: "person", dataset: { person: person.person_id } },
+      h("strong", {}, `Person ${person.person_id}`),
+      ` · ${tracks} ${person.track_ids.join(", ")} · ${person.time_on_screen.toFixed(1)} s on screen · mostly ` +
+        `${person.summary.dominant} (${pct(share)})`,
+      h(
+        "details",
+        { className: "segments-list" },
+        h("summary", {}, plural(person.segments.length, "segment")),
+        h("ol", {}, ...segments),
+      ),
+    );
+  });
+  return h(
+    "section",
+    { className: "persons", ariaLabel: "People" },
+    h("h3", {}, "People", h("small", {}, "tracks of the same face, numbered within this answer only")),
+    h("ul", {}, ...items),
+  );
+}
+
 function trackCard(track, body, labels) {
   const share = track.summary.share[track.summary.dominant] || 0;
   const span = `${track.first_seen.toFixed(1)}–${track.last_seen.toFixed(1)} s`;
@@ -453,7 +485,8 @@ function trackCard(track, body, labels) {
   const segments = track.segments.map((seg) =>
     h("li", {}, `${seg.start.toFixed(1)}–${seg.end.toFixed(1)} s: ${seg.dominant}`),
   );
-  const about = `${span} · mostly ${track.summary.dominant} (${pct(share)})`;
+  const person = track.person_id == null ? "" : ` · person ${track.person_id}`;
+  const about = `${span}${person} · mostly ${track.summary.dominant} (${pct(share)})`;
   return h(
     "article",
     { className: "track", dataset: { track: track.track_id } },
