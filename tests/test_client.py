@@ -43,8 +43,9 @@ EMOTION = Path(sys.executable).with_name("emotion")  # the console script pyproj
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    """One request in flight at most, so that a second one gets a real 503 + Retry-After; an API key required."""
-    with serve(api_key=KEY, limits__max_in_flight="1") as url:
+    """One request in flight and one upload arriving at most, so that a second one gets a real 503 + Retry-After;
+    an API key required."""
+    with serve(api_key=KEY, limits__max_in_flight="1", limits__max_receiving="1") as url:
         yield url
 
 
@@ -220,7 +221,7 @@ def one_request_in_flight(server: str) -> Iterator[socket.socket]:
     )
     try:
         deadline = time.monotonic() + 10
-        while metric(httpx.get(f"{server}/metrics").text, "emotion_requests_in_flight") < 1:
+        while metric(httpx.get(f"{server}/metrics").text, "emotion_requests_receiving") < 1:
             assert time.monotonic() < deadline, "the held request never started"
             time.sleep(0.02)
         yield conn

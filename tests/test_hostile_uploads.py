@@ -187,3 +187,93 @@ def test_readiness_tells_the_truth_when_uploads_fill_the_service(small_service):
     wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, BODY_TIMEOUT_S + 5, "never ready again")
     for sock in stalled:
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def one_slot_service(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one_slot")
+    with live_service(folder / "service.log", TMPDIR=str(folder), EMOTION_LIMITS__MAX_IN_FLIGHT="1") as port:
+        yield port
+
+
+def test_in_flight_stays_a_true_bound_when_bodies_arrive_together(one_slot_service, face_photo):
+    """Uploads arriving at once all fit the receiving places, but only ``max_in_flight`` of them may run: the rest
+    are shed with 503 + Retry-After once their bodies are in, in the route's shape, and nothing else goes wrong."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    url, photo = f"http://127.0.0.1:{one_slot_service}", jpeg(face_photo)
+
+    def one(_) -> httpx.Response:
+        return httpx.post(f"{url}/predict/image", content=photo, headers={"Content-Type": "image/jpeg"}, timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(16)))
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 1, statuses
+    shed = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "1" and "capacity" in a.json()["detail"] for a in shed)
+    assert metric_sum(one_slot_service, "emotion_requests_in_flight") == 0
+
+
+def test_an_upload_whose_body_is_in_is_shed_while_the_in_flight_places_are_full():
+    """ASGI-level and deterministic: request A holds the only in-flight place; B's body was still arriving when A
+    started (so B was not shed at the door), and when it is in, B is answered 503 instead of running beside A."""
+    import asyncio
+
+    from service.api.body import BodyGuardMiddleware, BodyRules
+    from service.api.middleware import MetricsMiddleware
+    from service.metrics import Metrics
+
+    release, ran = asyncio.Event(), []
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        ran.append(scope["path"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    metrics = Metrics()
+    stack = MetricsMiddleware(BodyGuardMiddleware(app, BodyRules(10_000, 5.0)), metrics, max_in_flight=1)
+
+    def scope(path: str) -> dict:
+        headers = [(b"content-length", b"4"), (b"content-type", b"image/jpeg")]
+        return {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b""}
+
+    async def main():
+        b_body = asyncio.Event()
+        sent: dict[str, list] = {"/a": [], "/b": []}
+
+        async def receive_a():
+            return {"type": "http.request", "body": b"abcd", "more_body": False}
+
+        async def receive_b():
+            await b_body.wait()
+            return {"type": "http.request", "body": b"abcd", "more_body": False}
+
+        async def sender(path):
+            async def send(message):
+                sent[path].append(message)
+
+            return send
+
+        b = asyncio.create_task(stack(scope("/b"), receive_b, await sender("/b")))  # arriving: a receiving place
+        await asyncio.sleep(0.01)
+        a = asyncio.create_task(stack(scope("/a"), receive_a, await sender("/a")))
+        while ran != ["/a"]:
+            await asyncio.sleep(0.005)
+        b_body.set()  # B's body is in while A holds the only in-flight place
+        await asyncio.wait_for(b, 2)
+        release.set()
+        await asyncio.wait_for(a, 2)
+        return sent
+
+    sent = asyncio.run(main())
+    assert ran == ["/a"]  # B never reached the app
+    start = next(m for m in sent["/b"] if m["type"] == "http.response.start")
+    assert start["status"] == 503 and (b"retry-after", b"1") in start["headers"]
+    assert next(m for m in sent["/a"] if m["type"] == "http.response.start")["status"] == 200
+    assert metrics.active == 0 and metrics.receiving == 0

@@ -9,7 +9,8 @@ body comes (``Content-Length`` or chunks), in the route family's error shape (``
 
 The guard answers itself, closes the connection (the rest of the body is never read), raises ``BodyRejected`` into
 the app to stop it, and drops whatever the app sends after that. It tells ``MetricsMiddleware`` when a body is in
-(``BODY_DONE``), so an upload takes an in-flight place only from then on.
+(``BODY_DONE``), so an upload takes an in-flight place only from then on; when none is free then, the guard answers
+**503** with ``Retry-After`` (the body is read, but ``max_in_flight`` stays a true bound on the work in hand).
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ class _Upload:
                 raise BodyRejected
             if not message.get("more_body", False):
                 self.done = True
-                self.scope.get(BODY_DONE, _nothing)()
+                if not self.scope.get(BODY_DONE, _admitted)():
+                    await self.refuse(503, "server is at capacity; retry shortly", [(b"retry-after", b"1")])
+                    raise BodyRejected
         return message
 
     def wait_s(self) -> float:
@@ -168,11 +171,12 @@ class _Upload:
             expected,
         )
 
-    async def refuse(self, status: int, message: str) -> None:
+    async def refuse(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer now (unless the app already began to) and close the connection: its rest is never read."""
         self.answered = True
         if not self.responding:
-            await send_json(self.upstream, status, error_body(self.scope["path"], message), [(b"connection", b"close")])
+            extra = [(b"connection", b"close"), *(headers or [])]
+            await send_json(self.upstream, status, error_body(self.scope["path"], message), extra)
 
     async def send(self, message) -> None:
         if self.answered or self.aborted:
@@ -181,5 +185,5 @@ class _Upload:
         await self.upstream(message)
 
 
-def _nothing() -> None:
-    pass
+def _admitted() -> bool:
+    return True

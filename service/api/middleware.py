@@ -5,12 +5,13 @@ family's error shape (``service/api/responses.py``)."""
 from __future__ import annotations
 
 import email.message
+import functools
 import time
 
 from service.api.body import BODY_DONE, OUTCOME, has_body
 from service.api.responses import error_body, send_json
 from service.api.uploads import MULTIPART_CLOSED
-from service.metrics import Metrics
+from service.metrics import Metrics, Place
 
 
 def multipart_boundary(scope) -> bytes | None:
@@ -75,7 +76,8 @@ class MetricsMiddleware:
     A request takes an in-flight place (``max_in_flight``) only once its body is in: until then it holds one of
     ``max_receiving`` places for uploads still arriving, so clients that stall mid-upload (each cut off by the body
     guard after ``body_timeout_s``) cannot crowd out requests that are ready to run. A new request is shed when the
-    in-flight places are full, and an upload also when the receiving ones are. Probes are neither shed nor counted,
+    in-flight places are full, and an upload also when the receiving ones are; an upload whose body is in when the
+    in-flight places are full is shed then (``admit``). Probes are neither shed nor counted,
     so a scrape or a health check never takes a place a prediction could have had. A client that hangs up before
     its answer is counted as 499 (``OUTCOME``), not by what the app then tried to send."""
 
@@ -103,7 +105,7 @@ class MetricsMiddleware:
 
         if not probe:
             place = self.metrics.take_place(receiving=uploading)
-            scope[BODY_DONE] = place.body_in
+            scope[BODY_DONE] = functools.partial(self.admit, place)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -111,6 +113,14 @@ class MetricsMiddleware:
                 place.release()
             status = scope.get(OUTCOME, status)
             self.metrics.observe_request(scope["method"], route_template(scope), status, time.perf_counter() - started)
+
+    def admit(self, place: Place) -> bool:
+        """An upload whose body is in moves to an in-flight place, or is shed (503) when they are all taken."""
+        if self.metrics.active >= self.max_in_flight:
+            self.metrics.rejected.inc()
+            return False
+        place.body_in()
+        return True
 
     def full(self, uploading: bool) -> bool:
         return self.metrics.active >= self.max_in_flight or (uploading and self.metrics.receiving >= self.max_receiving)
