@@ -41,6 +41,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_argument(p)
     p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["face", "face_raw_body", "image_640x480"],
+        help="run these scenarios (default: all)",
+    )
     return p
 
 
@@ -176,6 +182,8 @@ def main(args: argparse.Namespace) -> dict:
     results: dict = {"cpu_count": os.cpu_count(), "model": args.model, "version": args.version}
     try:
         for name, route, data, raw_body in scenarios(face, photo):
+            if args.only and name not in args.only:
+                continue
             for c in args.concurrency:
                 before = server_histogram(base, route)
                 query = f"?model={args.model}" + (f"&version={args.version}" if args.version else "")
@@ -195,8 +203,8 @@ def main(args: argparse.Namespace) -> dict:
     raw_after = raw_model_throughput(args.model, face, args.seconds, args.version)
     raw = max(raw_before, raw_after)
     results.update(raw_faces_per_s_before=raw_before, raw_faces_per_s_after=raw_after)
-    best_http = max(v["rps"] for k, v in results.items() if k.startswith("face_c"))
-    best_raw_body = max(v["rps"] for k, v in results.items() if k.startswith("face_raw_body_c"))
+    best_http = max((v["rps"] for k, v in results.items() if k.startswith("face_c")), default=float("nan"))
+    best_raw_body = max((v["rps"] for k, v in results.items() if k.startswith("face_raw_body_c")), default=float("nan"))
     results.update(
         raw_faces_per_s=raw,
         http_faces_per_s=best_http,

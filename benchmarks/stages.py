@@ -2,9 +2,10 @@
 
 ``/predict/image``: decode, detect (the pipeline's ``find``: detector, padded retry, whole-image fallback), crop and
 preprocess, model (onnxruntime and postprocessing, as one batch of the photo's faces), response (the pydantic
-response built and encoded to JSON). ``/predict/face``: decode, preprocess, model, response. Each figure is the
-median of ``repeats`` calls; ``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what
-the web stack (uvicorn, routing, multipart, dependencies) costs.
+response built and encoded to JSON); ``per_face_ms`` is crop+preprocess+model divided by the photo's faces.
+``/predict/face``: decode, preprocess, model, response. Each figure is the median of ``repeats`` calls;
+``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what the web stack (uvicorn,
+routing, multipart, dependencies) costs.
 
     python -m benchmarks.stages [--detector retinaface] [--model NAME] [--repeats 200]
 """
@@ -92,8 +93,10 @@ def stage_breakdown(
         "model": median_ms(lambda: predictor.postprocess(predictor.run(one.x), one), repeats),
         "response": median_ms(lambda: face_response(face_result).model_dump_json(), repeats),
     }
+    per_face = (image_stages["crop_preprocess"] + image_stages["model"]) / max(1, len(faces))
     return {
         "image": {**image_stages, "faces": len(faces), "total": round(sum(image_stages.values()), 3)},
+        "per_face_ms": round(per_face, 3),  # crop+preprocess+model per face of the photo: the models' cost compared
         "face": {**face_stages, "total": round(sum(face_stages.values()), 3)},
         "detector": settings.detector.backend,  # type: ignore[dict-item]
     }
@@ -107,6 +110,8 @@ def print_breakdown(stages: dict, http_p50: dict[str, float] | None = None) -> N
         if http_p50 and route in http_p50:
             line += f"; HTTP p50 {http_p50[route]:.2f} -> web stack {http_p50[route] - stages[route]['total']:.2f}"
         print(line)
+    if "per_face_ms" in stages:
+        print(f"per face (crop+preprocess+model, photo route): {stages['per_face_ms']:.2f} ms")
 
 
 def sample_inputs() -> tuple[bytes, bytes]:

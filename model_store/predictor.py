@@ -262,5 +262,11 @@ class Predictor:
         )
 
     def warmup(self) -> None:
-        """One call on zeros, so that the first request does not pay for lazy initialisation."""
-        self.run(np.zeros((1, *self.manifest.input.tensor_shape), np.float32))
+        """One call on zeros, so that the first request does not pay for lazy initialisation (every session of a
+        runner that has several)."""
+        shape = self.manifest.input.tensor_shape
+        warm = getattr(self.runner, "warmup", None)
+        if warm is not None:
+            warm(shape)
+        else:
+            self.run(np.zeros((1, *shape), np.float32))

@@ -88,6 +88,13 @@ class OnnxRunner:
             out[name] = merged
         return out
 
+    def warmup(self, shape: tuple[int, ...]) -> None:
+        """One call on zeros per session (a routed graph's zeros are a colour face), so no first request pays for
+        lazy initialisation."""
+        x = np.zeros((1, *shape), np.float32)
+        for session in (self.session, self.colour) if self.routes is not None else (self.session,):
+            session.run(self.outputs, {self.input_name: x})
+
 
 def routed(manifest: Manifest) -> bool:
     """Whether the entry is an ensemble with members routed to gray or colour faces only."""
