@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 
 from benchmarks import service_settings
 from benchmarks.synth import Appearance, write_clip
+from service.identity import FaceDescriber
 from service.main import create_app
 from service.persons import PersonLinking, TrackFaces, link
 
@@ -45,6 +46,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-clips", type=int, default=24)
     p.add_argument("--target-precision", type=float, default=0.99, help="on the calibration clips")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp32", action="store_true", help="describe with the fp32 graph instead of the int8 one")
+    p.add_argument("--mirror", action="store_true", help="describe each chip and its mirror image, averaged")
+    p.add_argument("--dlib-points", action="store_true", help="chips from dlib's 5-point predictor, not RetinaFace's")
+    p.add_argument(
+        "--cost", type=int, default=0, help="instead: bench_video's clip scanned N times, linking on and off"
+    )
     p.add_argument("--out", type=Path, default=Path("/tmp/persons"), help="persons.json and persons.png go here")
     return p
 
@@ -193,14 +200,83 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def measure_cost(pairs: int) -> dict:
+    """bench_video's 30 s clip through the video pipeline's scan, linking on and off alternately: the scan thread's
+    CPU seconds (``thread_time``, which other processes' load disturbs less than wall time; the chips are cut
+    there) and, with linking on, the CPU seconds of describing and linking after the scan."""
+    from benchmarks.bench_video import make_clip
+    from model_store import Predictor, find
+    from service.detection import create_detector
+    from service.options import resolve_options
+    from service.pipelines.video import FaceStep, VideoPipeline
+
+    settings = service_settings()
+    detector, linking = create_detector(settings.detector), PersonLinking(FaceDescriber())
+    spec = Predictor.load(find(settings.default_model)).image_spec
+    pipeline, opts = VideoPipeline(detector), resolve_options(settings)
+    runs: dict[str, list[float]] = {"on": [], "off": [], "offer": [], "describe_and_link": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = str(make_clip(Path(tmp) / "bench.mp4", 30.0))
+        for _ in range(pairs):
+            for mode in ("on", "off"):
+                people = linking.collector() if mode == "on" else None
+                if people is not None:
+                    people.offer = timed(people.offer, spent := [0.0])
+                step = FaceStep(detector, pipeline.cropper, spec, opts, people=people)
+                cpu = time.thread_time()
+                scan = pipeline.scan(clip, step, opts)
+                runs[mode].append(time.thread_time() - cpu)
+                if people is not None:
+                    cpu = time.thread_time()
+                    described = people.descriptors()
+                    faces = [
+                        TrackFaces(t, frozenset(people.frames[t]), people.first_seen[t], d)
+                        for t, d in described.items()
+                    ]
+                    link(faces, linking.threshold)
+                    runs["describe_and_link"].append(time.thread_time() - cpu)
+                    runs["offer"].append(spent[0])
+                runs.setdefault(f"samples_{mode}", []).append(len(scan.samples))
+    median = {k: float(np.median(v)) for k, v in runs.items() if not k.startswith("samples")}
+    own = median["offer"] + median["describe_and_link"]
+    return {
+        "cpu_s": runs,
+        "median": median,
+        "linking_cpu_s": round(own, 4),
+        "share_of_scan_off": round(own / median["off"], 4),
+    }
+
+
+def timed(call, spent: list[float]):
+    """``call``, adding the CPU seconds of each call to ``spent[0]`` (the scan's thread runs it)."""
+
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            spent[0] += time.thread_time() - started
+
+    return wrapper
+
+
 def main(args: argparse.Namespace) -> dict:
     settings = service_settings()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cost:
+        cost = measure_cost(args.cost)
+        (args.out / "persons_cost.json").write_text(json.dumps(cost, indent=1))
+        print(json.dumps(cost, indent=1))
+        return cost
     with TestClient(create_app(settings)) as client:
         pipeline = client.app.state.pipelines.video
         if pipeline.persons is None:
             raise SystemExit("linking is off (EMOTION_VIDEO__LINK_PERSONS=false): nothing to measure")
-        linking = Recording(pipeline.persons.describer, pipeline.persons.threshold, pipeline.persons.per_track)
+        describer = FaceDescriber(int8=not args.fp32, mirror=args.mirror)
+        if args.dlib_points:
+            cut = describer.chip
+            describer.chip = lambda frame, box, landmarks=None: cut(frame, box)
+        linking = Recording(describer, pipeline.persons.threshold, pipeline.persons.per_track)
         object.__setattr__(linking, "seen", [])
         pipeline.persons = linking
         people = usable_people(client.app.state.pipelines.detector)
@@ -217,6 +293,9 @@ def main(args: argparse.Namespace) -> dict:
     passing = [float(t) for t, s in cal_curve.items() if s["precision"] >= args.target_precision]
     result = {
         "people": {half: len(p) for half, p in halves.items()},
+        "graph": "fp32" if args.fp32 else "int8",
+        "mirror": args.mirror,
+        "chip_points": "dlib" if args.dlib_points else "detector",
         "threshold": settings.video.person_threshold,
         "calibrated_threshold": max(passing) if passing else None,
         "target_precision": args.target_precision,

@@ -93,8 +93,10 @@ def load_graph(model: str = DEFAULT_MODEL, version: str | None = None, root: Pat
 class FaceDescriber:
     """Chips and descriptors: one onnxruntime session (thread-safe), the landmark fallback loaded on first need."""
 
-    def __init__(self, int8: bool = True, threads: int = 1, root: Path | None = None) -> None:
+    def __init__(self, int8: bool = True, threads: int = 1, root: Path | None = None, mirror: bool = False) -> None:
         import onnxruntime as ort
+
+        self.mirror = mirror  # each chip described with its mirror image too, the two averaged
 
         entry, graph = load_graph(int8=int8, root=root)
         spec = entry.manifest.input
@@ -130,17 +132,27 @@ class FaceDescriber:
         if len(chips) == 0:
             return np.zeros((0, 128), np.float32)
         x = ((chips.astype(np.float32) - self._mean) * self._scale).transpose(0, 3, 1, 2)
-        return self._session.run(None, {"input": np.ascontiguousarray(x)})[0]
+        if not self.mirror:
+            return self._session.run(None, {"input": np.ascontiguousarray(x)})[0]
+        both = self._session.run(None, {"input": np.ascontiguousarray(np.concatenate([x, x[..., ::-1]]))})[0]
+        return (both[: len(x)] + both[len(x) :]) / 2
 
 
 class TrackChips:
     """The best few faces of each track, kept as chips while a video is scanned: faces with landmarks first (their
     chips align without a second model), then the largest (up to the chip's own size) and sharpest. Chips are cut
-    only for faces that make a track's top ``per_track``, so most samples cost a comparison."""
+    only for faces that make a track's top ``per_track``, so most samples cost a comparison. With more than
+    ``MAX_HELD`` tracks holding chips (a long video), those unseen for ``SETTLED_S`` (over, for the tracker) are
+    described at once and their chips dropped, so memory stays bounded."""
+
+    MAX_HELD = 64  # tracks holding chips (3 chips of 67 kB each) before finished ones are described
+    SETTLED_S = 2.0  # unseen this long, a track is over (the tracker ends one after 1.5 s)
 
     def __init__(self, describer: FaceDescriber, per_track: int = 3) -> None:
         self.describer, self.per_track = describer, per_track
         self._best: dict[int, list[tuple[tuple, np.ndarray]]] = {}
+        self._last: dict[int, float] = {}
+        self._described: dict[int, np.ndarray] = {}
         self.frames: dict[int, set[int]] = {}
         self.first_seen: dict[int, float] = {}
 
@@ -148,23 +160,28 @@ class TrackChips:
         """A face of ``track_id`` in the sampled frame ``frame_index`` (a ``Detection``, its picture's sharpness)."""
         self.frames.setdefault(track_id, set()).add(frame_index)
         self.first_seen.setdefault(track_id, t)
+        self._last[track_id] = t
         side = min(detection.width, detection.height, self.describer.size)
         key = (detection.landmarks is not None, side * min(sharpness, 400.0), detection.score)
         kept = self._best.setdefault(track_id, [])
         if len(kept) >= self.per_track and key <= kept[-1][0]:
             return
-        chip = self.describer.chip(frame, detection.box, detection.landmarks)
-        kept.append((key, chip))
+        kept.append((key, self.describer.chip(frame, detection.box, detection.landmarks)))
         kept.sort(key=lambda item: item[0], reverse=True)
         del kept[self.per_track :]
+        if len(self._best) > self.MAX_HELD:
+            self._describe([tid for tid in self._best if t - self._last[tid] > self.SETTLED_S])
+
+    def _describe(self, track_ids: list[int]) -> None:
+        """Describe these tracks' chips in one batch and drop the chips."""
+        ids = [tid for tid in track_ids for _ in self._best[tid]]
+        if not ids:
+            return
+        rows = self.describer.describe(np.stack([chip for tid in track_ids for _, chip in self._best.pop(tid)]))
+        for tid in dict.fromkeys(ids):
+            self._described[tid] = rows[[i for i, other in enumerate(ids) if other == tid]]
 
     def descriptors(self) -> dict[int, np.ndarray]:
-        """``track_id -> k x 128`` descriptors of the kept chips (one batch through the network)."""
-        ids = [tid for tid, kept in self._best.items() for _ in kept]
-        if not ids:
-            return {}
-        rows = self.describer.describe(np.stack([chip for kept in self._best.values() for _, chip in kept]))
-        out: dict[int, list[np.ndarray]] = {}
-        for tid, row in zip(ids, rows, strict=True):
-            out.setdefault(tid, []).append(row)
-        return {tid: np.stack(v) for tid, v in out.items()}
+        """``track_id -> k x 128`` descriptors of each track's kept faces."""
+        self._describe(list(self._best))
+        return dict(self._described)

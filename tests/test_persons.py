@@ -173,3 +173,33 @@ def test_the_services_default_threshold_is_the_calibrated_one():
     from service.persons import DEFAULT_THRESHOLD
 
     assert Settings(_env_file=None).video.person_threshold == DEFAULT_THRESHOLD
+
+
+class FakeDescriber:
+    """Chips are 1x1 images holding the face's x; a descriptor repeats it (no model needed)."""
+
+    size = 150
+
+    def chip(self, frame, box, landmarks=None):
+        return np.full((1, 1, 3), box[0], np.uint8)
+
+    def describe(self, chips):
+        return np.repeat(chips[:, 0, 0, :1].astype(np.float32), 128, axis=1)
+
+
+def test_each_track_keeps_its_best_faces_and_finished_tracks_are_described_early():
+    from service.detection import Detection
+    from service.identity import TrackChips
+
+    people = TrackChips(FakeDescriber(), per_track=2)
+    marks = ((0.0, 0.0),) * 5
+    # track 1: a small face, then two large ones without landmarks, then a small one with landmarks
+    for i, (x, side, landmarks) in enumerate([(1, 40, None), (2, 120, None), (3, 100, None), (4, 60, marks)]):
+        people.offer(1, i * 0.2, i, np.zeros((4, 4, 3), np.uint8), Detection(x, 0, side, side, 0.9, landmarks), 100.0)
+    # 70 short tracks, one after another: the ones long over are described while the scan goes on
+    for k in range(70):
+        people.offer(100 + k, 10.0 + k, 100 + k, None, Detection(7, 0, 50, 50, 0.9), 100.0)
+    assert len(people._best) <= TrackChips.MAX_HELD
+    described = people.descriptors()
+    assert sorted(described[1][:, 0]) == [2.0, 4.0]  # the landmarked face first, then the largest
+    assert len(described) == 71 and people.frames[1] == {0, 1, 2, 3} and people.first_seen[100] == 10.0
