@@ -81,6 +81,11 @@ def load_graph(model: str = DEFAULT_MODEL, version: str | None = None, root: Pat
         if entry.manifest.task != "face-embedding":
             raise StoreError(f"{entry.manifest.key} is a {entry.manifest.task} model, not a face embedding")
         role = "onnx_int8" if int8 and entry.manifest.file("onnx_int8") is not None else "onnx"
+        if entry.manifest.file(role) is None:  # the shipped entry holds the int8 graph only
+            raise StoreError(
+                f"{entry.manifest.key} has no float graph; build one into a store of your own with python -m "
+                "training.publish_face_embedding --keep-float --store DIR"
+            )
         return entry, verify_file(entry, role).read_bytes()
     except StoreError as exc:
         raise RuntimeError(

@@ -40,23 +40,49 @@ def recogniser():
     return dlib.face_recognition_model_v1(str(packaged_model("dlib_face_recognition_resnet_model_v1.dat", "test")))
 
 
-def test_the_entry_is_a_component_with_both_graphs_its_licence_and_its_source(client):
+@pytest.fixture(scope="module")
+def float_store(tmp_path_factory, photo_paths):
+    """The float graph the shipped entry leaves out, rebuilt from the package into a scratch store (few photos: its
+    int8 graph is not the shipped one, its float graph is, byte for byte)."""
+    from training import publish_face_embedding
+
+    store = tmp_path_factory.mktemp("float_store")
+    args = publish_face_embedding.get_args_parser().parse_args(
+        [
+            "--store",
+            str(store),
+            "--keep-float",
+            "--calibration",
+            "8",
+            "--check",
+            "8",
+            "--photos",
+            str(photo_paths[0].parent),
+        ]
+    )
+    publish_face_embedding.main(args)
+    return store
+
+
+def test_the_entry_is_a_component_with_its_graph_its_licence_and_its_source(client):
     entry = find(DEFAULT_MODEL)
     m = entry.manifest
     assert m.task == "face-embedding" and m.kind.component and m.outputs == ["descriptor"]
     assert (m.input.height, m.input.width, m.input.channels, m.input.framing) == (150, 150, 3, "chip")
     assert m.license.startswith("CC0-1.0") and (entry.folder / "LICENSE").read_text().count("CC0") >= 1
     assert "dlib" in m.training["source"] and len(m.training["source_sha256"]) == 64
-    verify_file(entry, "onnx"), verify_file(entry, "onnx_int8")
+    verify_file(entry, "onnx_int8")
+    assert m.file("onnx") is None and m.metrics["float_graph"]["bytes"] > 20e6  # built and checked, not shipped
     assert m.metrics["against_dlib"]["onnx"]["max_abs_diff"] < 1e-4
     assert DEFAULT_MODEL not in {model["name"] for model in client.get("/models").json()["models"]}
 
 
 @pytest.mark.parametrize("int8, worst", [(False, 1e-4), (True, 0.2)])
-def test_the_graphs_give_dlibs_descriptor_on_dlibs_chips(dlib_faces, recogniser, int8, worst):
+def test_the_graphs_give_dlibs_descriptor_on_dlibs_chips(dlib_faces, recogniser, int8, worst, request):
     chips = np.stack([np.asarray(dlib.get_face_chip(rgb, shape, 150, 0.25)) for rgb, shape, _ in dlib_faces])
     ref = np.array([np.asarray(recogniser.compute_face_descriptor(c)) for c in chips], np.float32)
-    got = FaceDescriber(int8=int8).describe(chips)
+    root = None if int8 else request.getfixturevalue("float_store")
+    got = FaceDescriber(int8=int8, root=root).describe(chips)
     assert got.shape == (16, 128)
     if int8:  # a descriptor within 0.2 of dlib's (its distance between people is about 0.6 and more)
         assert np.linalg.norm(got - ref, axis=1).max() < worst
@@ -68,7 +94,7 @@ def test_the_chip_from_dlibs_landmarks_matches_dlibs_chip(dlib_faces, recogniser
     """Without detector landmarks the describer finds dlib's five points itself and cuts dlib's chip geometry:
     through dlib's own network, within a small distance of dlib's own chip (measured: 0.12 on average, 0.19 at most
     on these faces; OpenCV's bilinear warp against dlib's pyramid resampling), far under the 0.6 between people."""
-    describer, gaps = FaceDescriber(int8=False), []
+    describer, gaps = FaceDescriber(), []
     for rgb, shape, _ in dlib_faces:
         r = shape.rect
         box = (r.left(), r.top(), r.width(), r.height())
@@ -98,3 +124,10 @@ def test_retinaface_chips_tell_people_apart(photo_paths):
     same = [d[2 * i, 2 * i + 1] for i in range(len(names))]
     other = [d[2 * i, 2 * j] for i in range(len(names)) for j in range(len(names)) if i != j]
     assert np.median(same) < 0.5 < np.percentile(other, 5), (same, np.percentile(other, 5))
+
+
+def test_the_float_graph_rebuilds_byte_for_byte_and_its_absence_says_how(float_store):
+    rebuilt = find(DEFAULT_MODEL, root=float_store)
+    assert rebuilt.manifest.file("onnx").sha256 == find(DEFAULT_MODEL).manifest.metrics["float_graph"]["sha256"]
+    with pytest.raises(RuntimeError, match=r"no float graph.*--keep-float"):
+        FaceDescriber(int8=False)

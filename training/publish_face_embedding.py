@@ -49,10 +49,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--version", default="1.0.0")
-    p.add_argument("--photos", type=Path, default=Path("/work/shared/data/photos/images"))
+    p.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/photos/images")
     p.add_argument("--calibration", type=int, default=256, help="photos whose chips calibrate the int8 graph")
     p.add_argument("--check", type=int, default=200, help="further photos the graphs are checked on against dlib")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--keep-float",
+        action="store_true",
+        help="keep the float graph (model.onnx, 22.7 MB) in the entry; by default it is built, checked and quantised, "
+        "then left out: the service runs the int8 graph, and the float one rebuilds byte for byte from the package",
+    )
     return p
 
 
@@ -190,6 +196,15 @@ def main(args: argparse.Namespace) -> Path:
     log.info(
         "torch vs onnx max abs diff %.2e; against dlib: %s", torch_diff, json.dumps(metrics["against_dlib"], indent=1)
     )
+    if not args.keep_float:
+        float_graph = files.pop(0)
+        metrics["float_graph"] = {
+            "sha256": float_graph.sha256,
+            "bytes": float_graph.bytes,
+            "note": "built, checked against dlib and quantised, then left out of the entry; "
+            "python -m training.publish_face_embedding --keep-float rebuilds it byte for byte",
+        }
+        graph.unlink()
     write_manifest(folder, args.version, files, metrics)
     return folder
 
