@@ -14,6 +14,13 @@ field (keep the faces scoring highest on it), the grid search behind the thresho
 chosen (or the service's) thresholds, coverage / accuracy / per-label figures for reliable versus all faces, the
 cost per face of the quality fields, and ``reliability.png``.
 
+For a routed ensemble (the default model scores gray faces with some members, colour faces with others) it also
+measures the margin->accuracy curve per route within each set (``routes``): whether a gray face and a colour face at
+the same margin are equally often right (the log-odds a gray face gains at equal margin, with a bootstrap interval),
+and which per-route margin pairs would meet issue 29's targets on both sets. A per-route threshold is only a model
+property where the routes differ within a set; where they agree within one set, a pair meeting the targets is fitted
+to the sets' gray shares (13% of RAF-DB, 78% of the photos), a dataset proxy, and is not shipped.
+
     python -m benchmarks.reliability [--output model_store/emotion_transfer/1.1.0/reports/reliability] [--choose]
 """
 
@@ -33,6 +40,8 @@ from tqdm import tqdm
 from benchmarks import add_model_argument, service_settings
 from benchmarks.eval_photos import read_photos, service_detector, service_fallbacks
 from model_store import Predictor, find
+from model_store.preprocess import to_uint8_face
+from model_store.routing import gray_rows
 from service.config import QualitySettings
 from service.detection import FaceDetector, close_up_faces
 from service.detection.align import FaceCropper
@@ -52,6 +61,8 @@ GRID = {
     "min_margin": [round(float(m), 3) for m in np.arange(0.0, 0.401, 0.025)],
 }
 GATES = ("min_face_px", "min_sharpness", "min_frontal")
+MARGIN_BINS = [round(float(b), 1) for b in np.arange(0.0, 1.01, 0.1)]
+ROUTE_MARGINS = [round(float(m), 3) for m in np.arange(0.0, 0.601, 0.025)]
 
 
 @dataclass
@@ -63,6 +74,7 @@ class FaceSet:
     probs: np.ndarray
     targets: np.ndarray
     sources: list = field(default_factory=list)  # (image, box, landmarks, score) per face, to time the fields
+    gray: np.ndarray | None = None  # the routed model's gray test per face; None for a model without routes
 
     @property
     def correct(self) -> np.ndarray:
@@ -102,7 +114,8 @@ def rafdb_faces(predictor: Predictor, detector: FaceDetector, limit: int | None)
         crops.append(crop)
         sources.append(source)
     probs = predictor.predict(crops).probabilities
-    return FaceSet("rafdb_val", pictures, probs, np.array([labels.index(s.label) for s in samples]), sources)
+    targets = np.array([labels.index(s.label) for s in samples])
+    return FaceSet("rafdb_val", pictures, probs, targets, sources, gray_faces(predictor, crops))
 
 
 def photo_faces(predictor: Predictor, detector: FaceDetector, limit: int | None) -> FaceSet:
@@ -120,7 +133,18 @@ def photo_faces(predictor: Predictor, detector: FaceDetector, limit: int | None)
             pictures.append(picture_quality(*source))
             targets.append(labels.index(name))
             sources.append(source)
-    return FaceSet("photos", pictures, predictor.predict(crops).probabilities, np.array(targets), sources)
+    probs = predictor.predict(crops).probabilities
+    return FaceSet("photos", pictures, probs, np.array(targets), sources, gray_faces(predictor, crops))
+
+
+def gray_faces(predictor: Predictor, crops: list[np.ndarray]) -> np.ndarray | None:
+    """The routed model's own gray test on each crop as the model sees it (resized), or None without routes."""
+    routes = getattr(predictor.runner, "routes", None)
+    if routes is None or not crops:
+        return None
+    faces = np.stack([to_uint8_face(crop, predictor.image_spec) for crop in crops])
+    pixels = faces.transpose(0, 3, 1, 2).astype(np.float32) / 255  # 0..1 pixels: mean 0, std 1 below
+    return gray_rows(pixels, np.zeros(pixels.shape[1], np.float32), np.ones(pixels.shape[1], np.float32), routes.spread)
 
 
 def feature(faces: FaceSet, name: str) -> np.ndarray:
@@ -214,6 +238,99 @@ def grid_search(sets: list[FaceSet]) -> list[dict]:
     return sorted(rows, key=rank, reverse=True)
 
 
+def logistic(x: np.ndarray, y: np.ndarray, steps: int = 30) -> np.ndarray:
+    """Logistic-regression coefficients of the columns of ``x`` (then the intercept), by Newton's method: how far
+    each column moves the log-odds of ``y`` with the others held."""
+    design = np.c_[x, np.ones(len(x))]
+    w = np.zeros(design.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(design @ w, -30, 30)))
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + 1e-6 * np.eye(len(w))
+        w = w + np.linalg.solve(hessian, design.T @ (y - p))
+    return w
+
+
+def route_effect(margins: np.ndarray, gray: np.ndarray, correct: np.ndarray, repeats: int = 200) -> dict:
+    """The log-odds of a right answer a gray face gains over a colour face at the same margin, with a bootstrap 95%
+    interval: an interval holding 0 says the two routes' margin->accuracy curves agree within this set."""
+    x, y = np.c_[margins, gray.astype(float)], correct.astype(float)
+    rng = np.random.default_rng(0)
+    boot = [logistic(x[i], y[i])[1] for i in (rng.integers(0, len(y), len(y)) for _ in range(repeats))]
+    low, high = (round(float(np.percentile(boot, q)), 2) for q in (2.5, 97.5))
+    return {"gray_log_odds": round(float(logistic(x, y)[1]), 2), "ci95": [low, high], "agree": bool(low <= 0 <= high)}
+
+
+def route_curves(faces: FaceSet, labels: list[str]) -> dict:
+    """Per route (gray, colour) within one set: faces, their true labels (a route can be a label mix: the photos'
+    colour faces are half disgust), accuracy and accuracy per margin bin; and the route effect."""
+    margins, correct, out = faces.margins, faces.correct, {}
+    for route, mask in (("gray", faces.gray), ("colour", ~faces.gray)):
+        bins = []
+        for low, high in itertools.pairwise(MARGIN_BINS):
+            inside = mask & (margins >= low) & ((margins < high) | (high >= 1.0))
+            accuracy = round(float(correct[inside].mean()), 4) if inside.any() else None
+            bins.append({"margin": [low, high], "faces": int(inside.sum()), "accuracy": accuracy})
+        out[route] = {
+            "faces": int(mask.sum()),
+            "labels": {label: int((mask & (faces.targets == k)).sum()) for k, label in enumerate(labels)},
+            "accuracy": share(correct, mask),
+            "by_margin": bins,
+        }
+    out["effect"] = route_effect(margins, faces.gray, correct)
+    return out
+
+
+def route_search(sets: list[FaceSet], rule: QualitySettings) -> list[dict]:
+    """Per-route margin pairs (the rule's picture gates kept) meeting issue 29's targets with at least 0.75 of
+    every set, widest coverage first, each with the accuracy of the faces it calls reliable per route: a pair
+    calling gray faces reliable that are less accurate than the set's average face is no trust signal."""
+    prepared = []
+    for faces in sets:
+        v = vectorised(faces)
+        gates = np.logical_and.reduce([v[k] >= getattr(rule, k) for k in GATES])
+        prepared.append((faces.name, gates, faces.margins, faces.gray, faces.correct))
+    rows = []
+    for min_gray, min_colour in itertools.product(ROUTE_MARGINS, ROUTE_MARGINS):
+        row: dict = {"min_margin_gray": min_gray, "min_margin_colour": min_colour}
+        for name, gates, margins, gray, correct in prepared:
+            kept = gates & (margins >= np.where(gray, min_gray, min_colour))
+            row[name] = {
+                "coverage": round(float(kept.mean()), 4),
+                "gain_points": round(100 * (correct[kept].mean() - correct.mean()), 2) if kept.any() else None,
+                "accuracy_all": round(float(correct.mean()), 4),
+                "accuracy_reliable_gray": share(correct, kept & gray),
+                "accuracy_reliable_colour": share(correct, kept & ~gray),
+            }
+        if all(
+            r["coverage"] >= 0.75 and (r["gain_points"] or 0) >= TARGET_GAIN[n]
+            for n, r in row.items()
+            if n in TARGET_GAIN
+        ):
+            rows.append(row)
+    return sorted(rows, key=lambda r: -min(r[s.name]["coverage"] for s in sets))
+
+
+def share(correct: np.ndarray, mask: np.ndarray) -> float | None:
+    """Accuracy of the faces in ``mask``, None for none."""
+    return round(float(correct[mask].mean()), 4) if mask.any() else None
+
+
+def routes_report(sets: list[FaceSet], rule: QualitySettings, labels: list[str]) -> dict | None:
+    """The per-route measurement (see the module doc), or None for a model without routes."""
+    if any(s.gray is None for s in sets):
+        return None
+    curves = {s.name: route_curves(s, labels) for s in sets}
+    agree = [name for name, c in curves.items() if c["effect"]["agree"]]
+    return {
+        "test": "the model's own gray test on the resized crop (mean channel spread under its threshold)",
+        "gray_share": {s.name: round(float(s.gray.mean()), 4) for s in sets},
+        "curves": curves,
+        "pairs_meeting_targets": route_search(sets, rule)[:10],
+        "per_route_is_a_model_property": not agree,
+        "routes_agree_within": agree,
+    }
+
+
 def cost_per_face(faces: FaceSet, repeats: int = 3) -> dict:
     """Milliseconds per face of ``picture_quality`` + ``assess`` (every quality field and the flag), in one thread."""
     rule = QualitySettings()
@@ -270,6 +387,7 @@ def main(args: argparse.Namespace) -> dict:
         "cost": {s.name: cost_per_face(s) for s in sets},
         "curves": curves,
         "grid_top": search[:15],
+        "routes": routes_report(sets, rule, predictor.labels),
     }
     (args.output / "reliability.json").write_text(json.dumps(report, indent=1))
     plot(curves, chosen, args.output / "reliability.png")
@@ -279,6 +397,11 @@ def main(args: argparse.Namespace) -> dict:
             f" vs {r['all']['accuracy']} (+{r['gain_points']} points)"
         )
     print("thresholds:", rule.model_dump())
+    if report["routes"]:
+        for name, c in report["routes"]["curves"].items():
+            effect = c["effect"]
+            print(f"{name}: a gray face's log-odds at equal margin {effect['gray_log_odds']:+} {effect['ci95']}")
+        print("per-route margins a model property:", report["routes"]["per_route_is_a_model_property"])
     return report
 
 
