@@ -74,5 +74,3 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
     def backend_settings(self) -> BaseModel:
         """The selected backend's own group."""
         return getattr(self, self.backend.replace("-", "_"))
-
-
