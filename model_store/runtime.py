@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from model_store.manifest import FileRole, LinkedFile, Manifest
 from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
 from model_store.store import StoreEntry, StoreError, read_linked, verify_file
 
+log = logging.getLogger(__name__)
 Links = Sequence[tuple[LinkedFile, bytes]]  # other entries' weights files the entry reads, checked, in memory
 
 
@@ -103,9 +105,14 @@ def routed(manifest: Manifest) -> bool:
 
 
 def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes] | None:
-    """The gray and colour route graphs of the graph at ``path`` (None when it is not routed as expected)."""
-    import onnx
-
+    """The gray and colour route graphs of the graph at ``path`` (None when it is not routed as expected, or when the
+    ``onnx`` package that cuts them is not installed: a plain ``pip install .`` has only onnxruntime, and the one
+    graph gives the same answers)."""
+    try:
+        import onnx
+    except ImportError:
+        log.info("%s: one graph for both routes (the onnx package, which splits it per route, is not installed)", path)
+        return None
     model = onnx.load(str(path), load_external_data=False)
     routes = find_routes(model.graph)
     if routes is None:

@@ -90,3 +90,18 @@ def test_normalising_faces_through_a_table_matches_the_arithmetic():
     for mirror in (False, True):
         expected = normalize(np.concatenate([faces, faces[..., ::-1, :]]) if mirror else faces, spec)
         np.testing.assert_array_equal(prepare_batch(faces, spec, mirror), expected)
+
+
+def test_without_the_onnx_package_the_default_runs_its_one_graph(monkeypatch, caplog):
+    """A plain ``pip install .`` has onnxruntime but not ``onnx``: the routed default still loads and answers (as
+    one graph), and says why once in the log."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with caplog.at_level("INFO", logger="model_store.runtime"):
+        predictor = Predictor.load(find("emotion_transfer", "1.1.0"), "onnx-int8")
+    assert predictor.runner.routes is None
+    assert "onnx package" in caplog.text
+    faces = np.random.default_rng(2).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8)
+    probs = predictor.predict(list(faces))
+    assert len(probs) == 2 and abs(sum(probs[0].emotions.values()) - 1) < 1e-4
