@@ -14,6 +14,7 @@ dlib's 5-point shape predictor (``service.detection.align``) and dlib's own temp
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from model_store import DEFAULT_ROOT, StoreError, find, verify_file
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = "dlib_face_descriptor"
 CHIP, PADDING = 150, 0.25  # dlib's compute_face_descriptor
 # dlib's 5-point template (get_face_chip_details, points 0-1 and 2-3 the corners of each eye, 4 the nose base) in
@@ -115,22 +117,31 @@ class FaceDescriber:
         self._aligner = None
         self._lock = threading.Lock()
 
-    def chip(self, frame: np.ndarray, box: tuple[int, int, int, int], landmarks=None) -> np.ndarray:
+    def chip(self, frame: np.ndarray, box: tuple[int, int, int, int], landmarks=None) -> np.ndarray | None:
         """The aligned chip of the face at ``box``: from the detector's five points where it gave them, else from
-        dlib's shape predictor."""
+        dlib's shape predictor; None where neither is to be had (no points, and the optional landmark model of
+        ``face-recognition-models`` not installed): such a face is not described."""
         if landmarks is not None:
             return cut_chip(frame, chip_matrix(landmarks, RETINA_TEMPLATE, self.size), self.size)
-        shape = self._landmarks().landmarks(frame, box)
+        aligner = self._landmarks()
+        if aligner is None:
+            return None
+        shape = aligner.landmarks(frame, box)
         points = [(shape.part(i).x, shape.part(i).y) for i in range(5)]
         return cut_chip(frame, chip_matrix(points, DLIB_TEMPLATE, self.size), self.size)
 
     def _landmarks(self):
+        """dlib's 5-point model, loaded on first need; None (logged once) where its package is not installed."""
         from service.detection.align import LandmarkAligner
 
         with self._lock:
             if self._aligner is None:
-                self._aligner = LandmarkAligner()
-            return self._aligner
+                try:
+                    self._aligner = LandmarkAligner()
+                except RuntimeError as exc:  # face-recognition-models is an optional extra
+                    log.info("faces without detector landmarks are not described for persons: %s", exc)
+                    self._aligner = False
+            return self._aligner or None
 
     def describe(self, chips: np.ndarray) -> np.ndarray:
         """128 floats per RGB chip (N x 150 x 150 x 3 uint8); kept by the caller, never returned to a client."""
@@ -171,7 +182,10 @@ class TrackChips:
         kept = self._best.setdefault(track_id, [])
         if len(kept) >= self.per_track and key <= kept[-1][0]:
             return
-        kept.append((key, self.describer.chip(frame, detection.box, detection.landmarks)))
+        chip = self.describer.chip(frame, detection.box, detection.landmarks)
+        if chip is None:
+            return
+        kept.append((key, chip))
         kept.sort(key=lambda item: item[0], reverse=True)
         del kept[self.per_track :]
         if len(self._best) > self.MAX_HELD:

