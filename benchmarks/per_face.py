@@ -51,13 +51,13 @@ def load_module(path: Path, name: str) -> ModuleType:
 
 def load(model: str, routed: bool) -> Predictor:
     """The model as the service loads it; ``routed=False`` keeps a routed ensemble as its one graph."""
-    settings, original = service_settings(), runtime.routed
+    settings, original = service_settings(), runtime.routed_graphs
     if not routed:
-        runtime.routed = lambda manifest: False
+        runtime.routed_graphs = lambda path: None
     try:
         predictor = Predictor.load(find(model), settings.backend, threads=settings.inference_threads, tta=settings.tta)
     finally:
-        runtime.routed = original
+        runtime.routed_graphs = original
     predictor.warmup()
     return predictor
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -62,6 +63,11 @@ TASKS: dict[str, TaskKind] = {
     # a descriptor of an aligned face chip, used inside the process only (linking a video's tracks into persons)
     "face-embedding": TaskKind("face", affect=False, component=True),
 }
+
+
+def routes(faces: Iterable[str]) -> bool:
+    """Whether any ensemble member is routed to gray or colour faces only (``faces`` as the members record them)."""
+    return any(kind != "all" for kind in faces)
 
 
 def is_valid_name(value: str) -> bool:
@@ -357,6 +363,12 @@ class Manifest(BaseModel):
     def kind(self) -> TaskKind:
         """What the task means: input kind, sigmoid or softmax, mirror TTA, valence/arousal."""
         return TASKS[self.task]
+
+    @property
+    def routed(self) -> bool:
+        """An ensemble whose members are routed to gray or colour faces only (``architecture_args.members``)."""
+        members = self.architecture_args.get("members", [])
+        return routes(m.get("faces", "all") for m in members if isinstance(m, dict))
 
     def file(self, role: FileRole) -> FileEntry | None:
         """The first file of the entry's own with this role, if any."""

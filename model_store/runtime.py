@@ -45,7 +45,7 @@ class OnnxRunner:
         self.device, self.backend = device, "onnx"  # create_runner sets what it resolved ("onnx-int8": int8 graph)
         self.outputs = list(manifest.outputs)
         self.routes: RoutedGraph | None = None
-        graphs = routed_graphs(path) if routed(manifest) else None
+        graphs = routed_graphs(path) if manifest.routed else None
         if graphs is None:
             self.session = self._session(str(path), path, manifest, threads, links)
         else:
@@ -96,12 +96,6 @@ class OnnxRunner:
         x = np.zeros((1, *shape), np.float32)
         for session in (self.session, self.colour) if self.routes is not None else (self.session,):
             session.run(self.outputs, {self.input_name: x})
-
-
-def routed(manifest: Manifest) -> bool:
-    """Whether the entry is an ensemble with members routed to gray or colour faces only."""
-    members = manifest.architecture_args.get("members", []) if manifest.architecture_args else []
-    return any(isinstance(m, dict) and m.get("faces", "all") != "all" for m in members)
 
 
 def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes] | None:

@@ -73,7 +73,7 @@ def test_the_default_served_per_route_answers_as_its_one_graph(backend, monkeypa
     entry = find("emotion_transfer", "1.1.0")
     routed = Predictor.load(entry, backend)
     assert routed.runner.routes is not None
-    monkeypatch.setattr(runtime, "routed", lambda manifest: False)
+    monkeypatch.setattr(runtime, "routed_graphs", lambda path: None)
     whole = Predictor.load(entry, backend)
     assert whole.runner.routes is None
     rng = np.random.default_rng(1)

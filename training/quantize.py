@@ -26,7 +26,6 @@ from model_store.linked import entry_graph
 from model_store.manifest import MANIFEST_NAME, FileEntry
 from model_store.store import read_manifest, sha256_file
 from training.data import load_faces
-from training.models.ensemble import routes
 from training.reports import softmax
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ def main(args: argparse.Namespace) -> dict:
     manifest = read_manifest(folder)
     if manifest.file("onnx") is None:
         raise SystemExit(f"{manifest.key} has no ONNX graph to quantise")
-    routed = routes(m.get("faces", "all") for m in manifest.architecture_args.get("members", []))
-    if routed and args.method != "minmax":
+    if manifest.routed and args.method != "minmax":
         # a routed member sees a different number of rows per calibration batch, which only min/max can pool
         raise SystemExit(f"{manifest.key} routes members to gray or colour faces: calibrate it with --method minmax")
     calibration = model_inputs(folder, args.data, args.split, args.samples, args.seed)

@@ -3,22 +3,16 @@ inputs than the ensemble (size, channels, normalisation): each gets its own from
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import nn
 
+from model_store.manifest import routes
 from training.models.adapt import InputAdapter, per_channel
 from training.models.face import GRAY48
 from training.models.registry import create_model, register_model
 
 FACES = ("all", "gray", "colour")
 GRAY_SPREAD = 2 / 255
-
-
-def routes(faces: Iterable[str]) -> bool:
-    """Whether any member is routed to gray or colour faces only (``faces`` as the members record them)."""
-    return any(kind != "all" for kind in faces)
 
 
 class Ensemble(nn.Module):
