@@ -372,7 +372,7 @@ def job_namespace(settings: Settings) -> str:
     if queue.namespace:
         return queue.namespace
     parts = [str(settings.store_path)]
-    parts += [queue.url or "", queue.name] if queue.url else [str(settings.port)]
+    parts += [queue.url, queue.name] if queue.url else [str(settings.port)]
     return "d" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

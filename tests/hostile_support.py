@@ -6,16 +6,13 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
 
-from tests.live import ROOT, clean_env, free_port
+from tests.live import serve
 
 BOUNDARY = "hostileb"
 FORM = f"multipart/form-data; boundary={BOUNDARY}"
@@ -25,27 +22,8 @@ FORM = f"multipart/form-data; boundary={BOUNDARY}"
 def live_service(log: Path, timeout: float = 120.0, **env: str) -> Iterator[int]:
     """``python -m service`` on a free port with ``env`` (``EMOTION_*`` names, ``TMPDIR``), its output in ``log``;
     yields the port once ready."""
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=clean_env(EMOTION_LOG_LEVEL="info", **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serve(timeout=timeout, log=log, env=env) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def post(port: int, path: str, body: bytes | Iterable[bytes], content_type: str) -> tuple[int, dict]:

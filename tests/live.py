@@ -29,13 +29,31 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(command: list[str] | None = None, timeout: float = 90.0, **settings: str) -> Iterator[str]:
+def serve(
+    command: list[str] | None = None,
+    timeout: float = 90.0,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    **settings: str,
+) -> Iterator[str]:
     """``command`` (default ``python -m service``) on 127.0.0.1 and a free port (its ``--host``/``--port`` values
-    are replaced), with ``EMOTION_<KEY>`` settings; yields the base URL once ``/health/ready`` answers 200."""
+    are replaced), with ``EMOTION_<KEY>`` settings and raw ``env`` variables; yields the base URL once
+    ``/health/ready`` answers 200. With ``log``, its output (at info level) is kept in that file for the test."""
     args, port = list(command or SERVICE), free_port()
     args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
-    env = clean_env(EMOTION_LOG_LEVEL="warning", **{f"EMOTION_{k.upper()}": v for k, v in settings.items()})
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = clean_env(
+        EMOTION_LOG_LEVEL="info" if log else "warning",
+        **(env or {}),
+        **{f"EMOTION_{k.upper()}": v for k, v in settings.items()},
+    )
+    out = log.open("wb") if log else subprocess.PIPE
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if log:
+        out.close()  # the child holds its own copy
+
+    def output() -> str:
+        return log.read_text()[-3000:] if log else proc.stdout.read().decode()
+
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -45,11 +63,11 @@ def serve(command: list[str] | None = None, timeout: float = 90.0, **settings: s
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, output()
             time.sleep(0.2)
         else:
-            raise AssertionError(f"the server did not become ready in {timeout:.0f} s")
+            raise AssertionError(f"the server did not become ready in {timeout:.0f} s: {output()}")
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
