@@ -129,6 +129,27 @@ class VideoSettings(Group):
     person_faces: int = Field(3, ge=1, le=16, description="faces per track described for linking (largest, sharpest)")
 
 
+class StreamSettings(Group):
+    """Limits of live sessions on ``WS /stream``: frames in, one answer per analysed frame out, newest frame wins."""
+
+    max_sessions: int = Field(
+        8, ge=1, le=1024, description="live sessions at once; one more is closed with 1013 (try again later)"
+    )
+    max_frame_bytes: int = Field(
+        4 * MiB, ge=1024, description="largest frame message (JPEG, PNG or WebP); larger closes with 1009"
+    )
+    idle_timeout_s: float = Field(30.0, gt=0, description="a session that sends nothing for this long is closed (1001)")
+    max_session_s: float = Field(
+        4 * 3600.0, gt=0, description="a session is closed (1001, with its summary) after this long"
+    )
+    full_detect_every_s: float = Field(
+        0.5, ge=0.0, le=60.0, description="seconds between full-frame detections; in between only around tracks"
+    )
+    smoothing: float = Field(
+        0.25, ge=0.0, le=10.0, description="EMA time constant (seconds) of smoothed emotions, unless a session sets it"
+    )
+
+
 class QualitySettings(Group):
     """The ``reliable`` flag on every face (``service.quality``): each face must pass all four; defaults chosen on
     RAF-DB val and the shared photos by ``benchmarks/reliability.py`` (its report states the figures)."""
@@ -307,6 +328,7 @@ class Settings(BaseSettings):
     video: VideoSettings = Field(default_factory=VideoSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
     @classmethod
     def settings_customise_sources(
