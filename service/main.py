@@ -12,7 +12,20 @@ from starlette.routing import BaseRoute
 from service.api import errors
 from service.api.body import BodyGuardMiddleware, body_rules
 from service.api.middleware import MetricsMiddleware, MultipartCloseMiddleware
-from service.api.routes import attributes, demo, docs, features, health, jobs, metrics, models, predict, v2, video
+from service.api.routes import (
+    attributes,
+    demo,
+    docs,
+    features,
+    health,
+    jobs,
+    metrics,
+    models,
+    predict,
+    stream,
+    v2,
+    video,
+)
 from service.config import Settings, get_settings
 from service.jobs import create_jobs
 from service.metrics import Metrics
@@ -20,6 +33,12 @@ from service.pipelines import build_pipelines
 from service.registry import ModelRegistry
 
 log = logging.getLogger("service")
+# OpenAPI lists no WebSocket routes: the document says where the live one is described.
+DESCRIPTION = (
+    "Live streams: `WS /stream` takes frames over one WebSocket and answers each analysed frame with every face, its "
+    "persistent track id and smoothed emotions (newest frame wins). Its messages are described by the AsyncAPI "
+    "document at [`/asyncapi.json`](/asyncapi.json) and in the docs' Live streams page."
+)
 
 
 def _lifespan(settings: Settings, app_metrics: Metrics):
@@ -56,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Facial emotion service",
         version="1.0.0",
         summary="Apparent facial expression of every face in photos, face crops and videos.",
+        description=DESCRIPTION,
         lifespan=_lifespan(settings, app_metrics),
         docs_url=None,  # service/api/routes/docs.py serves /docs and /redoc from installed files, not a CDN
         redoc_url=None,
@@ -67,7 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         MetricsMiddleware, metrics=app_metrics, max_in_flight=limits.max_in_flight, max_receiving=limits.max_receiving
     )
     errors.install(app)
-    routers = [m.router for m in (health, models, predict, attributes, features, video, jobs, v2, metrics, docs, demo)]
+    routers = [
+        m.router for m in (health, models, predict, attributes, features, video, stream, jobs, v2, metrics, docs, demo)
+    ]
     for router in routers:
         app.include_router(router)
     app_metrics.known_routes(served_routes([*app.routes, *(route for r in routers for route in r.routes)]))

@@ -19,17 +19,23 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called with: POST /models/reload, the timer
+STREAM_OUTCOMES = ("received", "analysed", "dropped", "bad")  # what became of each frame of a live stream
+# How live sessions end: the server's close codes (docs/stream.md), and a client's own close (1000, 1001) or a
+# connection lost without one (1006).
+STREAM_CLOSE_CODES = ("1000", "1001", "1006", "1007", "1008", "1009", "1011", "1013")
 
 
 class Metrics:
     def __init__(self) -> None:
         self.active = 0  # requests being handled now, probes aside (the in-flight gauge, readable without prometheus)
         self.receiving = 0  # requests whose body is still arriving (they hold no in-flight place until it is in)
+        self.streams = 0  # live WS /stream sessions now (they hold no in-flight place: they are not requests)
         self.registry = CollectorRegistry()
         self._define_http(self.registry)
         self._define_models(self.registry)
         self._define_kinds(self.registry)
         self._define_jobs(self.registry)
+        self._define_streams(self.registry)
         for trigger in RELOAD_TRIGGERS:
             self.model_reloads.labels(trigger=trigger)
 
@@ -118,6 +124,26 @@ class Metrics:
         )
         self.job_workers = Gauge("emotion_job_workers", "Workers seen alive", registry=r)
 
+    def _define_streams(self, r: CollectorRegistry) -> None:
+        """Live sessions on ``WS /stream``: sessions, frames by outcome, time per analysed frame, how sessions end."""
+        self.stream_sessions = Gauge("emotion_stream_sessions_active", "Live WS /stream sessions", registry=r)
+        self.stream_frames = Counter(
+            "emotion_stream_frames_total", "Live stream frames, by what became of them", ["outcome"], registry=r
+        )
+        self.stream_frame_seconds = Histogram(
+            "emotion_stream_frame_seconds",
+            "Server time per analysed live stream frame (decode to answer)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_closed = Counter(
+            "emotion_stream_sessions_total", "Live sessions ended, by close code", ["close"], registry=r
+        )
+        for outcome in STREAM_OUTCOMES:
+            self.stream_frames.labels(outcome=outcome)
+        for code in STREAM_CLOSE_CODES:
+            self.stream_closed.labels(close=code)
+
     def known_routes(self, routes: Iterable[tuple[str, str, int]]) -> None:
         """Zero series for each ``(method, route template, success status)`` the app serves."""
         for method, route, status in routes:
@@ -197,6 +223,32 @@ class Metrics:
         """A rescan of the store (``api`` or ``periodic``) and how many versions it holds now."""
         self.model_reloads.labels(trigger=trigger).inc()
         self.store_versions.set(versions)
+
+    def open_stream(self, max_sessions: int) -> bool:
+        """A new live session takes a place, unless ``max_sessions`` are live (False: it must be refused)."""
+        if self.streams >= max_sessions:
+            return False
+        self.streams += 1
+        self.stream_sessions.inc()
+        return True
+
+    def close_stream(self, code: int) -> None:
+        """A live session that held a place ended with ``code``."""
+        self.streams -= 1
+        self.stream_sessions.dec()
+        self.refused_stream(code)
+
+    def refused_stream(self, code: int) -> None:
+        """A live session ended with ``code`` (one refused before it held a place counts here alone)."""
+        self.stream_closed.labels(close=str(code)).inc()
+
+    def observe_stream_frame(self, outcome: str, seconds: float | None = None, faces: int = 0) -> None:
+        """A live stream frame's outcome (``STREAM_OUTCOMES``); an analysed one's server time and faces."""
+        self.stream_frames.labels(outcome=outcome).inc()
+        if seconds is not None:
+            self.stream_frame_seconds.observe(seconds)
+        if faces:
+            self.faces.inc(faces)
 
     def take_place(self, receiving: bool) -> Place:
         """A request's place in the load gauges: receiving until its body is in (``receiving``), then in flight."""

@@ -72,7 +72,8 @@ class IouTracker:
     """Matches each frame's boxes to live tracks by IoU (or, failing that, a close centroid), greedily by score.
 
     A track not matched for more than ``max_gap_s`` seconds ends, and so does every track at a ``cut`` and a track
-    whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later gets a new id.
+    whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later gets a new id. Ended tracks are
+    kept in ``finished`` unless ``keep_finished`` is off (a live stream, which may run for hours).
     """
 
     def __init__(
@@ -81,9 +82,11 @@ class IouTracker:
         max_centroid_distance: float = 0.6,
         max_gap_s: float = 1.5,
         identity: IdentityCheck | None = None,
+        keep_finished: bool = True,
     ) -> None:
         self.iou_threshold, self.max_centroid, self.max_gap = iou_threshold, max_centroid_distance, max_gap_s
         self.identity: IdentityCheck = identity or AnyFace()
+        self.keep_finished = keep_finished
         self.live: list[_Track] = []
         self.finished: list[_Track] = []
         self._next_id = 1
@@ -91,7 +94,8 @@ class IouTracker:
     def _end(self, tracks: list[_Track]) -> None:
         for track in tracks:
             self.live.remove(track)
-            self.finished.append(track)
+            if self.keep_finished:
+                self.finished.append(track)
         if tracks:
             self.identity.ended([tr.track_id for tr in tracks])
 

@@ -23,15 +23,13 @@ from service.metrics import Metrics
 from service.options import Options
 from service.persons import PersonLinking
 from service.pipelines.face import Cropper
-from service.quality import Thresholds, picture_quality
+from service.quality import Thresholds
 from service.registry import LoadedModel
 from service.results import ModelId, Sample, VideoResult
-from service.tracking import IouTracker
 from service.video.attributes import attribute_timeline
 from service.video.clips import classify_clips
 from service.video.decode import FrameSampler, Sampling, VideoInfo
-from service.video.regions import FrameDetector
-from service.video.shots import PictureContinuity, ShotDetector
+from service.video.follow import FaceFollower
 from service.video.tracks import build_tracks
 
 CLASSIFY_CHUNK = 256  # samples per trip through the batcher
@@ -63,9 +61,8 @@ Submit = Callable[[np.ndarray], Future]  # model-sized faces -> their Prediction
 
 
 class FaceStep:
-    """Detect and track the faces of a sampled frame, cut each as the model expects (its framing and margin). A track
-    is one person: a hard cut before the frame (``ShotDetector``) first ends every track, and a face replaced in
-    place by another (``PictureContinuity``) starts a new one (both off with ``opts.cut_threshold`` None).
+    """Follow the faces of each sampled frame (``FaceFollower``: shot cuts, detection cadence, tracker, crops cut as
+    the model expects) and collect them into the scan, one ``Sample`` each.
 
     With ``submit`` (face models), every ``STREAM_CHUNK`` faces go to the model while the scan goes on, so
     classifying overlaps decoding and detection; clip models need every face first and classify after the scan.
@@ -80,29 +77,16 @@ class FaceStep:
         submit: Submit | None = None,
         people: TrackChips | None = None,
     ) -> None:
-        self.finder, self.cropper, self.spec, self.submit = FrameDetector(detector, opts), cropper, spec, submit
-        self.people = people
-        self.shots = ShotDetector(opts.cut_threshold)
-        self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
-        self.tracker = IouTracker(identity=self.continuity)
+        self.follower, self.submit, self.people = FaceFollower(detector, cropper, spec, opts), submit, people
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
-        if self.shots.is_cut(frame, compare=bool(self.tracker.live)):
-            self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
-        live = self.tracker.live
-        # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
-        previous = [None if self._changed(tr.track_id, frame, tr.box) else tr.previous for tr in live]
-        found = self.finder.detect(frame, scan.frames_analyzed, [tr.box for tr in live], previous)
-        for det, track_id in zip(found, self.tracker.update(t, [d.box for d in found], frame), strict=True):
-            scan.faces.append(to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec))
-            picture = picture_quality(frame, det.box, det.landmarks, det.score)
-            scan.samples.append(Sample(round(t, 3), index, det.box, track_id, picture))
+        for face in self.follower.follow(frame, t):
+            det, picture = face.detection, face.picture
+            scan.faces.append(face.face)
+            scan.samples.append(Sample(round(t, 3), index, det.box, face.track_id, picture))
             if self.people is not None:
-                self.people.offer(track_id, round(t, 3), index, frame, det, picture.sharpness)
+                self.people.offer(face.track_id, round(t, 3), index, frame, det, picture.sharpness)
         self._send(scan, whole_chunks_only=True)
-
-    def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
-        return self.continuity is not None and self.continuity.changed(track_id, frame, box)
 
     def _send(self, scan: Scan, whole_chunks_only: bool) -> None:
         """Faces not yet sent go to the model in chunks of at most ``STREAM_CHUNK``; with ``STREAM_IN_FLIGHT``
@@ -120,8 +104,7 @@ class FaceStep:
     def finish(self, scan: Scan) -> None:
         """The last faces go to the model (with ``submit``); the cadence's counts and the cuts go into the scan."""
         self._send(scan, whole_chunks_only=False)
-        replaced = 0 if self.continuity is None else self.continuity.replaced
-        scan.detection_counts = {**self.finder.counts, "shot_cuts": self.shots.cuts, "faces_replaced": replaced}
+        scan.detection_counts = self.follower.counts
         scan.people = self.people
 
 

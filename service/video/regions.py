@@ -31,7 +31,7 @@ def dedupe(found: list[Detection], overlap: float = 0.5) -> list[Detection]:
 
 
 class FrameDetector:
-    """Detection with a cadence, for one video."""
+    """Detection with a cadence, for one video or live stream."""
 
     def __init__(self, detector: FaceDetector, opts: Options) -> None:
         self.detector, self.opts = detector, opts
@@ -68,13 +68,19 @@ class FrameDetector:
         return found
 
     def detect(
-        self, frame: np.ndarray, sample: int, live: list[Box], previous: list[Box | None] | None = None
+        self,
+        frame: np.ndarray,
+        sample: int,
+        live: list[Box],
+        previous: list[Box | None] | None = None,
+        every: int | None = None,
     ) -> list[Detection]:
         """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``.
 
         ``live``: the live tracks' boxes; ``previous``: each one's box before that (None for a new track), which
-        lets a steady track skip a search."""
-        if not live or sample % self.opts.full_detect_every == 0:
+        lets a steady track skip a search; ``every``: a whole-frame pass every that many samples (default: the
+        options' ``full_detect_every``; a live stream derives it from its frame rate)."""
+        if not live or sample % max(1, every or self.opts.full_detect_every) == 0:
             self.counts["full_frame_passes"] += 1
             found = self.detector.detect(frame, self.full_frame_min_face(frame))
             found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)

@@ -1,0 +1,81 @@
+"""Following faces from one sampled frame to the next: the per-frame work that ``/predict/video`` (``FaceStep``) and
+a live ``WS /stream`` session share, so both run the same shot-cut rule, detection cadence, tracker and cropping.
+
+A frame in, its faces out: each with a track id, its box, the face cut as the model expects (framing, margin,
+alignment) and its picture quality. No model call, no timeline: what happens to the faces is the caller's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from model_store import InputSpec, to_uint8_face
+from service.detection import Detection, FaceDetector
+from service.options import Options
+from service.quality import PictureQuality, picture_quality
+from service.tracking import IouTracker
+from service.video.regions import FrameDetector
+from service.video.shots import PictureContinuity, ShotDetector
+
+if TYPE_CHECKING:  # a type only: importing service.pipelines here would import the video pipeline back
+    from service.pipelines.face import Cropper
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face of a followed frame: where it is, whose track it extends, the model-sized crop and its picture."""
+
+    detection: Detection
+    track_id: int
+    face: np.ndarray  # uint8, the model's input size and channels
+    picture: PictureQuality
+
+
+class FaceFollower:
+    """Detect and track the faces of successive sampled frames, cut each as the model expects. A track is one
+    person: a hard cut before the frame (``ShotDetector``) first ends every track, and a face replaced in place by
+    another (``PictureContinuity``) starts a new one (both off with ``opts.cut_threshold`` None).
+
+    ``keep_finished=False`` (a live stream, which may run for hours) drops ended tracks instead of keeping them."""
+
+    def __init__(
+        self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options, keep_finished: bool = True
+    ) -> None:
+        self.finder, self.cropper, self.spec = FrameDetector(detector, opts), cropper, spec
+        self.shots = ShotDetector(opts.cut_threshold)
+        self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
+        self.tracker = IouTracker(identity=self.continuity, keep_finished=keep_finished)
+        self.frames = 0  # frames followed so far (the cadence counts them)
+
+    def follow(self, frame: np.ndarray, t: float, every: int | None = None) -> list[TrackedFace]:
+        """The faces of the next sampled frame, at time ``t`` (seconds); ``every``: a full-frame pass every that many
+        frames (default: the options' ``full_detect_every``)."""
+        if self.shots.is_cut(frame, compare=bool(self.tracker.live)):
+            self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
+        live = self.tracker.live
+        # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
+        previous = [None if self._changed(tr.track_id, frame, tr.box) else tr.previous for tr in live]
+        found = self.finder.detect(frame, self.frames, [tr.box for tr in live], previous, every)
+        self.frames += 1
+        ids = self.tracker.update(t, [d.box for d in found], frame)
+        return [
+            TrackedFace(
+                det,
+                track_id,
+                to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec),
+                picture_quality(frame, det.box, det.landmarks, det.score),
+            )
+            for det, track_id in zip(found, ids, strict=True)
+        ]
+
+    def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+        return self.continuity is not None and self.continuity.changed(track_id, frame, box)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How the cadence played out, and the cuts and replaced faces."""
+        replaced = 0 if self.continuity is None else self.continuity.replaced
+        return {**self.finder.counts, "shot_cuts": self.shots.cuts, "faces_replaced": replaced}
