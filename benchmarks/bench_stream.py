@@ -518,7 +518,15 @@ def print_soak(soak: dict) -> None:
             f"{m['minute']:6d}  {m['delivered_fps']:9.1f}  {m['dropped_share']:7.1%}  {m['p50_ms']:6.1f}  "
             f"{m['p95_ms']:6.1f}  {usage}"
         )
-    print(f"trend: {soak['trend']}")
+    t = soak["trend"]
+    if t["rss_growth_mb"] is not None:
+        print(
+            f"server RSS {t['rss_first_mb']:.1f} MB after minute 1, {t['rss_last_mb']:.1f} after the last "
+            f"({t['rss_growth_mb']:+.1f} MB)"
+        )
+    print(
+        f"p95 {t['p95_first_ms']:.1f} ms in minute 1, {t['p95_last_ms']:.1f} in the last (worst {t['p95_max_ms']:.1f})"
+    )
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -590,9 +598,11 @@ def plot_soak(out: dict, ax1, ax2) -> None:
     x = [m["minute"] for m in rows]
     ax1.plot(x, [m["server_rss_mb"] or float("nan") for m in rows], marker="o", label="server RSS")
     ax1.set(xlabel="minute", ylabel="MB")
+    ax1.set_ylim(bottom=0)  # from zero: flat is what it should look like
     ax2.plot(x, [m["p95_ms"] for m in rows], marker="o", label="p95")
     ax2.plot(x, [m["p50_ms"] for m in rows], marker="x", label="p50")
     ax2.set(xlabel="minute", ylabel="latency, send to reply (ms)")
+    ax2.set_ylim(bottom=0)
 
 
 def plot_scenarios(out: dict, ax1, ax2) -> None:
