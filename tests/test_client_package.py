@@ -24,7 +24,8 @@ from tests.conftest import ROOT
 from tests.live import clean_env, serve
 
 CLIENT = ROOT / "clients" / "python"
-CLIENT_DEPS = {"httpx", "pydantic", "tqdm"}
+CLIENT_DEPS = {"httpx", "pydantic", "tqdm", "websockets"}
+WATCH_EXTRA = {"opencv-python-headless", "numpy"}  # `emotion watch` only: pip install "emotion-client[watch]"
 # what the client must never load: the server, its models and the heavy libraries only the server needs
 SERVER_SIDE = {
     "fastapi", "starlette", "uvicorn", "numpy", "cv2", "PIL", "onnxruntime", "dlib", "arq", "redis", "torch",
@@ -73,9 +74,10 @@ def client_wheel(tmp_path_factory) -> zipfile.ZipFile:
     return wheel(source, tmp_path_factory.mktemp("client-wheel"))
 
 
-def test_client_wheel_requires_httpx_pydantic_and_tqdm_only(client_wheel):
-    deps = requires(client_wheel)
-    assert {d.name for d in deps} == CLIENT_DEPS and len(deps) == len(CLIENT_DEPS)
+def test_client_wheel_requires_httpx_pydantic_tqdm_and_websockets_only(client_wheel):
+    deps = [d for d in requires(client_wheel) if not d.marker]
+    extra = {d.name for d in requires(client_wheel) if d.marker and d.marker.evaluate({"extra": "watch"})}
+    assert {d.name for d in deps} == CLIENT_DEPS and len(deps) == len(CLIENT_DEPS) and extra == WATCH_EXTRA
     assert all(d.specifier and not d.marker and not d.extras for d in deps)  # a lower bound each, unconditional
     assert "Name: emotion-client" in dist_file(client_wheel, "METADATA")
     packages = {n.split("/")[0] for n in client_wheel.namelist() if not n.split("/")[0].endswith(".dist-info")}

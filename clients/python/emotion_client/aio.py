@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from contextlib import ExitStack
 from typing import Any, Literal, TypeVar, Unpack
 
@@ -28,6 +28,8 @@ from emotion_client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
+from emotion_client.stream import AsyncStream, AsyncStreamSession, Frame, Pace, SessionOptions, Timestamps
+from emotion_client.stream_messages import StreamOptions
 from emotion_client.uploads import ImageInput, VideoInput
 
 T = TypeVar("T")
@@ -139,3 +141,24 @@ class AsyncEmotionClient(ClientBase):
             if deadline is not None and time.monotonic() + poll_interval > deadline:
                 raise TimeoutError(f"job {job_id} still {current.status} after {timeout} s")
             await asyncio.sleep(poll_interval)
+
+    async def stream_session(self, **options: Unpack[SessionOptions]) -> AsyncStreamSession:
+        """A live session on ``WS /stream`` to drive by hand (``send``, ``receive``, ``summary``, ``close``,
+        awaited): ``async with await client.stream_session() as session``. Opening waits for ``ready``."""
+        return await AsyncStreamSession.open(self._stream_target(), StreamOptions(**options))
+
+    def stream(
+        self,
+        frames: Iterable[Frame] | AsyncIterable[Frame],
+        *,
+        timestamps: Timestamps = None,
+        pace: Pace = None,
+        **options: Unpack[SessionOptions],
+    ) -> AsyncStream:
+        """``EmotionClient.stream`` as an async iterator: ``async for result in client.stream(frames)``. ``frames``
+        may be a sync iterable (read on a worker thread, so a blocking camera does not stall the loop) or an async
+        one; a task sends them while results are read, because the server keeps only the newest frame it cannot
+        analyse yet (``result.skipped``). ``async with client.stream(...) as results`` closes the session with its
+        summary when leaving early; ``.summary`` holds the final summary."""
+        target, opts = self._stream_target(), StreamOptions(**options)
+        return AsyncStream(lambda: AsyncStreamSession.open(target, opts), frames, timestamps=timestamps, pace=pace)

@@ -12,6 +12,7 @@ import httpx
 from emotion_client import calls
 from emotion_client.calls import Call, RetryPolicy
 from emotion_client.errors import EmotionConnectionError
+from emotion_client.stream import StreamTarget, stream_url
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Failures where the request never reached the server: always safe to send again.
@@ -61,6 +62,10 @@ class ClientBase:
         self.headers = {"User-Agent": f"emotion-client/{_version()}", **({"X-API-Key": api_key} if api_key else {})}
         self.timeout, self.video_timeout = httpx.Timeout(timeout), httpx.Timeout(video_timeout, connect=timeout)
         self.retry = RetryPolicy(retries, backoff, max_delay)
+
+    def _stream_target(self) -> StreamTarget:
+        """Live sessions go to the same service, with the same key (``X-API-Key``), connect timeout and retries."""
+        return StreamTarget(stream_url(self.url), dict(self.headers), self.timeout.connect or 60.0, self.retry)
 
     def _request(self, call: Call, stack: ExitStack) -> dict[str, Any]:
         """httpx request arguments for one attempt (a file body is opened afresh into ``stack``)."""

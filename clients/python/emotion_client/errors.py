@@ -31,3 +31,13 @@ class JobFailed(EmotionError):
         self.job = job
         detail = job.error.detail if getattr(job, "error", None) is not None else "no detail"
         super().__init__(f"job {job.id} {job.status}: {detail}")
+
+
+class StreamClosed(EmotionError):
+    """A live session (``WS /stream``) ended other than by the client's ``close``: ``code`` is the WebSocket close
+    code (1007 bad options, 1008 API key, 1009 frame too big, 1013 too many sessions, 1001 idle or stopping, 1006
+    the connection was lost), ``reason`` the server's words."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code, self.reason = code, reason
+        super().__init__(f"stream closed with {code}" + (f": {reason}" if reason else ""))

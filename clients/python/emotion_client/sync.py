@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any, Literal, TypeVar, Unpack
 
@@ -26,6 +26,8 @@ from emotion_client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
+from emotion_client.stream import Frame, Pace, SessionOptions, Stream, StreamSession, Timestamps
+from emotion_client.stream_messages import StreamOptions
 from emotion_client.uploads import ImageInput, VideoInput
 
 T = TypeVar("T")
@@ -134,3 +136,27 @@ class EmotionClient(ClientBase):
             if deadline is not None and time.monotonic() + poll_interval > deadline:
                 raise TimeoutError(f"job {job_id} still {current.status} after {timeout} s")
             time.sleep(poll_interval)
+
+    def stream_session(self, **options: Unpack[SessionOptions]) -> StreamSession:
+        """A live session on ``WS /stream`` to drive by hand (``send``, ``receive``, ``summary``, ``close``); use it
+        as a context manager. Opening sends the options and waits for ``ready`` (``session.ready``)."""
+        return StreamSession(self._stream_target(), StreamOptions(**options))
+
+    def stream(
+        self,
+        frames: Iterable[Frame],
+        *,
+        timestamps: Timestamps = None,
+        pace: Pace = None,
+        **options: Unpack[SessionOptions],
+    ) -> Stream:
+        """Frames in (encoded bytes, paths or BGR numpy images, sent as JPEG), ``StreamResult``s out, each face with
+        a track id; ``.summary`` holds the final summary once iteration ends.
+
+        Frames are sent on a thread while results are read, so a fast source is not slowed by replies: the server
+        analyses the newest frame it has and drops the rest (``result.skipped``), so results stay current. ``pace``:
+        None sends as fast as ``frames`` yields, a number at most that many frames per second (a recording in real
+        time), ``"lockstep"`` each frame after the previous one's answer (every frame analysed). ``timestamps(i)``
+        gives frame ``i``'s capture time in seconds (default: the server's clock)."""
+        target, opts = self._stream_target(), StreamOptions(**options)  # bad options fail here, not on a thread
+        return Stream(lambda: StreamSession(target, opts), frames, timestamps=timestamps, pace=pace)
