@@ -152,11 +152,15 @@ class StreamSettings(Group):
 
 class QualitySettings(Group):
     """The ``reliable`` flag on every face (``service.quality``): each face must pass all four; defaults chosen on
-    RAF-DB val and the shared photos by ``benchmarks/reliability.py`` (its report states the figures)."""
+    RAF-DB val and the shared photos by ``benchmarks/reliability.py --choose`` (its report states the figures): the
+    margin is the signal, the picture gates stay only where they pay."""
 
     min_face_px: int = Field(32, ge=0, description="shorter side of the face box, pixels; smaller faces are unreliable")
     min_sharpness: float = Field(
-        40.0, ge=0.0, description="variance of the Laplacian of the gray face at 64 px; blurrier faces are unreliable"
+        0.0,
+        ge=0.0,
+        description="variance of the Laplacian of the gray face at 64 px; blurrier faces are unreliable (0 = off, the "
+        "measured default)",
     )
     min_frontal: float = Field(
         0.0,
@@ -166,7 +170,7 @@ class QualitySettings(Group):
         "landmarks pass",
     )
     min_margin: float = Field(
-        0.15, ge=0.0, le=1.0, description="top-1 minus top-2 probability; less certain answers are unreliable"
+        0.45, ge=0.0, le=1.0, description="top-1 minus top-2 probability; less certain answers are unreliable"
     )
 
 
