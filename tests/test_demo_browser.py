@@ -210,6 +210,7 @@ def test_webcam_sends_raw_jpeg_frames_one_at_a_time_and_draws_faces(page, server
     page.on("request", sent)
     page.on("requestfinished", done)
     page.on("requestfailed", done)
+    page.route_web_socket("**/stream", lambda ws: ws.close())  # no live stream (WS /stream): snapshots instead
     page.get_by_role("tab", name="Webcam").click()
     page.get_by_role("button", name="Start webcam").click()
     expect(page.locator("#cam-boxes .box")).to_have_count(1)

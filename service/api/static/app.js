@@ -1,9 +1,13 @@
 // Demo page of the facial-expression service. Plain modern JS, no dependencies: it talks only to this
-// service's public API (GET /models, POST /predict/image, POST /predict/video) exactly as any client would.
+// service's public API (GET /models, POST /predict/image, POST /predict/video, WS /stream) as any client would.
+
+import { CLOSE_REASONS, StreamSession, streamUrl } from "./stream.js";
+import { Trace, trackColor } from "./trace.js";
 
 const $ = (selector) => document.querySelector(selector);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const FRAME_MS = 200; // webcam: one frame at most every 200 ms, and never two requests at once
+const FRAME_MS = 200; // webcam without the stream: one frame at most every 200 ms, never two requests at once
+const LIVE_GAP_MS = 66; // webcam on the stream: at most ~15 frames a second, however fast the answers come
 
 const els = {
   model: $("#model"),
@@ -32,6 +36,16 @@ const els = {
   camStatus: $("#cam-status"),
   camVideo: $("#cam-video"),
   camPlaceholder: $("#cam-placeholder"),
+  camSmoothing: $("#cam-smoothing"),
+  camFps: $("#cam-fps"),
+  camAnswered: $("#cam-answered"),
+  camSkipped: $("#cam-skipped"),
+  camServerMs: $("#cam-server-ms"),
+  camTrace: $("#cam-trace"),
+  camTraceLegend: $("#cam-trace-legend"),
+  camSummary: $("#cam-summary"),
+  camSummaryFrames: $("#cam-summary-frames"),
+  camSummaryTracks: $("#cam-summary-tracks"),
 };
 const view = (name) => ({
   frame: $(`#${name}-frame`),
@@ -88,6 +102,7 @@ function textOn(hex) {
 }
 
 const colorStyle = (label) => ({ "--c": colorOf(label), "--on-c": textOn(colorOf(label)) });
+const trackStyle = (id) => ({ "--c": trackColor(id), "--on-c": textOn(trackColor(id)) });
 
 // ---- the API ------------------------------------------------------------------------------------------------
 
@@ -151,12 +166,22 @@ const HINTS = {
   0: "",
   401: "Enter the service's API key above.",
   503: "The service is busy or the model is not ready yet; try again in a moment.",
+  1008: "Enter the service's API key above, then start the webcam again.",
+  1013: "Wait a moment, then start the webcam again.",
 };
+
+/** The live stream closed with a code other than 1000: its reason (the server's own, else the code's meaning). */
+class StreamClosed extends ApiError {
+  constructor(code, reason) {
+    super(code, reason || CLOSE_REASONS[code] || "the live stream closed unexpectedly");
+    this.title = `Live stream closed (${code}):`;
+  }
+}
 
 function showError(err) {
   if (err && err.name === "AbortError") return;
   const status = err instanceof ApiError ? err.status : 0;
-  els.errorTitle.textContent = status ? `Error ${status}:` : "Error:";
+  els.errorTitle.textContent = err.title || (status ? `Error ${status}:` : "Error:");
   els.errorDetail.textContent = [err.message, HINTS[status]].filter(Boolean).join(" ");
   els.error.dataset.status = String(status);
   els.error.hidden = false;
@@ -235,10 +260,11 @@ for (const tab of tabs) {
 
 // ---- faces: boxes over the picture and one card per face ----------------------------------------------------
 
-function boxElement(face, i, width, height) {
+/** A face's box; `tag` and `style` replace the "1 · happy 80%" tag and the label's colour (live tracks). */
+function boxElement(face, i, width, height, { tag = null, style = null } = {}) {
   const clamp = (v) => Math.min(100, Math.max(0, v));
   const { x, y, width: w, height: hgt } = face.box;
-  const box = h("div", { className: "box", dataset: { face: i }, style: colorStyle(face.dominant) });
+  const box = h("div", { className: "box", dataset: { face: i }, style: style || colorStyle(face.dominant) });
   Object.assign(box.style, {
     left: `${clamp((100 * x) / width)}%`,
     top: `${clamp((100 * y) / height)}%`,
@@ -247,7 +273,8 @@ function boxElement(face, i, width, height) {
   });
   if (y / height < 0.12) box.classList.add("tag-inside"); // no room for the tag above the box
   if ((x + w) / width > 0.8) box.classList.add("tag-right"); // nor to its right
-  box.append(h("span", { className: "tag" }, `${i + 1} · ${face.dominant} ${pct(face.emotions[face.dominant])}`));
+  const text = tag || `${i + 1} · ${face.dominant} ${pct(face.emotions[face.dominant])}`;
+  box.append(h("span", { className: "tag" }, text));
   return box;
 }
 
@@ -261,33 +288,35 @@ function barRow(label, p, top) {
   );
 }
 
-function affectLine(face, source) {
+/** Valence/arousal and the detector's score; a live track's score 0 is a box carried from the last detection. */
+function affectLine(face, source, live = false) {
   const parts = [];
   if (face.valence !== null && face.valence !== undefined) {
     parts.push(`Valence ${face.valence.toFixed(2)}, arousal ${face.arousal.toFixed(2)} (${source})`);
   }
   if (face.score > 0) parts.push(`Detector score ${face.score.toFixed(2)}`);
+  else if (face.score === 0 && live) parts.push("Followed from the last full detection");
   else if (face.score === 0) parts.push("No face detected: the whole image was read as one face");
   return parts.length ? h("p", { className: "affect" }, ...parts.map((part) => h("span", {}, part))) : null;
 }
 
-function faceCard(face, i, source) {
+function faceCard(face, i, source, { title = `Face ${i + 1}`, style = null, live = false } = {}) {
   const card = h(
     "li",
-    { className: "face", tabIndex: 0, dataset: { face: i }, style: colorStyle(face.dominant) },
+    { className: "face", tabIndex: 0, dataset: { face: i }, style: style || colorStyle(face.dominant) },
     h(
       "div",
       { className: "face-head" },
-      h("h3", {}, `Face ${i + 1}`),
+      h("h3", {}, title),
       h("span", { className: "dominant" }, face.dominant),
       h("span", { className: "pct" }, pct(face.emotions[face.dominant])),
     ),
     h(
       "ul",
-      { className: "bars", ariaLabel: `Probabilities for face ${i + 1}` },
+      { className: "bars", ariaLabel: `Probabilities for ${title}` },
       ...Object.entries(face.emotions).map(([label, p]) => barRow(label, p, label === face.dominant)),
     ),
-    affectLine(face, source),
+    affectLine(face, source, live),
   );
   return card;
 }
@@ -601,9 +630,10 @@ function timelineChart(track, body, labels, titleId) {
   return chart;
 }
 
-// ---- webcam -------------------------------------------------------------------------------------------------
+// ---- webcam: the camera -------------------------------------------------------------------------------------
 
-const cam = { stream: null, canvas: document.createElement("canvas"), interval: null };
+const cam = { stream: null, canvas: document.createElement("canvas"), interval: null, live: null };
+const trace = new Trace(els.camTrace);
 
 async function startCam() {
   clearError();
@@ -627,15 +657,18 @@ async function startCam() {
   els.camPlaceholder.hidden = true;
   camView.frame.style.setProperty("--ar", String(els.camVideo.videoWidth / els.camVideo.videoHeight || 4 / 3));
   els.camStop.disabled = false;
+  els.camSummary.hidden = true;
   els.camStatus.textContent = "Starting…";
-  camLoop(cam.stream);
+  openLive(cam.stream);
 }
 
+/** Camera off; a live session asks for its final summary (shown below) and ends. */
 function stopCam() {
   if (!cam.stream) return;
   for (const track of cam.stream.getTracks()) track.stop();
   cam.stream = null;
   cam.interval = null;
+  if (cam.live) cam.live.session.close();
   els.camVideo.srcObject = null;
   els.camPlaceholder.hidden = false;
   camView.boxes.replaceChildren();
@@ -645,16 +678,183 @@ function stopCam() {
 }
 
 /** One JPEG of the current webcam frame, at most 640 px on its longest side. */
-function grabFrame() {
+function grabFrame(quality = 0.85) {
   const video = els.camVideo;
   const scale = Math.min(1, 640 / Math.max(video.videoWidth, video.videoHeight, 1));
   cam.canvas.width = Math.max(1, Math.round(video.videoWidth * scale));
   cam.canvas.height = Math.max(1, Math.round(video.videoHeight * scale));
   cam.canvas.getContext("2d").drawImage(video, 0, 0, cam.canvas.width, cam.canvas.height);
   return new Promise((resolve, reject) =>
-    cam.canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("no webcam frame"))), "image/jpeg", 0.85),
+    cam.canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("no webcam frame"))), "image/jpeg", quality),
   );
 }
+
+// ---- webcam: the live session on WS /stream -----------------------------------------------------------------
+
+function openLive(media) {
+  const live = { media, started: performance.now(), answered: 0, skipped: 0, times: [], faces: -1, lastSent: 0 };
+  cam.live = live;
+  trace.clear();
+  showStats(live, null);
+  const smoothing = Number.parseFloat(els.camSmoothing.value);
+  const options = { ...modelParams(), ...(Number.isFinite(smoothing) ? { smoothing } : {}) };
+  live.session = new StreamSession(streamUrl(window.location), {
+    key: els.apiKey.value.trim(),
+    options,
+    on: {
+      ready: (ready) => {
+        if (cam.stream === media) els.camStatus.textContent = `Live · ${ready.model.name} ${ready.model.version}`;
+        pump(live);
+      },
+      result: (result) => showLiveResult(live, result),
+      error: (error) => {
+        showError(new Error(`frame ${error.seq ?? "?"} was not analysed: ${error.detail}`));
+        pump(live);
+      },
+      summary: showSummary,
+      closed: (code, reason, session) => liveClosed(live, code, reason, session),
+    },
+  });
+}
+
+/** Send the current frame while the session has room (one frame analysed, one waiting), ~15 per second at most. */
+async function pump(live) {
+  if (cam.live !== live || live.grabbing || !live.session.canSend()) return;
+  clearTimeout(live.timer);
+  const wait = live.lastSent + LIVE_GAP_MS - performance.now();
+  if (wait > 0) {
+    live.timer = setTimeout(() => pump(live), wait);
+    return;
+  }
+  live.grabbing = true;
+  try {
+    const t = (performance.now() - live.started) / 1000; // the capture time: results and summary count from 0
+    let frame = await grabFrame();
+    if (frame.size + 12 > live.session.ready.max_frame_bytes) frame = await grabFrame(0.5);
+    if (cam.live !== live || !live.session.canSend()) return;
+    live.session.send(await frame.arrayBuffer(), t);
+    live.lastSent = performance.now();
+  } catch (err) {
+    showError(err);
+    stopCam();
+    return;
+  } finally {
+    live.grabbing = false;
+  }
+  pump(live);
+}
+
+function showLiveResult(live, result) {
+  live.answered += 1;
+  live.skipped += result.skipped;
+  const now = performance.now();
+  live.times.push(now);
+  while (live.times.length > 2 && now - live.times[0] > 3000) live.times.shift();
+  showStats(live, result.server_ms);
+  if (cam.live !== live || !cam.stream) return; // answers still on their way after Stop are not drawn
+  renderLiveFaces(result, live.session.ready.valence_arousal_source);
+  trace.add(result.t, result.faces);
+  trace.draw();
+  traceLegend(result.faces);
+  if (result.faces.length !== live.faces) {
+    live.faces = result.faces.length; // the status line is read aloud: it changes only with the number of faces
+    els.camStatus.textContent = `Live · ${plural(live.faces, "face")}`;
+  }
+  pump(live);
+}
+
+function showStats(live, serverMs) {
+  const span = live.times.length > 1 ? live.times[live.times.length - 1] - live.times[0] : 0;
+  els.camFps.textContent = span > 0 ? ((1000 * (live.times.length - 1)) / span).toFixed(1) : "–";
+  els.camAnswered.textContent = String(live.answered);
+  els.camSkipped.textContent = String(live.skipped);
+  els.camServerMs.textContent = serverMs === null ? "–" : serverMs.toFixed(1);
+}
+
+/** Boxes tagged "#<track id> · <smoothed label>" and a card per face, in each track's own colour. */
+function renderLiveFaces(result, source) {
+  const { width, height, faces } = result;
+  camView.frame.style.setProperty("--ar", String(width / height));
+  const tag = (face) => `#${face.track_id} · ${face.dominant} ${pct(face.emotions[face.dominant])}`;
+  camView.boxes.replaceChildren(
+    ...faces.map((face, i) => boxElement(face, i, width, height, { tag: tag(face), style: trackStyle(face.track_id) })),
+  );
+  const card = (face, i) =>
+    faceCard(face, i, source, { title: `Track #${face.track_id}`, style: trackStyle(face.track_id), live: true });
+  camView.list.replaceChildren(
+    ...(faces.length
+      ? faces.map(card)
+      : [h("li", { className: "empty" }, "No face in view. Faces should be frontal and not too small.")]),
+  );
+  camView.count.textContent = plural(faces.length, "face");
+}
+
+/** The trace's legend, with each visible track's latest values: the canvas's text alternative. */
+function traceLegend(faces) {
+  const latest = new Map(faces.map((face) => [face.track_id, face]));
+  const items = [...trace.tracks.keys()].map((id) => {
+    const face = latest.get(id);
+    const values = face && face.valence != null ? ` valence ${face.valence.toFixed(2)}, arousal ` : null;
+    return h(
+      "li",
+      { dataset: { track: id } },
+      h("span", { className: "swatch", style: trackStyle(id) }),
+      `#${id}`,
+      values && `${values}${face.arousal.toFixed(2)}`,
+    );
+  });
+  els.camTraceLegend.replaceChildren(...items);
+}
+
+/** The session closed. Never opened (an older service, a proxy that does not pass WebSockets): snapshots. */
+function liveClosed(live, code, reason, session) {
+  clearTimeout(live.timer);
+  if (cam.live === live) cam.live = null;
+  const running = cam.stream === live.media;
+  if (!session.heard && !(code in CLOSE_REASONS)) {
+    if (!running) return;
+    els.camStatus.textContent = "The live stream is not available here; sending snapshots instead.";
+    camLoop(live.media);
+    return;
+  }
+  if (code !== 1000 || (running && !session.closing)) showError(new StreamClosed(code, reason));
+  if (running) stopCam();
+}
+
+function showSummary(summary) {
+  const { frames, tracks } = summary;
+  const overall = summary.summary ? ` · mostly ${summary.summary.dominant} overall` : "";
+  els.camSummaryFrames.textContent =
+    `${frames.analysed} of ${frames.received} frames analysed, ${frames.dropped} dropped (a newer one came first), ` +
+    `${frames.bad} unreadable${overall}`;
+  els.camSummaryTracks.replaceChildren(
+    ...(tracks.length ? tracks.map(summaryTrack) : [h("li", { className: "empty" }, "No face was tracked.")]),
+  );
+  els.camSummary.hidden = false;
+}
+
+function summaryTrack(track) {
+  const { dominant, share } = track.summary;
+  const span = `${track.first_seen.toFixed(1)}–${track.last_seen.toFixed(1)} s`;
+  const segments = track.segments.map((seg) =>
+    h("li", {}, `${seg.start.toFixed(1)}–${seg.end.toFixed(1)} s: ${seg.dominant}`),
+  );
+  return h(
+    "li",
+    { className: "summary-track", dataset: { track: track.track_id } },
+    h("span", { className: "swatch", style: trackStyle(track.track_id) }),
+    h("strong", {}, `#${track.track_id}`),
+    ` · ${span} · ${plural(track.samples, "frame")} · mostly ${dominant} (${pct(share[dominant] || 0)})`,
+    h(
+      "details",
+      { className: "segments-list" },
+      h("summary", {}, plural(track.segments.length, "segment")),
+      h("ol", {}, ...segments),
+    ),
+  );
+}
+
+// ---- webcam: snapshots to POST /predict/image where the stream cannot be opened -----------------------------
 
 /** Send a frame, draw the answer, wait out the rest of FRAME_MS, repeat: never more than one request in flight. */
 async function camLoop(stream) {
@@ -694,6 +894,9 @@ async function camLoop(stream) {
 
 els.camStart.addEventListener("click", startCam);
 els.camStop.addEventListener("click", stopCam);
+// The camera never runs out of sight: a hidden or closed tab stops it and ends the session.
+window.addEventListener("pagehide", stopCam);
+document.addEventListener("visibilitychange", () => document.hidden && stopCam());
 
 // ---- file inputs, drag and drop, paste ----------------------------------------------------------------------
 
