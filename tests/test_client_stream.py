@@ -1,7 +1,8 @@
 """The Python client's live sessions (``EmotionClient.stream``/``stream_session`` and their asyncio twins) against
 a small fake ``WS /stream`` (websockets' own server on a thread, real sockets) that records what it receives:
 options first, the key as a header, frames as JPEG with their capture time, typed results, the summary at close,
-close codes as ``StreamClosed``, and frames sent while results are read."""
+close codes as ``StreamClosed``, and frames sent while results are read. Then end to end against the real service
+(``python -m service``, the fast model): one face followed with one track id, every frame accounted for."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
+import httpx
 import numpy as np
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
@@ -32,7 +36,8 @@ from emotion_client import (
 )
 from emotion_client.stream import stream_url
 from emotion_client.stream_messages import unpack_frame
-from tests.live import free_port
+from tests.live import free_port, serve
+from tests.stream_support import moving_face
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60  # what the fake takes for a readable frame
 LABELS = ["angry", "happy", "neutral"]
@@ -130,7 +135,7 @@ def fake_stream(service: FakeService, base: str = "") -> Iterator[str]:
     port, started, stop = free_port(), threading.Event(), threading.Event()
 
     async def main() -> None:
-        async with serve(service.handle, "127.0.0.1", port, process_request=service.refuse, compression=None,
+        async with ws_serve(service.handle, "127.0.0.1", port, process_request=service.refuse, compression=None,
                          select_subprotocol=lambda ws, offered: offered[0] if offered else None):  # fmt: skip
             started.set()
             while not stop.is_set():
@@ -407,3 +412,73 @@ def test_async_stream_leaving_early_and_a_failing_source():
         assert stream.summary.final and service.texts[-1] == {"type": "close"}
         with pytest.raises(OSError, match="file truncated"):
             asyncio.run(failing(url))
+
+
+# --- end to end: the real service (python -m service), the fast model ---------------------------------------------
+
+KEY = "stream-key-7"
+FAST = "fer_emotion_cnn"
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[str]:
+    with serve(api_key=KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def walk(face_photo) -> list[bytes]:
+    """20 JPEG frames of a real face moving right: the same bytes go to the stream and to /predict/image."""
+    return [cv2.imencode(".jpg", frame)[1].tobytes() for frame in moving_face(face_photo, 20)]
+
+
+def one_track(results: list[StreamResult], labels: list[str]) -> int:
+    """The single track id every result's single face carries."""
+    assert all(len(r.faces) == 1 for r in results), [len(r.faces) for r in results]
+    assert all(f.dominant in labels and f.raw.dominant in labels for r in results for f in r.faces)
+    (track,) = {r.faces[0].track_id for r in results}
+    return track
+
+
+def test_sync_stream_follows_one_face_with_the_photos_label(live, walk):
+    photo = httpx.post(f"{live}/predict/image", content=walk[0], params={"model": FAST},
+                       headers={"X-API-Key": KEY, "Content-Type": "image/jpeg"}, timeout=60).json()  # fmt: skip
+    with EmotionClient(live, KEY, retries=0) as client:
+        stream = client.stream(walk, model=FAST, pace="lockstep", timestamps=lambda i: i / 10)
+        results = list(stream)
+    assert [r.seq for r in results] == list(range(20)) and [r.t for r in results] == [i / 10 for i in range(20)]
+    assert stream.ready.model.name == FAST
+    track = one_track(results, stream.ready.labels)
+    assert results[0].faces[0].raw.dominant == photo["faces"][0]["dominant"]
+    assert results[0].faces[0].raw.emotions == pytest.approx(photo["faces"][0]["emotions"], abs=0.02)
+    assert [t.track_id for t in stream.summary.tracks] == [track] and stream.summary.frames.analysed == 20
+
+
+def test_async_stream_as_fast_as_it_can_counts_every_frame(live, walk):
+    """Frames sent without waiting: the server analyses what it can, and every frame is a result or skipped; in
+    lockstep every frame is analysed and the face keeps one track."""
+
+    async def frames():
+        for frame in walk:
+            yield frame
+
+    async def main() -> tuple:
+        async with AsyncEmotionClient(live, KEY, retries=0) as client:
+            stream = client.stream(frames(), model=FAST)
+            stepped = [r async for r in client.stream(walk, model=FAST, pace="lockstep")]
+            return stream, [r async for r in stream], stepped
+
+    stream, results, stepped = asyncio.run(main())
+    assert [r.seq for r in stepped] == list(range(20)) and one_track(stepped, stream.ready.labels) >= 1
+    counts = stream.summary.frames
+    assert counts.received == 20 and len(results) + sum(r.skipped for r in results) == 20
+    assert counts.analysed == len(results) and counts.dropped == sum(r.skipped for r in results)
+    assert all(len(r.faces) == 1 and r.faces[0].dominant in stream.ready.labels for r in results)
+    # a face that jumped past the dropped frames may start a new track: the summary has each one
+    assert {t.track_id for t in stream.summary.tracks} == {r.faces[0].track_id for r in results}
+
+
+def test_a_wrong_key_is_closed_with_1008(live, walk):
+    with EmotionClient(live, "wrong", retries=0) as client, pytest.raises(StreamClosed) as caught:
+        list(client.stream(walk[:1]))
+    assert caught.value.code == 1008 and "wrong API key" in caught.value.reason

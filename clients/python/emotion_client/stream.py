@@ -234,24 +234,31 @@ class StreamSession:
             attempt += 1
 
     def _open(self, options: StreamOptions) -> tuple[SyncConnection, StreamReady]:
+        self._tally = _Tally()
         try:
             # entered, not called bare: websockets 13..16 and 17+ (which warns on a bare connect) both take this
-            ws = sync_connect(self.target.url, **self.target.connect_args()).__enter__()
+            self._ws = sync_connect(self.target.url, **self.target.connect_args()).__enter__()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise _refused(self.target, exc) from exc
-        self._ws = ws
         try:
-            ws.send(options.model_dump_json(exclude_none=True))
-            try:
-                ready = self._read(self.target.open_timeout)
-            except TimeoutError:
-                raise EmotionError(f"WS {self.target.url}: no 'ready' within {self.target.open_timeout:g} s") from None
-            if ready is None:
-                raise StreamClosed(self._tally.close_code or CLOSE_NORMAL, "closed before 'ready'")
-            return ws, _expect_ready(ready)
+            return self._ws, self._greet(options)
         except BaseException:
-            ws.close()
+            self._ws.close()
             raise
+
+    def _greet(self, options: StreamOptions) -> StreamReady:
+        """Options sent, ``ready`` read; StreamClosed when the server refuses the session instead."""
+        try:
+            self._ws.send(options.model_dump_json(exclude_none=True))
+        except ConnectionClosed as exc:  # refused at once (a wrong key, too many sessions)
+            self._tally.ended(exc)
+        try:
+            ready = self._read(self.target.open_timeout)
+        except TimeoutError:
+            raise EmotionError(f"WS {self.target.url}: no 'ready' within {self.target.open_timeout:g} s") from None
+        if ready is None:
+            raise StreamClosed(self._tally.close_code or CLOSE_NORMAL, "closed before 'ready'")
+        return _expect_ready(ready)
 
     def __enter__(self) -> StreamSession:
         return self
@@ -462,18 +469,25 @@ class AsyncStreamSession:
             raise _refused(target, exc) from exc
         session = cls(target, ws, _Tally())
         try:
-            await ws.send(options.model_dump_json(exclude_none=True))
-            try:
-                ready = await asyncio.wait_for(session._read(), target.open_timeout)
-            except TimeoutError:
-                raise EmotionError(f"WS {target.url}: no 'ready' within {target.open_timeout:g} s") from None
-            if ready is None:
-                raise StreamClosed(session.close_code or CLOSE_NORMAL, "closed before 'ready'")
-            session.ready = _expect_ready(ready)
+            session.ready = await session._greet(options)
             return session
         except BaseException:
             await ws.close()
             raise
+
+    async def _greet(self, options: StreamOptions) -> StreamReady:
+        """Options sent, ``ready`` read; StreamClosed when the server refuses the session instead."""
+        try:
+            await self._ws.send(options.model_dump_json(exclude_none=True))
+        except ConnectionClosed as exc:  # refused at once (a wrong key, too many sessions)
+            self._tally.ended(exc)
+        try:
+            ready = await asyncio.wait_for(self._read(), self.target.open_timeout)
+        except TimeoutError:
+            raise EmotionError(f"WS {self.target.url}: no 'ready' within {self.target.open_timeout:g} s") from None
+        if ready is None:
+            raise StreamClosed(self._tally.close_code or CLOSE_NORMAL, "closed before 'ready'")
+        return _expect_ready(ready)
 
     async def __aenter__(self) -> AsyncStreamSession:
         return self
