@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import statistics
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -110,8 +109,8 @@ class Mailbox:
 
 class Cadence:
     """Whole-frame detections every ``period_s`` seconds of stream, as a number of analysed frames at the session's
-    frame rate (the median gap between the last analysed frames' times, rounded to 0.01 fps): frames ``1/fps``
-    apart get the video path's ``round(sample_fps * full_detect_every_s)``."""
+    frame rate (over the last ``RATE_WINDOW`` gaps between analysed frames' times, rounded to 0.01 fps): frames
+    ``1/fps`` apart get the video path's ``round(sample_fps * full_detect_every_s)``."""
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
@@ -126,7 +125,7 @@ class Cadence:
 
     @property
     def fps(self) -> float | None:
-        return round(1.0 / statistics.median(self.gaps), 2) if self.gaps else None
+        return round(len(self.gaps) / sum(self.gaps), 2) if self.gaps else None
 
     @property
     def every(self) -> int:
@@ -251,7 +250,7 @@ class StreamSession:
         image = decode_image(frame.data, self.max_pixels)
         t = round(frame.t, 3) if self.last_t is None else max(round(frame.t, 3), self.last_t)
         self.last_t = t
-        self.cadence.tick(t)
+        self.cadence.tick(frame.t)  # unrounded: milliseconds would make 30 fps read as 30.3
         faces = self.follower.follow(image, t, self.cadence.every)
         prepared = self.model.predictor.prepare_faces(np.stack([f.face for f in faces])) if faces else None
         return Followed(image.shape[1], image.shape[0], t, faces, prepared)
