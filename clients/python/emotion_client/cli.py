@@ -3,6 +3,7 @@
     emotion predict PHOTO... [--json] [--url URL]     every face in photos
     emotion face CROP...                              already-cropped faces
     emotion video CLIP [--wait]                       timelines (--wait: as a background job, with progress)
+    emotion watch SOURCE [--summary out.json]         a live session: camera index, video file or stream URL
     emotion models | emotion health
 
 A table by default; ``--json`` prints the API's JSON untouched (one object for one file, a list for several,
@@ -15,16 +16,29 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from emotion_client import calls
 from emotion_client.base import DEFAULT_URL
-from emotion_client.cli_render import render_face, render_health, render_image, render_models, render_video
+from emotion_client.cli_render import (
+    render_face,
+    render_health,
+    render_image,
+    render_models,
+    render_stream_line,
+    render_stream_live,
+    render_stream_summary,
+    render_video,
+)
 from emotion_client.errors import EmotionAPIError, EmotionConnectionError, EmotionError
 from emotion_client.schemas import Job, JobAccepted
+from emotion_client.stream import Stream
+from emotion_client.stream_messages import StreamResult
 from emotion_client.sync import EmotionClient
+from emotion_client.watch import MissingOpenCV, VideoSource
 
 
 def _common() -> argparse.ArgumentParser:
@@ -46,6 +60,19 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _face_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, help="keep the largest N faces")
     p.add_argument("--min-face-size", type=int, help="smallest face to find, in pixels")
+
+
+def _watch_parser(watch: argparse.ArgumentParser) -> None:
+    watch.add_argument("source", metavar="SOURCE", help="a camera index (0), a video file or a URL (rtsp://, http://)")
+    watch.add_argument("--fps", type=float, help="frames sent per second at most (default: every frame)")
+    watch.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of the source")
+    watch.add_argument(
+        "--fast", action="store_true", help="a file: each frame once the last is answered, not at its fps"
+    )
+    watch.add_argument("--summary", type=Path, metavar="PATH", help="write the final summary's JSON to PATH")
+    watch.add_argument("--smoothing", type=float, help="EMA time constant in seconds; 0 = off")
+    _model_options(watch)
+    _face_options(watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--smoothing", type=float, help="EMA time constant in seconds; 0 = off")
     _model_options(video)
     _face_options(video)
+    _watch_parser(sub.add_parser("watch", parents=[common], help="a live session on a camera, video file or URL"))
     sub.add_parser("models", parents=[common], help="the models the service has, with their state")
     health = sub.add_parser("health", parents=[common], help="readiness (exit status 1 unless ready)")
     health.add_argument("--live", action="store_true", help="liveness instead of readiness")
@@ -165,7 +193,75 @@ def cmd_health(client: EmotionClient, args: argparse.Namespace) -> int:
     return 0 if answer.get("status") == "ok" else 1
 
 
-COMMANDS = {"predict": cmd_predict, "face": cmd_face, "video": cmd_video, "models": cmd_models, "health": cmd_health}
+class LiveView:
+    """Results as they come: a table redrawn in place on a terminal, plain lines otherwise, JSON lines with
+    ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json, self.tty = as_json, sys.stdout.isatty() and not as_json
+        self.lines, self.dropped = 0, 0
+
+    def show(self, result: StreamResult) -> None:
+        self.dropped += result.skipped
+        if self.as_json:
+            print(result.model_dump_json(exclude_unset=True), flush=True)
+        elif not self.tty:
+            print(render_stream_line(result.model_dump()), flush=True)
+        else:
+            text = render_stream_live(result.model_dump(), self.dropped)
+            up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # back to the table's first line, cleared
+            sys.stdout.write(f"{up}{text}\n")
+            sys.stdout.flush()
+            self.lines = text.count("\n") + 1
+
+
+def _watch(client: EmotionClient, args: argparse.Namespace, source: VideoSource) -> Stream:
+    """Run the session until the source ends or Ctrl-C; either way it is closed with its final summary."""
+    options = {k: getattr(args, k) for k in ("model", "version", "max_faces", "min_face_size", "smoothing")}
+    lockstep = args.fast and source.kind == "file"
+    stream = client.stream(source, timestamps=source.time_of, pace="lockstep" if lockstep else None, **options)
+    view = LiveView(getattr(args, "json", False))
+    try:
+        with stream:
+            for result in stream:
+                view.show(result)
+    except KeyboardInterrupt:
+        pass  # the way to end a camera's session: the stream has sent `close` and read the final summary
+    return stream
+
+
+def cmd_watch(client: EmotionClient, args: argparse.Namespace) -> int:
+    try:
+        source = VideoSource(args.source, fps=args.fps, duration=args.duration, realtime=not args.fast)
+    except MissingOpenCV as exc:
+        _error(str(exc))
+        return 1
+    try:
+        stream = _watch(client, args, source)
+    finally:
+        source.close()
+    if stream.summary is None:
+        _error(f"the session ended without a summary (close code {stream.close_code})")
+        return 1
+    answer = stream.summary.model_dump(mode="json", exclude_unset=True)
+    if args.summary is not None:
+        args.summary.write_text(json.dumps(answer, indent=2) + "\n")
+    print(json.dumps(answer) if getattr(args, "json", False) else render_stream_summary(stream.summary.model_dump()))
+    for error in stream.errors:
+        _error(f"frame {error.seq}: {error.detail}")
+    if stream.close_code not in (None, 1000):
+        _error(f"the server ended the session ({stream.close_code})")
+    return 0
+
+
+COMMANDS = {
+    "predict": cmd_predict,
+    "face": cmd_face,
+    "video": cmd_video,
+    "watch": cmd_watch,
+    "models": cmd_models,
+    "health": cmd_health,
+}
 
 
 def _client(args: argparse.Namespace) -> EmotionClient:

@@ -62,9 +62,8 @@ def render_video(name: str, answer: dict) -> str:
         f"{len(answer['tracks'])} face track(s), model {model['name']} {model['version']}"
     )
     rows = [
-        [t["track_id"], f"{t['first_seen']:.1f}", f"{t['last_seen']:.1f}", t["summary"]["dominant"],
-         f"{t['summary']['share'].get(t['summary']['dominant'], 0):.2f}", _signed(t["summary"].get("valence")),
-         _signed(t["summary"].get("arousal")), len(t["segments"])]
+        [t["track_id"], f"{t['first_seen']:.1f}", f"{t['last_seen']:.1f}", *_summary_cells(t["summary"]),
+         len(t["segments"])]
         for t in answer["tracks"]
     ]  # fmt: skip
     lines = [head]
@@ -90,3 +89,58 @@ def render_health(answer: dict) -> str:
     model = answer.get("model")
     parts = [answer["status"], f"{model['name']} {model['version']}" if model else "", answer.get("detail") or ""]
     return "  ".join(p for p in parts if p)
+
+
+def _face_cells(face: dict) -> list[Any]:
+    return [face["track_id"], *_affect(face), _top(face["emotions"])]
+
+
+def render_stream_live(result: dict, dropped: int) -> str:
+    """The live table of one result, redrawn in place: one row per face, the frame's figures above."""
+    head = (
+        f"frame {result['seq']}  t {result['t']:.2f} s  {result['width']}x{result['height']}  "
+        f"server {result['server_ms']:.1f} ms  skipped {result['skipped']} (dropped so far {dropped})  "
+        f"{len(result['faces'])} face(s)"
+    )
+    rows = [_face_cells(face) for face in result["faces"]] or [[None, "no face found"]]
+    return f"{head}\n{table(['TRACK', *AFFECT, 'TOP 3'], rows)}"
+
+
+def render_stream_line(result: dict) -> str:
+    """One plain line per result, where the output is not a terminal."""
+    faces = "; ".join(
+        f"track {f['track_id']} {f['dominant']} {f['emotions'][f['dominant']]:.2f} "
+        f"v {_signed(f.get('valence')) or '-'} a {_signed(f.get('arousal')) or '-'}"
+        for f in result["faces"]
+    )
+    head = f"t {result['t']:.2f} s  frame {result['seq']}  skipped {result['skipped']}  {result['server_ms']:.1f} ms"
+    return f"{head}  {faces or 'no face'}"
+
+
+def render_stream_summary(summary: dict) -> str:
+    """A session's final summary: frame counts, one row per track, the whole session's top labels."""
+    n = summary["frames"]
+    lines = [
+        f"session: {n['received']} frames received, {n['analysed']} analysed, {n['dropped']} dropped, "
+        f"{n['bad']} unreadable; {len(summary['tracks'])} face track(s)"
+    ]
+    rows = [
+        [t["track_id"], f"{t['first_seen']:.1f}", f"{t['last_seen']:.1f}", t["samples"], *_summary_cells(t["summary"]),
+         len(t["segments"])]
+        for t in summary["tracks"]
+    ]  # fmt: skip
+    if rows:
+        head = ["TRACK", "FROM S", "TO S", "FRAMES", "DOMINANT", "SHARE", "VALENCE", "AROUSAL", "SEGMENTS"]
+        lines.append(table(head, rows))
+    if summary.get("summary"):
+        lines.append(f"whole session: {_top(summary['summary']['emotions'])}")
+    return "\n".join(lines)
+
+
+def _summary_cells(s: dict) -> list[Any]:
+    return [
+        s["dominant"],
+        f"{s['share'].get(s['dominant'], 0):.2f}",
+        _signed(s.get("valence")),
+        _signed(s.get("arousal")),
+    ]
