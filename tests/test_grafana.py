@@ -199,6 +199,30 @@ def test_dashboard_structure(path):
             assert variable["datasource"]["uid"] == uid
 
 
+STREAM_SERIES = {
+    "emotion_stream_sessions_active",
+    "emotion_stream_sessions_total",
+    "emotion_stream_frames_total",
+    "emotion_stream_frame_seconds_bucket",
+}
+
+
+def test_live_streams_row_charts_every_stream_metric_below_it():
+    path = GRAFANA / "dashboards" / "emotion-service.json"
+    panels = load(path)["panels"]
+    [start] = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Live streams"]
+    end = next((i for i in range(start + 1, len(panels)) if panels[i]["type"] == "row"), len(panels))
+    row, below = panels[start], panels[start + 1 : end]
+    assert below and all(p["gridPos"]["y"] > row["gridPos"]["y"] for p in below)
+    names = {
+        name
+        for panel in below
+        for target in panel["targets"]
+        for name in metric_names(promql.parse(substitute(target["expr"], variables(path))))
+    }
+    assert names >= STREAM_SERIES, f"the Live streams row does not chart {sorted(STREAM_SERIES - names)}"
+
+
 def test_dashboard_uids_are_unique():
     uids = [load(path)["uid"] for path in DASHBOARDS]
     assert len(uids) == len(set(uids))
