@@ -695,6 +695,7 @@ function openLive(media) {
   const live = { media, started: performance.now(), answered: 0, skipped: 0, times: [], faces: -1, lastSent: 0 };
   cam.live = live;
   trace.clear();
+  els.camTraceLegend.replaceChildren();
   showStats(live, null);
   const smoothing = Number.parseFloat(els.camSmoothing.value);
   const options = { ...modelParams(), ...(Number.isFinite(smoothing) ? { smoothing } : {}) };
@@ -704,6 +705,9 @@ function openLive(media) {
     on: {
       ready: (ready) => {
         if (cam.stream === media) els.camStatus.textContent = `Live · ${ready.model.name} ${ready.model.version}`;
+        if (ready.valence_arousal_source === "none") {
+          els.camTraceLegend.replaceChildren(h("li", {}, "This model gives no valence or arousal."));
+        }
         pump(live);
       },
       result: (result) => showLiveResult(live, result),
@@ -755,7 +759,7 @@ function showLiveResult(live, result) {
   renderLiveFaces(result, live.session.ready.valence_arousal_source);
   trace.add(result.t, result.faces);
   trace.draw();
-  traceLegend(result.faces);
+  traceLegend(result.faces, live.session.ready.valence_arousal_source);
   if (result.faces.length !== live.faces) {
     live.faces = result.faces.length; // the status line is read aloud: it changes only with the number of faces
     els.camStatus.textContent = `Live · ${plural(live.faces, "face")}`;
@@ -790,7 +794,8 @@ function renderLiveFaces(result, source) {
 }
 
 /** The trace's legend, with each visible track's latest values: the canvas's text alternative. */
-function traceLegend(faces) {
+function traceLegend(faces, source) {
+  if (source === "none") return; // a model without valence/arousal: the legend keeps its note
   const latest = new Map(faces.map((face) => [face.track_id, face]));
   const items = [...trace.tracks.keys()].map((id) => {
     const face = latest.get(id);
