@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import struct
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -50,10 +49,10 @@ def browser(tmp_path_factory, face_photo):
 
 
 class Wire:
-    """What the page's WebSocket to /stream sent and received, decoded (Playwright's frame events)."""
+    """What the page's WebSocket to /stream sent and received (Playwright's frame events, delivered in order on the
+    test's thread)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.sent: list[str | bytes] = []
         self.received: list[dict] = []
         self.most_outstanding = 0
@@ -64,13 +63,11 @@ class Wire:
             ws.on("framereceived", self.on_received)
 
     def on_sent(self, payload: str | bytes) -> None:
-        with self.lock:
-            self.sent.append(payload)
-            self.most_outstanding = max(self.most_outstanding, self.frames() - self.answered())
+        self.sent.append(payload)
+        self.most_outstanding = max(self.most_outstanding, self.frames() - self.answered())
 
     def on_received(self, payload: str | bytes) -> None:
-        with self.lock:
-            self.received.append(json.loads(payload))
+        self.received.append(json.loads(payload))
 
     def frames(self) -> int:
         return sum(isinstance(m, bytes) for m in self.sent)
