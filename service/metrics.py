@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called with: POST /models/reload, the timer
 STREAM_OUTCOMES = ("received", "analysed", "dropped", "bad")  # what became of each frame of a live stream
-# How live sessions end: the server's close codes (docs/stream.md), and a client's own close (1000, 1001) or a
-# connection lost without one (1005 or 1006, as the WebSocket implementation reports it).
-STREAM_CLOSE_CODES = ("1000", "1001", "1005", "1006", "1007", "1008", "1009", "1011", "1013")
+# How live sessions end: the server's close codes (docs/stream.md; 1012: uvicorn stopping), and a client's own close
+# (1000, 1001) or a connection lost without one (1005 or 1006, as the WebSocket implementation reports it).
+STREAM_CLOSE_CODES = ("1000", "1001", "1005", "1006", "1007", "1008", "1009", "1011", "1012", "1013")
 
 
 class Metrics:

@@ -110,11 +110,12 @@ FRAME_MESSAGE = {
 }
 CLOSE_CODES = {
     sm.CLOSE_NORMAL: "the client sent close (after the final summary)",
-    sm.CLOSE_GOING_AWAY: "idle too long, longer than the session limit (after a final summary), or the server stops",
+    sm.CLOSE_GOING_AWAY: "idle too long, or longer than the session limit (after a final summary)",
     sm.CLOSE_INVALID_OPTIONS: "the options message is not JSON, has an unknown field, a bad value or a non-face model",
     sm.CLOSE_POLICY: "the service requires an API key and the session gave none, or a wrong one",
     sm.CLOSE_TOO_BIG: "a frame message over the size limit",
     sm.CLOSE_INTERNAL: "a server fault",
+    1012: "the server is stopping: reconnect",
     sm.CLOSE_TRY_AGAIN: "every session place is taken: try again later",
 }
 
