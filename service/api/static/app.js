@@ -735,8 +735,9 @@ async function pump(live) {
     const t = (performance.now() - live.started) / 1000; // the capture time: results and summary count from 0
     let frame = await grabFrame();
     if (frame.size + 12 > live.session.ready.max_frame_bytes) frame = await grabFrame(0.5);
-    if (cam.live !== live || !live.session.canSend()) return;
-    live.session.send(await frame.arrayBuffer(), t);
+    const bytes = await frame.arrayBuffer();
+    if (cam.live !== live || !live.session.canSend()) return; // stopped meanwhile
+    live.session.send(bytes, t);
     live.lastSent = performance.now();
   } catch (err) {
     showError(err);
@@ -749,13 +750,14 @@ async function pump(live) {
 }
 
 function showLiveResult(live, result) {
+  if (cam.live !== live) return; // a session ended before this one began
   live.answered += 1;
   live.skipped += result.skipped;
   const now = performance.now();
   live.times.push(now);
   while (live.times.length > 2 && now - live.times[0] > 3000) live.times.shift();
   showStats(live, result.server_ms);
-  if (cam.live !== live || !cam.stream) return; // answers still on their way after Stop are not drawn
+  if (!cam.stream) return; // answers still on their way after Stop are counted, not drawn
   renderLiveFaces(result, live.session.ready.valence_arousal_source);
   trace.add(result.t, result.faces);
   trace.draw();
