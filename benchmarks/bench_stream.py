@@ -241,6 +241,7 @@ def window_stats(log: SessionLog, first: int, last: int) -> dict:
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "server_ms_p50": percentile([r.server_ms for r in replies], 50),
+        "server_ms_p95": percentile([r.server_ms for r in replies], 95),
         "sender_late_ms_p95": percentile(late, 95),
         "faces_per_result": float(np.mean([r.faces for r in replies])) if replies else 0.0,
     }
