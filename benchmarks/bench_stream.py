@@ -83,11 +83,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_argument(p)
     p.add_argument("--url", help="a running service (default: start one per model here)")
     p.add_argument("--server-pid", type=int, help="with --url: the server's pid on this machine, for RSS and CPU")
-    p.add_argument(
-        "--only", nargs="+", help="run these scenarios (default: all): " + " ".join(s.name for s in scenarios(0))
-    )
+    p.add_argument("--only", nargs="+", choices=[s.name for s in scenarios(0)], help="run these (default: all)")
     p.add_argument("--soak", action="store_true", help="one long session instead of the scenarios")
-    p.add_argument("--soak-minutes", type=float, default=10.0)
+    p.add_argument("--soak-minutes", type=int, default=10)
     p.add_argument("--soak-fps", type=float, default=15.0)
     p.add_argument("--output", "--out", type=Path, default=ROOT / "runs" / "bench_stream", help="JSON and PNG here")
     return p
@@ -197,7 +195,9 @@ async def receive(ws: ClientConnection, log: SessionLog) -> None:
             return
 
 
-async def run_session(base: str, model: str, frames: list[bytes], fps: float, seconds: float, delay: float = 0.0):
+async def run_session(
+    base: str, model: str, frames: list[bytes], fps: float, seconds: float, delay: float = 0.0
+) -> SessionLog:
     """One session: options, ``ready``, then ``seconds`` of frames at ``fps``, then ``close`` and its summary."""
     await asyncio.sleep(delay)
     log = SessionLog(fps)
@@ -362,7 +362,9 @@ async def image_loop(base: str, model: str, frames: list[bytes], seconds: float,
     }
 
 
-async def stream_scenario(base: str, model: str, frames: list[bytes], s: Scenario, seconds: float, warmup: float):
+async def stream_scenario(
+    base: str, model: str, frames: list[bytes], s: Scenario, seconds: float, warmup: float
+) -> dict:
     """``s.sessions`` sessions at once, their starts spread over one frame interval (clients are not in step)."""
     total = warmup + seconds
     logs = await asyncio.gather(
@@ -372,7 +374,9 @@ async def stream_scenario(base: str, model: str, frames: list[bytes], s: Scenari
     return stats[0] if s.sessions == 1 else sessions_summary(stats)
 
 
-def run_scenario(base: str, pid: int | None, model: str, frames: list[bytes], s: Scenario, args) -> dict:
+def run_scenario(
+    base: str, pid: int | None, model: str, frames: list[bytes], s: Scenario, args: argparse.Namespace
+) -> dict:
     before, started = proc_usage(pid), time.perf_counter()
     if s.fps:
         result = asyncio.run(stream_scenario(base, model, frames, s, args.seconds, args.warmup))
@@ -464,7 +468,7 @@ def run_default(args: argparse.Namespace, frames: list[bytes]) -> dict:
 
 def run_soak(args: argparse.Namespace, frames: list[bytes]) -> dict:
     """One session at ``--soak-fps`` for ``--soak-minutes``; the server's RSS and CPU sampled every minute."""
-    minutes = max(1, round(args.soak_minutes))
+    minutes = max(1, args.soak_minutes)
     with serving(args.url, args.model, args.server_pid) as (base, pid):
         samples: list[tuple[float, float, float] | None] = []
 
@@ -485,7 +489,14 @@ def run_soak(args: argparse.Namespace, frames: list[bytes]) -> dict:
         {"minute": m + 1, **row, **minute_usage(samples, m)}
         for m, row in enumerate(minute_stats(log, args.warmup, minutes))
     ]
-    return {"model": args.model, "offered_fps": args.soak_fps, "minutes": rows, **session_stats(log, args.warmup)}
+    start_rss = samples[0][1] if samples[0] else None  # once the warm-up is over
+    return {
+        "model": args.model,
+        "offered_fps": args.soak_fps,
+        "rss_start_mb": start_rss,
+        "minutes": rows,
+        **session_stats(log, args.warmup),
+    }
 
 
 def minute_usage(samples: list[tuple[float, float, float] | None], m: int) -> dict:
@@ -522,8 +533,8 @@ def print_soak(soak: dict) -> None:
     t = soak["trend"]
     if t["rss_growth_mb"] is not None:
         print(
-            f"server RSS {t['rss_first_mb']:.1f} MB after minute 1, {t['rss_last_mb']:.1f} after the last "
-            f"({t['rss_growth_mb']:+.1f} MB)"
+            f"server RSS {soak['rss_start_mb']:.1f} MB after the warm-up, {t['rss_first_mb']:.1f} after minute 1, "
+            f"{t['rss_last_mb']:.1f} after the last ({t['rss_growth_mb']:+.1f} MB from minute 1)"
         )
     print(
         f"p95 {t['p95_first_ms']:.1f} ms in minute 1, {t['p95_last_ms']:.1f} in the last (worst {t['p95_max_ms']:.1f})"
