@@ -67,6 +67,7 @@ class FakeService:
     close_after_options: tuple[int, str] | None = None
     close_at_frame: tuple[int, int, str] | None = None  # (frame index, code, reason)
     status: int | None = None  # refuse the handshake with this HTTP status
+    session_frames: int | None = None  # after this many answers: the final summary, then 1001 (max_session_s)
     requests: list[Any] = field(default_factory=list)  # (path, headers, subprotocol) per connection
     texts: list[dict] = field(default_factory=list)
     frames: list[tuple[float, bytes, float | None]] = field(default_factory=list)  # (arrival, image, t)
@@ -127,6 +128,10 @@ class FakeService:
                           "height": 48, "faces": [face()], "server_ms": 1.5}  # fmt: skip
                 await ws.send(json.dumps(result))
             self.replies.append(time.monotonic())
+            if self.session_frames is not None and seq + 1 == self.session_frames:
+                await ws.send(json.dumps(summary(True, seq + 1)))
+                await ws.close(1001, "longer than 4 s")
+                return
 
 
 @contextmanager
@@ -259,6 +264,14 @@ def test_a_close_mid_session_ends_the_iteration_with_stream_closed():
         with pytest.raises(StreamClosed, match="frame too big") as caught:
             list(stream)
     assert caught.value.code == 1009 and stream.close_code == 1009 and stream.summary is None
+
+
+def test_a_session_the_server_ends_after_its_final_summary_just_ends():
+    service = FakeService(session_frames=3)
+    with fake_stream(service) as url, EmotionClient(url, retries=0) as client:
+        stream = client.stream([JPEG] * 30, pace="lockstep")
+        assert [r.seq for r in stream] == [0, 1, 2]
+    assert stream.close_code == 1001 and stream.summary.final and stream.summary.frames.received == 3
 
 
 def test_handshake_refusals_and_unreachable_servers():

@@ -571,7 +571,9 @@ class AsyncStream(_StreamBase):
     """``Stream`` for asyncio: ``async for result in stream``; frames (a sync or async iterable) are sent by a
     task meanwhile. ``async with`` closes the session with its summary when leaving early."""
 
-    def __init__(self, open_session: Callable[[], Any], frames: Iterable[Frame] | AsyncIterable[Frame], **kw: Any):
+    def __init__(
+        self, open_session: Callable[[], Any], frames: Iterable[Frame] | AsyncIterable[Frame], **kw: Any
+    ) -> None:
         super().__init__(frames, **kw)
         self._open = open_session
         self._results: Any = None
