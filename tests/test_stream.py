@@ -152,6 +152,7 @@ def test_one_session_over_max_sessions_is_closed_with_1013(tight):
         with session(tight) as second:
             code, reason = closed_with(second)
         assert code == 1013 and "try again" in reason
+        assert httpx.get(tight + "/health/ready").status_code == 200  # sessions are not requests: still ready
         send_json(first, {"type": "summary"})
         assert recv(first)["type"] == "summary"  # the session that had the place goes on
     time.sleep(0.3)

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from emotion_client.stream_messages import StreamOptions, StreamResult
+from service.api.body import BodyGuardMiddleware, BodyRules
+from service.api.middleware import MetricsMiddleware, MultipartCloseMiddleware
 from service.api.routes.docs import asyncapi_document
 from service.api.routes.stream import Ending, parse_first, reason_text
 from service.config import Settings
+from service.metrics import Metrics
 from service.options import Requested, resolve_options
 from service.results import Sample
 from service.stream import Cadence, Frame, Mailbox
@@ -214,3 +217,28 @@ def test_asyncapi_document_references_resolve_and_its_schemas_validate_real_mess
     jsonschema.validate(result, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**result, "seq": "first"}, schema)
+
+
+# --- the HTTP middlewares let WebSockets through ------------------------------------------------------------------
+
+
+def test_the_http_middlewares_pass_a_websocket_scope_through_untouched_and_uncounted():
+    metrics, seen = Metrics(), []
+
+    async def app(scope, receive, send) -> None:
+        seen.append((scope, receive, send, metrics.active, metrics.receiving))
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        return None
+
+    scope = {"type": "websocket", "path": "/stream", "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}
+    stack = MultipartCloseMiddleware(
+        BodyGuardMiddleware(MetricsMiddleware(app, metrics, max_in_flight=0, max_receiving=0), BodyRules(1, 1.0))
+    )
+    asyncio.run(stack(dict(scope), receive, send))
+    [(passed, got_receive, got_send, active, receiving)] = seen
+    assert passed == scope and got_receive is receive and got_send is send  # not wrapped, no keys added
+    assert (active, receiving) == (0, 0) and metrics.rejected._value.get() == 0  # never shed, even when "full"

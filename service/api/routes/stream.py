@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import secrets
+from typing import NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ValidationError
@@ -151,7 +152,6 @@ class Connection:
             first = await self.receive()
             session, leftover = await self.start(first, authorised)
             await self.serve(session, leftover)
-            raise AssertionError("serve ends with Ending or Gone")
         except Ending as end:
             if end.summary and self.session is not None:
                 try:
@@ -183,8 +183,9 @@ class Connection:
         await self.send(session.ready(self.limits.max_frame_bytes, self.limits.idle_timeout_s))
         return session, None if isinstance(parsed, StreamOptions) else first
 
-    async def serve(self, session: StreamSession, leftover: dict | None) -> None:
-        """Receiver and worker side by side until one ends the session or ``max_session_s`` passes."""
+    async def serve(self, session: StreamSession, leftover: dict | None) -> NoReturn:
+        """Receiver and worker side by side until one ends the session (``Ending``, ``Gone``) or ``max_session_s``
+        passes."""
         mailbox = Mailbox()
         worker = asyncio.create_task(self.work(session, mailbox))
         receiver = asyncio.create_task(self.read(session, mailbox, leftover))
