@@ -223,10 +223,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def window_stats(log: SessionLog, first: int, last: int) -> dict:
     """Figures over the frames ``first``..``last - 1`` (by seq) of a session: a reply counts for its frame."""
+    if min(last, len(log.sent)) <= first:
+        raise ValueError(f"no frames were sent in slots {first}..{last - 1} (the session sent {len(log.sent)})")
     last = min(last, len(log.sent))
     frames = last - first
-    if frames <= 0:
-        return {"frames_sent": 0, "results": 0, "delivered_fps": 0.0, "dropped_share": float("nan")}
     replies = [r for r in log.replies if first <= r.seq < last]
     latencies = [(r.at - log.sent[r.seq]) * 1000 for r in replies]
     span = log.sent[last - 1] - log.sent[first] + 1 / log.fps  # frames/fps when the sender kept its schedule

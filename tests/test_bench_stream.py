@@ -45,6 +45,11 @@ def test_a_late_sender_lowers_the_rate_it_is_credited_with():
     assert stats["sender_late_ms_p95"] > 500
 
 
+def test_a_window_without_frames_says_so():
+    with pytest.raises(ValueError, match=r"no frames were sent in slots 20\.\.29"):
+        window_stats(steady_log(10, 20, range(20)), 20, 30)
+
+
 def test_the_soak_is_binned_by_minute_of_sending():
     log = steady_log(2, 2 * 60 * 3, [k for k in range(360) if k < 120 or k % 2 == 0])
     rows = minute_stats(log, warmup_s=0.0, minutes=3)
