@@ -22,7 +22,7 @@ from emotion_client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from emotion_client.stream import AsyncStream, AsyncStreamSession, Stream, StreamSession
+from emotion_client.stream_aio import AsyncStream, AsyncStreamSession
 from emotion_client.stream_messages import (
     StreamError,
     StreamFace,
@@ -33,6 +33,7 @@ from emotion_client.stream_messages import (
     StreamTrack,
     pack_frame,
 )
+from emotion_client.stream_sync import Stream, StreamSession
 from emotion_client.sync import EmotionClient
 
 __all__ = [

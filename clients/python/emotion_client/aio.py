@@ -28,7 +28,8 @@ from emotion_client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from emotion_client.stream import AsyncStream, AsyncStreamSession, Frame, Pace, SessionOptions, Timestamps
+from emotion_client.stream import Frame, Pace, SessionOptions, Timestamps
+from emotion_client.stream_aio import AsyncStream, AsyncStreamSession
 from emotion_client.stream_messages import StreamOptions
 from emotion_client.uploads import ImageInput, VideoInput
 

@@ -35,8 +35,8 @@ from emotion_client.cli_render import (
 )
 from emotion_client.errors import EmotionAPIError, EmotionConnectionError, EmotionError
 from emotion_client.schemas import Job, JobAccepted
-from emotion_client.stream import Stream
 from emotion_client.stream_messages import StreamResult
+from emotion_client.stream_sync import Stream
 from emotion_client.sync import EmotionClient
 from emotion_client.watch import MissingOpenCV, VideoSource
 

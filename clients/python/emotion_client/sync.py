@@ -26,8 +26,9 @@ from emotion_client.schemas import (
     ModelList,
     VideoPredictionResponse,
 )
-from emotion_client.stream import Frame, Pace, SessionOptions, Stream, StreamSession, Timestamps
+from emotion_client.stream import Frame, Pace, SessionOptions, Timestamps
 from emotion_client.stream_messages import StreamOptions
+from emotion_client.stream_sync import Stream, StreamSession
 from emotion_client.uploads import ImageInput, VideoInput
 
 T = TypeVar("T")
