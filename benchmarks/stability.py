@@ -66,6 +66,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SETS = {"rafdb_val": DATA / "rafdb", "fer2013_val": DATA / "fer2013"}
 CANVAS, CANVAS_SIDE, PLAIN = (640, 480), 360, 127
 BANDS = [(0.0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 1.01)]
+SPLITS = {"box_iou": 0.9, "crop_outside_photo": 0.1}  # a fact per compared face and where agreement is split on it
 STILLS = ("jpeg60", "size360", "size160", "canvas", "canvas_mp4")  # each photo, detected again
 NOISE_ONLY = ("jpeg90", "canvas_shift_a", "canvas_shift_b", "canvas_300", "canvas_420")
 VAL_STILLS = ("jpeg60", "size360", "size160")
@@ -82,7 +83,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int, default=300, help="faces per val set (a seeded sample)")
     p.add_argument("--clips", type=int, default=60, help="still clips through the video pipeline")
     p.add_argument("--draws", type=int, default=2, help="jitter draws per face")
-    p.add_argument("--margins", type=float, nargs="*", default=[-0.05, 0.05, 0.1], help="offsets from the model's")
+    p.add_argument(
+        "--margins", type=float, nargs="*", default=[-0.1, -0.05, 0.05, 0.1], help="offsets from the model's"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -226,11 +229,16 @@ class Served:
         """Faces as ``/predict/image`` finds them, largest first."""
         return self.pipelines.face.find(image, resolve_options(self.settings))
 
-    def crop(self, image: np.ndarray, box, offset: float = 0.0) -> np.ndarray:
-        """The face cut as served, its margin moved by ``offset``."""
+    def crop(self, image: np.ndarray, box, offset: float = 0.0, square: bool = False) -> np.ndarray:
+        """The face cut as served, its margin moved by ``offset``; ``square``: the parts of the crop outside the
+        image filled by repeating its border (the served crop cuts them off, so the crop is no longer square)."""
         spec = self.spec
         if offset:
             spec = spec.model_copy(update={"face_margin": round(spec.face_margin + offset, 4)})
+        if square:
+            pad = int(np.ceil(max(box[2], box[3]) * (1 + 2 * spec.face_margin)))
+            image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            box = (box[0] + pad, box[1] + pad, box[2], box[3])
         cropper = self.pipelines.face.cropper
         if spec.framing == "box" and not cropper.level:  # float boxes (jitter, val crops) round where crop_face does
             return crop_face(image, box, spec)
@@ -389,6 +397,7 @@ def noise_report(faces: list[PhotoFace]) -> tuple[dict, np.ndarray]:
 
 MARGIN_VIEWS = ("original", "canvas", "jitter", "canvas_jitter")  # also cut at other margins and averaged (TTA)
 JITTERED = ("jitter", "canvas_jitter")
+SQUARED = ("original", "canvas", "canvas_mp4")  # photos: also cut as square crops (``Served.crop``'s ``square``)
 
 
 def base(view: str) -> str:
@@ -452,9 +461,10 @@ def part(same: np.ndarray, tv: np.ndarray, mask: np.ndarray) -> dict | None:
     return {"faces": int(mask.sum()), "agreement": r4(same[mask].mean()), "tv": r4(tv[mask].mean())}
 
 
-def agreement(p: np.ndarray, q: np.ndarray, labels: list[str], lost: int = 0, ious=None) -> dict:
+def agreement(p: np.ndarray, q: np.ndarray, labels: list[str], lost: int = 0, facts: dict | None = None) -> dict:
     """Label agreement of ``q`` with ``p`` and their mean total-variation distance, overall, per label of ``p``,
-    per margin band of ``p`` (and per box IoU with the photo's own box, when given)."""
+    per margin band of ``p``, and on either side of each ``SPLITS`` threshold of ``facts`` (name -> a value per
+    face: the box's IoU with the photo's own box, the share of the served crop outside the photo)."""
     same, tv = p.argmax(1) == q.argmax(1), 0.5 * np.abs(p - q).sum(1)
     margins, top = np.array([certainty(row)[0] for row in p]), p.argmax(1)
     out = {
@@ -467,9 +477,9 @@ def agreement(p: np.ndarray, q: np.ndarray, labels: list[str], lost: int = 0, io
             f"{lo}-{min(hi, 1.0)}": part(same, tv, (margins >= lo) & (margins < hi)) for lo, hi in BANDS
         },
     }
-    if ious is not None:
-        ious = np.asarray(ious)
-        out["by_box_iou"] = {">=0.9": part(same, tv, ious >= 0.9), "<0.9": part(same, tv, ious < 0.9)}
+    for name, values in (facts or {}).items():
+        v, at = np.asarray(values), SPLITS[name]
+        out[f"by_{name}"] = {f">={at}": part(same, tv, v >= at), f"<{at}": part(same, tv, v < at)}
     return out
 
 
@@ -477,23 +487,25 @@ def names_of(view: str, draws: int) -> list[str]:
     return [f"{view}#{k}" for k in range(draws)] if view in JITTERED else [view]
 
 
-def compare_view(clf, keys, view, labels, draws, offset=0.0, tta=False, ious=None) -> dict | None:
-    """``view`` against the unperturbed face over ``keys`` (every jitter draw), as ``agreement`` reports it."""
-    p, q, kept_ious, lost = [], [], [], 0
+def compare_view(clf, keys, view, labels, draws, offset=0.0, tta=False, facts=None, ref="original") -> dict | None:
+    """``view`` against the unperturbed face (``ref``) over ``keys`` (every jitter draw), as ``agreement`` reports
+    it; ``facts``: (key..., view) -> {name: value} to split on."""
+    p, q, kept, lost = [], [], [], 0
     for key in keys:
-        ref = probs(clf, key, "original", offset, tta)
+        ref_probs = probs(clf, key, ref, offset, tta)
         for name in names_of(view, draws):
             cur = probs(clf, key, name, offset, tta)
-            if ref is None or cur is None:
+            if ref_probs is None or cur is None:
                 lost += 1
                 continue
-            p.append(ref)
+            p.append(ref_probs)
             q.append(cur)
-            if ious is not None:
-                kept_ious.append(ious[(*key, name)])
+            if facts is not None:
+                kept.append(facts[(*key, name)])
     if not p:
         return None
-    return agreement(np.array(p), np.array(q), labels, lost, kept_ious if ious is not None else None)
+    split = {name: [k[name] for k in kept] for name in (kept[0] if kept else {})}
+    return agreement(np.array(p), np.array(q), labels, lost, split)
 
 
 def accuracy(clf, keys, targets, view="original", offset=0.0, tta=False) -> float | None:
@@ -519,18 +531,49 @@ def jitter_draws(pool: np.ndarray, args, set_no: int, index: int) -> np.ndarray:
     return pool[np.random.default_rng([args.seed, set_no, index]).integers(0, len(pool), args.draws)]
 
 
+def outside(box, shape: tuple, margin: float) -> float:
+    """The share of the served crop's square (``box`` grown by ``margin``) that lies outside the image."""
+    x, y, w, h = box
+    side = max(w, h) * (1 + 2 * margin)
+    x0, y0 = x + w / 2 - side / 2, y + h / 2 - side / 2
+    inside = max(0.0, min(shape[1], x0 + side) - max(0.0, x0)) * max(0.0, min(shape[0], y0 + side) - max(0.0, y0))
+    return 1.0 - inside / side**2
+
+
 def run_photos(clf, served, faces, images, pool, args) -> tuple[list, list, dict]:
-    """Every photo face's views classified; the keys, hand-label targets (None: no model label) and box IoUs."""
-    labels, tta = served.loaded.manifest.labels, tta_moves(pool)
-    keys, targets, ious = [], [], {}
+    """Every photo face's views classified; the keys, hand-label targets (None: no model label) and per view the
+    facts agreement is split on (``SPLITS``)."""
+    labels, tta, margin = served.loaded.manifest.labels, tta_moves(pool), served.spec.face_margin
+    keys, targets, facts = [], [], {}
     for face in tqdm(faces, desc="photos: classify", unit="photo", leave=False):
-        key = ("photos", face.index)
-        views = photo_views(face, images[face.index], jitter_draws(pool, args, 0, face.index))
+        key, image = ("photos", face.index), images[face.index]
+        views = photo_views(face, image, jitter_draws(pool, args, 0, face.index))
         classify_views(clf, served, key, views, args.margins, tta)
-        ious.update({(*key, view): iou(in_photo, face.box) for view, (_, _, in_photo) in views.items()})
+        for view in SQUARED:
+            if view in views:
+                clf.add((*key, f"{view}_square", 0.0, 0), served.crop(*views[view][:2], square=True))
+                views[f"{view}_square"] = views[view]
+        clipped = outside(face.box, image.shape, margin)
+        for view, (_, _, in_photo) in views.items():
+            facts[(*key, view)] = {"box_iou": iou(in_photo, face.box), "crop_outside_photo": clipped}
         keys.append(key)
         targets.append(labels.index(face.label) if face.label in labels else None)
-    return keys, targets, ious
+    return keys, targets, facts
+
+
+def square_report(clf, keys, targets, labels, facts) -> dict:
+    """Photos cut as square crops (what is outside the photo filled from its border) against the served crops."""
+    brief = lambda c: c and {k: c[k] for k in ("faces", "lost", "agreement", "tv")}  # noqa: E731
+    shares = np.array([facts[(*k, "original")]["crop_outside_photo"] for k in keys])
+    return {
+        "crop_outside_photo": {"median": r4(np.median(shares)), "share_over_0.1": r4((shares >= 0.1).mean())},
+        "accuracy": {"served": accuracy(clf, keys, targets), "square": accuracy(clf, keys, targets, "original_square")},
+        "square_vs_served_crop": brief(compare_view(clf, keys, "original_square", labels, 1)),
+        **{
+            f"{v}_square": compare_view(clf, keys, f"{v}_square", labels, 1, facts=facts, ref="original_square")
+            for v in SQUARED[1:]
+        },
+    }
 
 
 def run_val(clf, served, name: str, faces: list[ValFace], pool, args, set_no: int) -> tuple[list, list]:
@@ -543,7 +586,7 @@ def run_val(clf, served, name: str, faces: list[ValFace], pool, args, set_no: in
     return keys, [f.label for f in faces]
 
 
-def set_report(clf, keys, targets, views, labels, args, margin, ious=None) -> dict:
+def set_report(clf, keys, targets, views, labels, args, margin, facts=None) -> dict:
     """A set's conditions, margins and test-time averaging (module doc, steps 2 and 3)."""
     draws, margin_views = args.draws, [v for v in views if v in MARGIN_VIEWS]
     accuracies = {"original": accuracy(clf, keys, targets)}
@@ -567,7 +610,7 @@ def set_report(clf, keys, targets, views, labels, args, margin, ious=None) -> di
     return {
         "faces": len(keys),
         "accuracy": accuracies,
-        "conditions": {v: compare_view(clf, keys, v, labels, draws, ious=ious) for v in views},
+        "conditions": {v: compare_view(clf, keys, v, labels, draws, facts=facts) for v in views},
         "margins": margins,
         "tta": tta,
     }
@@ -612,7 +655,7 @@ def frames_at(path: str, indices: set[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def clip_track(served: Served, path: str, track, photo_label: int, tau: float) -> dict:
+def clip_track(served: Served, path: str, track, photo_label: int, canvas_label: int, tau: float) -> dict:
     """One still clip's track: label sequences as served, and re-cut from its raw and its steadied boxes (EMA over
     probabilities off and on), and the boxes' deviations from their median."""
     times = np.array([s.t for s in track.timeline])
@@ -620,7 +663,11 @@ def clip_track(served: Served, path: str, track, photo_label: int, tau: float) -
     steady = smooth_boxes(times.tolist(), raw)
     frames = frames_at(path, {s.frame for s in track.timeline})
     labels = served.loaded.manifest.labels
-    out = {"photo_label": photo_label, "served": [labels.index(s.prediction.dominant) for s in track.timeline]}
+    out = {
+        "photo_label": photo_label,
+        "canvas_label": canvas_label,
+        "served": [labels.index(s.prediction.dominant) for s in track.timeline],
+    }
     for name, boxes in (("raw_boxes", raw), ("steady_boxes", steady)):
         crops = [served.crop(frames[s.frame], box) for s, box in zip(track.timeline, boxes, strict=True)]
         p = served.loaded.predictor.predict(crops).probabilities
@@ -645,23 +692,27 @@ async def run_clips(served: Served, faces: list[PhotoFace], images, clf: Classif
                 lost += 1
                 continue
             label = int(clf.get(("photos", face.index, "original", 0.0, 0)).argmax())
-            tracks.append(clip_track(served, path, track, label, opts.smoothing))
+            canvas = clf.get(("photos", face.index, "canvas", 0.0, 0))  # the clip's frame as a still
+            canvas_label = -1 if canvas is None else int(canvas.argmax())
+            tracks.append(clip_track(served, path, track, label, canvas_label, opts.smoothing))
     return clip_report(tracks, lost, opts.sample_fps, opts.smoothing)
 
 
 def sequence_stats(tracks: list[dict], name: str) -> dict:
     """Label flips per 10 samples, clips with a flip, segments per clip, and agreement with the photo's label
-    (the majority label per clip, and per sample)."""
+    (the majority label per clip, and per sample) and of the majority with the clip's frame as a still."""
     flips = [sum(a != b for a, b in zip(t[name], t[name][1:], strict=False)) for t in tracks]
     steps = sum(len(t[name]) - 1 for t in tracks)
     majority = [Counter(t[name]).most_common(1)[0][0] == t["photo_label"] for t in tracks]
     samples = [x == t["photo_label"] for t in tracks for x in t[name]]
+    still = [Counter(t[name]).most_common(1)[0][0] == t["canvas_label"] for t in tracks if t["canvas_label"] >= 0]
     return {
         "flips_per_10_samples": r4(10 * sum(flips) / max(steps, 1)),
         "clips_with_a_flip": r4(np.mean([f > 0 for f in flips])),
         "segments_per_clip": r4(1 + np.mean(flips)),
         "majority_agreement": r4(np.mean(majority)),
         "sample_agreement": r4(np.mean(samples)),
+        "majority_agreement_with_the_frame_as_a_still": r4(np.mean(still)) if still else None,
     }
 
 
@@ -695,12 +746,13 @@ def measure_stills(served: Served, args) -> tuple[dict, Classifier, list[PhotoFa
     faces, images, missed = detect_photos(served, args.limit, args.seed)
     noise, pool = noise_report(faces)
     clf = Classifier(served)
-    keys, targets, ious = run_photos(clf, served, faces, images, pool, args)
+    keys, targets, facts = run_photos(clf, served, faces, images, pool, args)
     vals = {name: val_faces(name, root, args.val_limit, args.seed, labels) for name, root in VAL_SETS.items()}
     val_keys = {name: run_val(clf, served, name, v, pool, args, n) for n, (name, v) in enumerate(vals.items(), 1)}
     clf.flush()
-    sets = {"photos": set_report(clf, keys, targets, [*STILLS, *JITTERED], labels, args, margin, ious)}
+    sets = {"photos": set_report(clf, keys, targets, [*STILLS, *JITTERED], labels, args, margin, facts)}
     sets["photos"]["photos_without_a_face"] = missed
+    sets["photos"]["square_crops"] = square_report(clf, keys, targets, labels, facts)
     for name, (k, t) in val_keys.items():
         sets[name] = set_report(clf, k, t, [*VAL_STILLS, "jitter"], labels, args, margin)
     tta = {"moves": [[r4(v) for v in m] for m in tta_moves(pool)], "cost": tta_cost(served, vals["rafdb_val"])}

@@ -45,21 +45,27 @@ def test_a_padded_crop_at_the_models_margin_is_the_crop_itself(default_entry):
 def test_agreement_tallies_labels_bands_and_box_overlap():
     p = np.array([[0.9, 0.1, 0.0], [0.5, 0.45, 0.05], [0.0, 0.8, 0.2], [0.6, 0.3, 0.1]])
     q = np.array([[0.8, 0.2, 0.0], [0.4, 0.55, 0.05], [0.0, 0.8, 0.2], [0.6, 0.3, 0.1]])
-    r = stability.agreement(p, q, ["a", "b", "c"], lost=1, ious=[0.95, 0.8, 0.99, 0.7])
+    facts = {"box_iou": [0.95, 0.8, 0.99, 0.7], "crop_outside_photo": [0.0, 0.2, 0.3, 0.05]}
+    r = stability.agreement(p, q, ["a", "b", "c"], lost=1, facts=facts)
     assert r["agreement"] == 0.75 and r["lost"] == 1 and r["tv"] == pytest.approx((0.1 + 0.1) / 4)
     assert r["per_label"]["a"] == {"faces": 3, "agreement": 0.6667, "tv": pytest.approx(0.0667, abs=1e-4)}
     assert r["per_label"]["c"] is None
     assert r["per_margin_band"]["0.0-0.1"]["agreement"] == 0.0  # the 0.05 margin face changed label
     assert r["per_margin_band"]["0.5-1.0"]["faces"] == 2
     assert r["by_box_iou"]["<0.9"] == {"faces": 2, "agreement": 0.5, "tv": 0.05}
+    assert r["by_crop_outside_photo"][">=0.1"] == {"faces": 2, "agreement": 0.5, "tv": 0.05}
 
 
 def test_flips_and_majorities_of_label_sequences():
-    tracks = [{"photo_label": 1, "s": [1, 1, 2, 1, 1]}, {"photo_label": 0, "s": [2, 2, 2, 2, 2]}]
+    tracks = [
+        {"photo_label": 1, "canvas_label": 2, "s": [1, 1, 2, 1, 1]},
+        {"photo_label": 0, "canvas_label": 2, "s": [2, 2, 2, 2, 2]},
+    ]
     r = stability.sequence_stats(tracks, "s")
     assert r["flips_per_10_samples"] == 2.5  # two changes over eight steps
     assert r["clips_with_a_flip"] == 0.5 and r["segments_per_clip"] == 2.0
     assert r["majority_agreement"] == 0.5 and r["sample_agreement"] == 0.4
+    assert r["majority_agreement_with_the_frame_as_a_still"] == 0.5
 
 
 def test_noise_is_measured_around_the_median_and_from_the_photos_box():
@@ -89,8 +95,13 @@ def test_a_small_real_run_writes_every_field(tmp_path, fer_root, photo_paths):
     assert 0.0 <= canvas["agreement"] <= 1.0 and canvas["faces"] + canvas["lost"] == photos["faces"]
     assert set(canvas["per_margin_band"]) == {"0.0-0.1", "0.1-0.3", "0.3-0.5", "0.5-1.0"}
     assert set(canvas["by_box_iou"]) == {">=0.9", "<0.9"} and set(canvas["per_label"]) == set(saved["labels"])
-    assert [row["margin"] for row in photos["margins"]] == [saved["face_margin"], saved["face_margin"] + 0.05]
+    assert [row["margin"] for row in photos["margins"]] == pytest.approx(
+        [saved["face_margin"], saved["face_margin"] + 0.05]
+    )
     assert photos["tta"]["canvas"]["averaged"]["agreement"] is not None
+    square = photos["square_crops"]
+    assert 0.0 <= square["crop_outside_photo"]["median"] < 1.0 and square["canvas_square"]["agreement"] is not None
+    assert set(canvas["by_crop_outside_photo"]) == {">=0.1", "<0.1"}
     assert saved["sets"]["rafdb_val"]["faces"] == 3 and saved["sets"]["rafdb_val"]["accuracy"]["jitter"] is not None
     noise = saved["detector_noise"]
     assert noise["from_the_photos_box"]["n"] > 0 and set(noise["per_copy"]) >= set(stability.NOISE_ONLY)
