@@ -9,6 +9,8 @@ import uvicorn
 
 from service.config import settings_or_exit
 
+WS_SLACK_BYTES = 64 * 1024  # over a frame's limit: its capture-time prefix, and text messages of any sane size
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Facial emotion service")
@@ -29,6 +31,9 @@ def main(args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=settings.log_level,
         access_log=False,
+        # WS /stream: the protocol refuses (1009) a message far over the frame limit before reading it whole; one
+        # just over it still reaches the route, which closes with 1009 and says the limit
+        ws_max_size=settings.stream.max_frame_bytes + WS_SLACK_BYTES,
     )
 
 

@@ -144,6 +144,10 @@ def test_a_frame_over_the_size_limit_closes_with_1009(keyed):
         ws.send(b"\xff\xd8\xff" + bytes(4 * 1024 * 1024))
         code, reason = closed_with(ws)
     assert code == 1009 and "limit" in reason
+    with session(keyed, key=KEY) as ws:  # far over it: the protocol refuses it before reading it whole
+        start(ws)
+        ws.send(bytes(8 * 1024 * 1024))
+        assert closed_with(ws)[0] == 1009
 
 
 def test_one_session_over_max_sessions_is_closed_with_1013(tight):

@@ -27,7 +27,8 @@ FRAME_TIME_MAGIC = b"EMT1"  # then 8 bytes: float64 little-endian capture time (
 
 # Close codes (RFC 6455 and the registry) a session ends with.
 CLOSE_NORMAL = 1000  # the client asked (``close``); the summary was sent first
-CLOSE_GOING_AWAY = 1001  # idle for ``idle_timeout_s``, longer than ``max_session_s``, or the server is stopping
+CLOSE_GOING_AWAY = 1001  # idle for ``idle_timeout_s``, or longer than ``max_session_s`` (after a final summary)
+CLOSE_SERVICE_RESTART = 1012  # the server is stopping (uvicorn closes every socket with it)
 CLOSE_INVALID_OPTIONS = 1007  # the options message is not JSON, not an object, or has an unknown or bad field
 CLOSE_POLICY = 1008  # no API key, or a wrong one, where the service requires one
 CLOSE_TOO_BIG = 1009  # a frame message larger than ``max_frame_bytes``
