@@ -85,7 +85,7 @@ __all__ = [
 # From pipeline results (unrounded dataclasses) to response bodies: the routes and the offline scorer both use these.
 
 
-def _affect(p: FacePrediction) -> dict:
+def affect_fields(p: FacePrediction) -> dict:
     return {
         "emotions": {label: round(v, 6) for label, v in p.emotions.items()},
         "dominant": p.dominant,
@@ -94,7 +94,7 @@ def _affect(p: FacePrediction) -> dict:
     }
 
 
-def _quality(q: Quality | None) -> dict:
+def quality_fields(q: Quality | None) -> dict:
     """``quality`` and ``reliable`` of a face (both null when the pipeline judged none)."""
     if q is None:
         return {"quality": None, "reliable": None}
@@ -113,16 +113,16 @@ def _quality(q: Quality | None) -> dict:
     return {"quality": quality, "reliable": q.reliable}
 
 
-def _box(box: tuple[int, int, int, int]) -> Box:
+def box_schema(box: tuple[int, int, int, int]) -> Box:
     x, y, w, h = (int(v) for v in box)
     return Box(x=x, y=y, width=w, height=h)
 
 
-def _model(model: ModelId) -> dict:
+def model_fields(model: ModelId) -> dict:
     return {"model": ModelRef(name=model.name, version=model.version), "valence_arousal_source": model.valence_arousal}
 
 
-def _summary(s: results.Summary) -> EmotionSummary:
+def summary_schema(s: results.Summary) -> EmotionSummary:
     return EmotionSummary(
         emotions={k: round(v, 6) for k, v in s.emotions.items()},
         dominant=s.dominant,
@@ -133,19 +133,21 @@ def _summary(s: results.Summary) -> EmotionSummary:
 
 
 def face_response(result: results.FaceResult) -> FacePredictionResponse:
-    return FacePredictionResponse(**_affect(result.prediction), **_quality(result.quality), **_model(result.model))
+    return FacePredictionResponse(
+        **affect_fields(result.prediction), **quality_fields(result.quality), **model_fields(result.model)
+    )
 
 
 def image_response(result: results.ImageResult) -> ImagePredictionResponse:
     return ImagePredictionResponse(
         width=result.width,
         height=result.height,
-        **_model(result.model),
+        **model_fields(result.model),
         faces=[
             DetectedFace(
-                **_affect(f.prediction),
-                **_quality(f.quality),
-                box=_box(f.detection.box),
+                **affect_fields(f.prediction),
+                **quality_fields(f.quality),
+                box=box_schema(f.detection.box),
                 score=round(f.detection.score, 4),
             )
             for f in result.faces
@@ -159,11 +161,13 @@ def _track(track: results.TrackResult) -> Track:
         first_seen=track.first_seen,
         last_seen=track.last_seen,
         timeline=[
-            TimelinePoint(**_affect(s.prediction), **_quality(s.quality), t=s.t, frame=s.frame, box=_box(s.box))
+            TimelinePoint(
+                **affect_fields(s.prediction), **quality_fields(s.quality), t=s.t, frame=s.frame, box=box_schema(s.box)
+            )
             for s in track.timeline
         ],
         segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments],
-        summary=_summary(track.summary),
+        summary=summary_schema(track.summary),
         reliable_share=None if track.reliable_share is None else round(track.reliable_share, 4),
         person_id=track.person_id,
     )
@@ -177,7 +181,7 @@ def _person(person: results.PersonResult, tracks: list[results.TrackResult]) -> 
         first_seen=min(t.first_seen for t in own),
         last_seen=max(t.last_seen for t in own),
         time_on_screen=person.time_on_screen,
-        summary=_summary(person.summary),
+        summary=summary_schema(person.summary),
         segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in person.segments],
     )
 
@@ -203,13 +207,14 @@ def video_response(result: results.VideoResult) -> VideoPredictionResponse:
         frames_unreadable=result.frames_unreadable,
         unreadable=[UnreadableSpan(start=g.start, end=g.end, frames=g.frames) for g in result.unreadable],
         warnings=unreadable_warning(result),
-        **_model(result.model),
+        **model_fields(result.model),
         tracks=[_track(t) for t in result.tracks],
         persons=[_person(p, result.tracks) for p in result.persons],
         clips=[
-            ClipPrediction(**_affect(c.prediction), track_id=c.track_id, start=c.start, end=c.end) for c in result.clips
+            ClipPrediction(**affect_fields(c.prediction), track_id=c.track_id, start=c.start, end=c.end)
+            for c in result.clips
         ],
-        summary=None if result.summary is None else _summary(result.summary),
+        summary=None if result.summary is None else summary_schema(result.summary),
         timings={**{k: round(v, 4) for k, v in result.timings.items()}, "frames_decoded": result.frames_decoded},
         detection=result.detection,
         attributes=None if result.attributes is None else _attribute_timeline(result.attributes),

@@ -41,8 +41,16 @@ from service.quality import Thresholds, assess
 from service.registry import LoadedModel, ModelRegistry
 from service.results import ModelId
 
-# the response converters' private helpers: one rounding and one quality shape for every route
-from service.schemas import AffectPrediction, Segment, _affect, _box, _model, _quality, _summary
+# the response converters: one rounding and one quality shape for every route
+from service.schemas import (
+    AffectPrediction,
+    Segment,
+    affect_fields,
+    box_schema,
+    model_fields,
+    quality_fields,
+    summary_schema,
+)
 from service.video.follow import FaceFollower, TrackedFace
 from service.video.timeline import RunningSummary
 from service.video.tracks import TrackState
@@ -200,7 +208,7 @@ class StreamSession:
         manifest = self.model.manifest
         return StreamReady(
             session=self.id,
-            **_model(ModelId.of(manifest)),
+            **model_fields(ModelId.of(manifest)),
             labels=list(manifest.labels),
             max_frame_bytes=max_frame_bytes,
             idle_timeout_s=idle_timeout_s,
@@ -268,12 +276,12 @@ class StreamSession:
             smoothed = Predictions(preds.labels, preds.logits[i : i + 1], p[None], None if va is None else va[None])
             out.append(
                 StreamFace(
-                    **_affect(smoothed[0]),
+                    **affect_fields(smoothed[0]),
                     track_id=face.track_id,
-                    box=_box(face.detection.box),
+                    box=box_schema(face.detection.box),
                     score=round(face.detection.score, 4),
-                    raw=AffectPrediction(**_affect(preds[i])),
-                    **_quality(assess(face.picture, preds.probabilities[i], self.rule)),
+                    raw=AffectPrediction(**affect_fields(preds[i])),
+                    **quality_fields(assess(face.picture, preds.probabilities[i], self.rule)),
                 )
             )
         return out
@@ -295,7 +303,7 @@ class StreamSession:
             final=final,
             tracks=[track_message(tr) for tr in tracks if tr.samples],
             frames=self.counts.message(),
-            summary=None if overall is None else _summary(overall),
+            summary=None if overall is None else summary_schema(overall),
         )
 
 
@@ -308,7 +316,7 @@ def track_message(track: TrackState) -> StreamTrack:
         last_seen=track.last_seen,
         samples=track.samples,
         segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments.runs],
-        summary=_summary(summary),
+        summary=summary_schema(summary),
     )
 
 
