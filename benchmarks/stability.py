@@ -594,7 +594,7 @@ def set_report(clf, keys, targets, views, labels, args, margin, facts=None) -> d
         per = [accuracy(clf, keys, targets, name) for name in names_of(view, draws)]
         accuracies[view] = r4(np.mean([a for a in per if a is not None])) if any(a is not None for a in per) else None
     margins = []
-    for offset in [0.0, *args.margins]:
+    for offset in sorted({0.0, *args.margins}):
         row = {"margin": round(margin + offset, 4), "accuracy": accuracy(clf, keys, targets, offset=offset)}
         for view in margin_views:
             c = compare_view(clf, keys, view, labels, draws, offset)
