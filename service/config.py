@@ -127,6 +127,12 @@ class VideoSettings(Group):
         "of the shared photos by benchmarks/persons.py; lower splits more, higher merges more",
     )
     person_faces: int = Field(3, ge=1, le=16, description="faces per track described for linking (largest, sharpest)")
+    steady_boxes: bool = Field(
+        True,
+        description="a tracked face is cut for the model from its track's smoothed box (size and centre filtered over "
+        "samples, detector noise ignored), so a still face gets the same crop every sample; results still report the "
+        "detector's box. Video, jobs, the scorer and live streams; false = each detection's own box",
+    )
 
 
 class StreamSettings(Group):

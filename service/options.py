@@ -45,6 +45,7 @@ class Options:
     detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
     min_readable_share: float = 0.5  # of a video's analysed span that must decode, else InvalidInput
     cut_threshold: float | None = 0.75  # share of a sample that is new for a hard cut (ends every track); None: off
+    steady_boxes: bool = True  # a track's face cut from its smoothed box (``service.video.boxes``), not each raw one
 
 
 @dataclass(frozen=True)
@@ -96,4 +97,5 @@ def resolve_options(
         detect_max_side=video.detector_max_side,
         min_readable_share=video.min_readable_share,
         cut_threshold=video.cut_threshold if video.shot_cuts else None,
+        steady_boxes=video.steady_boxes,
     )

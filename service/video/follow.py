@@ -3,6 +3,10 @@ a live ``WS /stream`` session share, so both run the same shot-cut rule, detecti
 
 A frame in, its faces out: each with a track id, its box, the face cut as the model expects (framing, margin,
 alignment) and its picture quality. No model call, no timeline: what happens to the faces is the caller's.
+
+With ``opts.steady_boxes`` the face is cut from its track's smoothed box (``BoxSmoother``), not the detector's box of
+the sample: the detector's box of a still face moves by a few percent from sample to sample, and the label moved with
+the crop (issue 30; ``docs/stability.md``). The detector's box is still what the face reports.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from model_store import InputSpec, to_uint8_face
 from service.detection import Detection, FaceDetector
 from service.options import Options
 from service.quality import PictureQuality, picture_quality
-from service.tracking import IouTracker
+from service.tracking import Box, IouTracker
+from service.video.boxes import BoxSmoother
 from service.video.regions import FrameDetector
 from service.video.shots import PictureContinuity, ShotDetector
 
@@ -32,6 +37,7 @@ class TrackedFace:
     track_id: int
     face: np.ndarray  # uint8, the model's input size and channels
     picture: PictureQuality
+    crop_box: Box  # the box ``face`` was cut from: the track's smoothed box, or ``detection.box``
 
 
 class FaceFollower:
@@ -48,6 +54,7 @@ class FaceFollower:
         self.shots = ShotDetector(opts.cut_threshold)
         self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
         self.tracker = IouTracker(identity=self.continuity, keep_finished=keep_finished)
+        self.smoother = BoxSmoother() if opts.steady_boxes else None
         self.frames = 0  # frames followed so far (the cadence counts them)
 
     def follow(self, frame: np.ndarray, t: float, every: int | None = None) -> list[TrackedFace]:
@@ -61,15 +68,15 @@ class FaceFollower:
         found = self.finder.detect(frame, self.frames, [tr.box for tr in live], previous, every)
         self.frames += 1
         ids = self.tracker.update(t, [d.box for d in found], frame)
-        return [
-            TrackedFace(
-                det,
-                track_id,
-                to_uint8_face(self.cropper.crop(frame, det.box, self.spec), self.spec),
-                picture_quality(frame, det.box, det.landmarks, det.score),
-            )
-            for det, track_id in zip(found, ids, strict=True)
-        ]
+        if self.smoother is not None:
+            self.smoother.retain(tr.track_id for tr in self.tracker.live)  # ended tracks are forgotten
+        return [self._face(frame, t, det, track_id) for det, track_id in zip(found, ids, strict=True)]
+
+    def _face(self, frame: np.ndarray, t: float, det: Detection, track_id: int) -> TrackedFace:
+        """One face of the frame, cut from its track's smoothed box (or the detector's, without a smoother)."""
+        box = tuple(det.box) if self.smoother is None else self.smoother.update(track_id, t, det.box)
+        face = to_uint8_face(self.cropper.crop(frame, box, self.spec), self.spec)
+        return TrackedFace(det, track_id, face, picture_quality(frame, det.box, det.landmarks, det.score), box)
 
     def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
         return self.continuity is not None and self.continuity.changed(track_id, frame, box)
