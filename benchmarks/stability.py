@@ -21,13 +21,16 @@ Steps:
 2. Stills: agreement of the label with the unperturbed face's, the mean total-variation distance between the two
    probability vectors, per label (the unperturbed face's) and per margin band (its top-1 minus top-2), for JPEG 60,
    360 px, 160 px, canvas (PNG), canvas + mp4, jitter (the photo's own box moved by a drawn deviation) and canvas +
-   jitter; the val sets also get their accuracy.
+   jitter; the val sets also get their accuracy (and balanced accuracy: the mean recall over labels with at least
+   ``BALANCED_MIN`` faces). The photos are also cut as served before the square crop (cut off at the photo's edge,
+   ``Served.crop``'s ``clipped``), so the crop shapes' accuracy and canvas agreement are compared in one run.
 3. Margins: the same for face margins about the manifest's; test-time averaging over 3 crops (the box, and the box
    moved and scaled by one standard deviation of the noise each way) with its model cost per face.
 4. Still clips: each of ``--clips`` photos on the canvas for 3 s at 25 fps (mp4), through ``VideoPipeline.analyse``
    at 5 samples a second: label flips per 10 samples and the majority label against the photo's own, as served;
    then the track's raw boxes re-cut from the decoded frames as they are and after ``service.video.boxes`` (with the
-   EMA over probabilities off and on), to measure what steady boxes would buy.
+   EMA over probabilities off and on): what the steady boxes the pipeline cuts from (``EMOTION_VIDEO__STEADY_BOXES``,
+   on by default) buy over each detection's raw box.
 
     python -m benchmarks.stability [--limit 300 --val-limit 300 --clips 60] [--output DIR]
 """
@@ -49,7 +52,7 @@ from tqdm import tqdm
 
 from benchmarks import add_model_argument, service_settings
 from benchmarks.eval_photos import read_photos
-from model_store import InputSpec, crop_face, find, to_uint8_face
+from model_store import InputSpec, crop_face, expand_box, find, to_uint8_face
 from service.config import Settings
 from service.imaging import decode_image
 from service.metrics import Metrics
@@ -66,6 +69,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SETS = {"rafdb_val": DATA / "rafdb", "fer2013_val": DATA / "fer2013"}
 CANVAS, CANVAS_SIDE, PLAIN = (640, 480), 360, 127
 BANDS = [(0.0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 1.01)]
+BALANCED_MIN = 20  # faces with a target label for its recall to count in the balanced accuracy
 SPLITS = {"box_iou": 0.9, "crop_outside_photo": 0.1}  # a fact per compared face and where agreement is split on it
 STILLS = ("jpeg60", "size360", "size160", "canvas", "canvas_mp4")  # each photo, detected again
 NOISE_ONLY = ("jpeg90", "canvas_shift_a", "canvas_shift_b", "canvas_300", "canvas_420")
@@ -229,16 +233,16 @@ class Served:
         """Faces as ``/predict/image`` finds them, largest first."""
         return self.pipelines.face.find(image, resolve_options(self.settings))
 
-    def crop(self, image: np.ndarray, box, offset: float = 0.0, square: bool = False) -> np.ndarray:
-        """The face cut as served, its margin moved by ``offset``; ``square``: the parts of the crop outside the
-        image filled by repeating its border (the served crop cuts them off, so the crop is no longer square)."""
+    def crop(self, image: np.ndarray, box, offset: float = 0.0, clipped: bool = False) -> np.ndarray:
+        """The face cut as served, its margin moved by ``offset``; ``clipped``: as served before the square crop
+        (``model_store.crop_face`` now fills what lies outside the image from its border; this cuts it off, so the
+        crop is no longer square and the resize stretches it)."""
         spec = self.spec
         if offset:
             spec = spec.model_copy(update={"face_margin": round(spec.face_margin + offset, 4)})
-        if square:
-            pad = int(np.ceil(max(box[2], box[3]) * (1 + 2 * spec.face_margin)))
-            image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            box = (box[0] + pad, box[1] + pad, box[2], box[3])
+        if clipped:
+            x, y, w, h = expand_box(box, spec.face_margin, (image.shape[1], image.shape[0]))
+            return image[y : y + h, x : x + w]
         cropper = self.pipelines.face.cropper
         if spec.framing == "box" and not cropper.level:  # float boxes (jitter, val crops) round where crop_face does
             return crop_face(image, box, spec)
@@ -397,7 +401,7 @@ def noise_report(faces: list[PhotoFace]) -> tuple[dict, np.ndarray]:
 
 MARGIN_VIEWS = ("original", "canvas", "jitter", "canvas_jitter")  # also cut at other margins and averaged (TTA)
 JITTERED = ("jitter", "canvas_jitter")
-SQUARED = ("original", "canvas", "canvas_mp4")  # photos: also cut as square crops (``Served.crop``'s ``square``)
+CLIPPED = ("original", "canvas", "canvas_mp4")  # photos: also cut as before the square crop (``Served.crop``)
 
 
 def base(view: str) -> str:
@@ -508,6 +512,15 @@ def compare_view(clf, keys, view, labels, draws, offset=0.0, tta=False, facts=No
     return agreement(np.array(p), np.array(q), labels, lost, split)
 
 
+def balanced_accuracy(clf, keys, targets, view="original", min_support: int = BALANCED_MIN) -> float | None:
+    """Mean recall of a view over the labels with at least ``min_support`` faces with that target."""
+    pairs = [(probs(clf, k, view), t) for k, t in zip(keys, targets, strict=True) if t is not None]
+    pairs = [(int(p.argmax()), t) for p, t in pairs if p is not None]
+    counts = Counter(t for _, t in pairs)
+    recalls = [np.mean([p == t for p, t in pairs if t == k]) for k, n in counts.items() if n >= min_support]
+    return r4(np.mean(recalls)) if recalls else None
+
+
 def accuracy(clf, keys, targets, view="original", offset=0.0, tta=False) -> float | None:
     """Accuracy of a view over the faces with a target in the model's labels."""
     hits = [
@@ -549,29 +562,39 @@ def run_photos(clf, served, faces, images, pool, args) -> tuple[list, list, dict
         key, image = ("photos", face.index), images[face.index]
         views = photo_views(face, image, jitter_draws(pool, args, 0, face.index))
         classify_views(clf, served, key, views, args.margins, tta)
-        for view in SQUARED:
+        for view in CLIPPED:
             if view in views:
-                clf.add((*key, f"{view}_square", 0.0, 0), served.crop(*views[view][:2], square=True))
-                views[f"{view}_square"] = views[view]
-        clipped = outside(face.box, image.shape, margin)
+                clf.add((*key, f"{view}_clipped", 0.0, 0), served.crop(*views[view][:2], clipped=True))
+                views[f"{view}_clipped"] = views[view]
+        share = outside(face.box, image.shape, margin)
         for view, (_, _, in_photo) in views.items():
-            facts[(*key, view)] = {"box_iou": iou(in_photo, face.box), "crop_outside_photo": clipped}
+            facts[(*key, view)] = {"box_iou": iou(in_photo, face.box), "crop_outside_photo": share}
         keys.append(key)
         targets.append(labels.index(face.label) if face.label in labels else None)
     return keys, targets, facts
 
 
-def square_report(clf, keys, targets, labels, facts) -> dict:
-    """Photos cut as square crops (what is outside the photo filled from its border) against the served crops."""
+def crop_shape_report(clf, keys, targets, labels, facts) -> dict:
+    """The served square crops (what lies outside the photo filled from its border) against the crops cut off at
+    the photo's edge (as served before): accuracy, and agreement of the canvas copies with the photo for each."""
     brief = lambda c: c and {k: c[k] for k in ("faces", "lost", "agreement", "tv")}  # noqa: E731
     shares = np.array([facts[(*k, "original")]["crop_outside_photo"] for k in keys])
+    served = {v: compare_view(clf, keys, v, labels, 1, facts=facts) for v in CLIPPED[1:]}
     return {
         "crop_outside_photo": {"median": r4(np.median(shares)), "share_over_0.1": r4((shares >= 0.1).mean())},
-        "accuracy": {"served": accuracy(clf, keys, targets), "square": accuracy(clf, keys, targets, "original_square")},
-        "square_vs_served_crop": brief(compare_view(clf, keys, "original_square", labels, 1)),
+        "accuracy": {
+            "square": accuracy(clf, keys, targets),
+            "clipped": accuracy(clf, keys, targets, "original_clipped"),
+        },
+        "balanced_accuracy": {
+            "square": balanced_accuracy(clf, keys, targets),
+            "clipped": balanced_accuracy(clf, keys, targets, "original_clipped"),
+        },
+        "clipped_vs_square_crop": brief(compare_view(clf, keys, "original_clipped", labels, 1)),
+        **{f"{v}_square": brief(served[v]) for v in CLIPPED[1:]},
         **{
-            f"{v}_square": compare_view(clf, keys, f"{v}_square", labels, 1, facts=facts, ref="original_square")
-            for v in SQUARED[1:]
+            f"{v}_clipped": compare_view(clf, keys, f"{v}_clipped", labels, 1, facts=facts, ref="original_clipped")
+            for v in CLIPPED[1:]
         },
     }
 
@@ -589,7 +612,7 @@ def run_val(clf, served, name: str, faces: list[ValFace], pool, args, set_no: in
 def set_report(clf, keys, targets, views, labels, args, margin, facts=None) -> dict:
     """A set's conditions, margins and test-time averaging (module doc, steps 2 and 3)."""
     draws, margin_views = args.draws, [v for v in views if v in MARGIN_VIEWS]
-    accuracies = {"original": accuracy(clf, keys, targets)}
+    accuracies = {"original": accuracy(clf, keys, targets), "balanced": balanced_accuracy(clf, keys, targets)}
     for view in views:
         per = [accuracy(clf, keys, targets, name) for name in names_of(view, draws)]
         accuracies[view] = r4(np.mean([a for a in per if a is not None])) if any(a is not None for a in per) else None
@@ -695,7 +718,7 @@ async def run_clips(served: Served, faces: list[PhotoFace], images, clf: Classif
             canvas = clf.get(("photos", face.index, "canvas", 0.0, 0))  # the clip's frame as a still
             canvas_label = -1 if canvas is None else int(canvas.argmax())
             tracks.append(clip_track(served, path, track, label, canvas_label, opts.smoothing))
-    return clip_report(tracks, lost, opts.sample_fps, opts.smoothing)
+    return clip_report(tracks, lost, opts.sample_fps, opts.smoothing, opts.steady_boxes)
 
 
 def sequence_stats(tracks: list[dict], name: str) -> dict:
@@ -716,11 +739,12 @@ def sequence_stats(tracks: list[dict], name: str) -> dict:
     }
 
 
-def clip_report(tracks: list[dict], lost: int, fps: float, tau: float) -> dict:
+def clip_report(tracks: list[dict], lost: int, fps: float, tau: float, steady: bool) -> dict:
     names = ["served", "raw_boxes_ema_off", "raw_boxes_ema_on", "steady_boxes_ema_off", "steady_boxes_ema_on"]
     if not tracks:
         return {"clips": 0, "lost": lost}
-    reproduced = np.mean([a == b for t in tracks for a, b in zip(t["served"], t["raw_boxes_ema_on"], strict=True)])
+    cut = "steady_boxes_ema_on" if steady else "raw_boxes_ema_on"  # how the pipeline cut them (``steady_boxes``)
+    reproduced = np.mean([a == b for t in tracks for a, b in zip(t["served"], t[cut], strict=True)])
     return {
         "clips": len(tracks),
         "lost": lost,
@@ -728,7 +752,8 @@ def clip_report(tracks: list[dict], lost: int, fps: float, tau: float) -> dict:
         "sample_fps": fps,
         "ema_tau_s": tau,
         "samples": sum(len(t["served"]) for t in tracks),
-        "served_reproduced_share": r4(reproduced),  # the raw-box re-cut with the EMA on against the served labels
+        "steady_boxes_served": steady,
+        "served_reproduced_share": r4(reproduced),  # the re-cut as served, EMA on, against the served labels
         "labels": {name: sequence_stats(tracks, name) for name in names},
         "box_noise_in_clips": {
             name: spread(np.array([d for t in tracks for d in t[f"{name}_deviation"]]))
@@ -752,7 +777,7 @@ def measure_stills(served: Served, args) -> tuple[dict, Classifier, list[PhotoFa
     clf.flush()
     sets = {"photos": set_report(clf, keys, targets, [*STILLS, *JITTERED], labels, args, margin, facts)}
     sets["photos"]["photos_without_a_face"] = missed
-    sets["photos"]["square_crops"] = square_report(clf, keys, targets, labels, facts)
+    sets["photos"]["crop_shapes"] = crop_shape_report(clf, keys, targets, labels, facts)
     for name, (k, t) in val_keys.items():
         sets[name] = set_report(clf, k, t, [*VAL_STILLS, "jitter"], labels, args, margin)
     tta = {"moves": [[r4(v) for v in m] for m in tta_moves(pool)], "cost": tta_cost(served, vals["rafdb_val"])}

@@ -99,8 +99,10 @@ def test_a_small_real_run_writes_every_field(tmp_path, fer_root, photo_paths):
         [saved["face_margin"], saved["face_margin"] + 0.05]
     )
     assert photos["tta"]["canvas"]["averaged"]["agreement"] is not None
-    square = photos["square_crops"]
-    assert 0.0 <= square["crop_outside_photo"]["median"] < 1.0 and square["canvas_square"]["agreement"] is not None
+    shapes = photos["crop_shapes"]
+    assert 0.0 <= shapes["crop_outside_photo"]["median"] < 1.0 and shapes["canvas_clipped"]["agreement"] is not None
+    assert shapes["canvas_square"]["agreement"] == canvas["agreement"]  # the served crop is the square one
+    assert photos["accuracy"]["balanced"] is None or 0.0 <= photos["accuracy"]["balanced"] <= 1.0
     assert set(canvas["by_crop_outside_photo"]) == {">=0.1", "<0.1"}
     assert saved["sets"]["rafdb_val"]["faces"] == 3 and saved["sets"]["rafdb_val"]["accuracy"]["jitter"] is not None
     noise = saved["detector_noise"]
@@ -108,6 +110,7 @@ def test_a_small_real_run_writes_every_field(tmp_path, fer_root, photo_paths):
     assert saved["tta"]["cost"]["ratio"] > 1.0
     clips = saved["clips"]
     assert clips["clips"] + clips["lost"] == 2 and clips["served_reproduced_share"] >= 0.9
+    assert clips["steady_boxes_served"] is True
     assert set(clips["labels"]) == {"served", *(f"{b}_boxes_ema_{e}" for b in ("raw", "steady") for e in ("on", "off"))}
     steady = clips["box_noise_in_clips"]["steady_boxes"]
     assert steady["centre_sd"][0] <= clips["box_noise_in_clips"]["raw_boxes"]["centre_sd"][0]

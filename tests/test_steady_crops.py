@@ -5,14 +5,17 @@ Unit level: a stub detector that returns scripted boxes on a plain frame (no mod
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 
+from benchmarks.synth import Appearance, write_clip
 from model_store import InputSpec, crop_face
 from service.config import Settings
 from service.detection import Detection
 from service.options import Options, resolve_options
 from service.video.follow import FaceFollower
+from tests.live import serve
 
 SPEC = InputSpec(height=48, width=48, channels=1, face_margin=0.1)
 STEP = 0.2  # 5 samples a second
@@ -124,3 +127,32 @@ def test_a_face_at_the_edge_is_cut_square_with_the_border_repeated():
     inside = crop_face(image, (20, 20, 40, 40), SPEC)
     assert np.array_equal(inside, image[16:64, 16:64])  # inside the image: the plain slice, as before
     assert np.array_equal(crop[:, 0], crop[:, 1]) and np.array_equal(crop[-1], crop[-2])  # repeated border
+
+
+# --- end to end: a still clip through a live service, steady boxes on (the default) and off ------------------------
+
+
+def still_clip_answer(path, **settings: str) -> dict:
+    """``POST /predict/video`` of the clip at 5 samples a second, the EMA off, from a live ``python -m service``."""
+    with serve(**settings) as url:
+        files = {"file": ("still.mp4", path.read_bytes(), "video/mp4")}
+        answer = httpx.post(url + "/predict/video?sample_fps=5&smoothing=0", files=files, timeout=300)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def spread_of(track: dict) -> float:
+    """The largest standard deviation over samples of one label's probability."""
+    rows = np.array([[p["emotions"][k] for k in sorted(p["emotions"])] for p in track["timeline"]])
+    return float(rows.std(axis=0).max())
+
+
+@pytest.mark.slow
+def test_a_still_face_in_a_clip_keeps_its_label_and_its_scores_steady(face_photo, tmp_path):
+    clip = write_clip(tmp_path / "still.mp4", [Appearance(face_photo, 0, 3.0, (150, 80))], 3.0)
+    steady, raw = still_clip_answer(clip), still_clip_answer(clip, VIDEO__STEADY_BOXES="false")
+    (track,), (raw_track,) = steady["tracks"], raw["tracks"]
+    assert len(track["timeline"]) == 15 and len(track["segments"]) == 1  # one label throughout
+    assert [p["box"] for p in track["timeline"]] == [p["box"] for p in raw_track["timeline"]]  # the detector's boxes
+    assert len({tuple(p["box"].values()) for p in track["timeline"]}) > 1  # which move from sample to sample
+    assert spread_of(track) < spread_of(raw_track) / 2  # one crop: only the mp4's own noise moves the scores
