@@ -1,4 +1,9 @@
-"""Dynamic micro-batching: rows from concurrent requests share one model call, run off the event loop."""
+"""Dynamic micro-batching: rows from concurrent requests share one model call, run off the event loop.
+
+A job may bring its own work for the worker thread (``submit_work``): making its rows (decode, preprocess) before
+the model call and its result from its outputs after it, so a request's CPU work and its model call take one
+thread hop, and the event loop keeps only the HTTP side of the request.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from service.errors import ModelUnloaded
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+Outputs = dict[str, np.ndarray]
 
 
 class BatcherClosed(ModelUnloaded):
@@ -23,11 +31,27 @@ class BatcherClosed(ModelUnloaded):
         super().__init__(detail)
 
 
+def _same(outputs: Outputs) -> Outputs:
+    return outputs
+
+
 @dataclass
 class _Job:
-    batch: np.ndarray
+    rows: Callable[[], np.ndarray]  # the job's input rows, made in the worker thread
+    finish: Callable[[Outputs], Any]  # its result from its slice of every output, in the worker thread
+    size: int  # rows it adds to a batch (counted against max_batch before they exist)
     future: asyncio.Future
     queued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Outcome:
+    """What one worker-thread call gave back: each job's result or exception, and the model call's figures."""
+
+    results: list[tuple[bool, Any]]
+    rows: int = 0
+    seconds: float = 0.0
+    failure: Exception | None = None  # the model call's own failure (every job that reached it gets it)
 
 
 class MicroBatcher:
@@ -39,7 +63,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], dict[str, np.ndarray]],
+        fn: Callable[[np.ndarray], Outputs],
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
@@ -75,18 +99,25 @@ class MicroBatcher:
                 job.future.set_exception(BatcherClosed())
         self._executor.shutdown(wait=False)
 
-    async def submit(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    async def submit(self, batch: np.ndarray) -> Outputs:
         """Run ``batch`` (N rows) through the model together with whatever else is waiting."""
         if self._closed:
             raise BatcherClosed()
         if len(batch) == 0:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
+        return await self.submit_work(lambda: batch, _same, len(batch))
+
+    async def submit_work(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int) -> T:
+        """``finish`` of the model's outputs for ``rows()`` (``size`` rows, at least one), batched with whatever else
+        is waiting; both run in the worker thread, and an exception from either reaches only this caller."""
+        if self._closed:
+            raise BatcherClosed()
+        job = _Job(rows, finish, size, asyncio.get_running_loop().create_future())
         if self._alone():
-            return await self._run_alone(batch)
+            return await self._run_alone(job)
         self.start()
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(batch, future))
-        return await future
+        await self._queue.put(job)
+        return await job.future
 
     def _alone(self) -> bool:
         """Whether this is the only request in flight and nothing is queued or running: nobody can share its batch,
@@ -99,20 +130,55 @@ class MicroBatcher:
             and self.pending() <= 1
         )
 
-    async def _run_alone(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    async def _run_alone(self, job: _Job) -> Any:
         self._running_jobs += 1  # rows submitted meanwhile wait for a worker as they would behind a batch
         try:
-            started = time.perf_counter()
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
+            outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, [job])
         finally:
             self._running_jobs -= 1
-        if self.on_batch:
-            self.on_batch(len(batch), time.perf_counter() - started)
-        return outputs
+        self._observe(outcome)
+        ok, value = outcome.results[0]
+        if not ok:
+            raise value
+        return value
+
+    def _call(self, jobs: list[_Job]) -> _Outcome:
+        """In a worker thread: every job's rows, one model call over them all, every job's result."""
+        outcome = _Outcome([(False, None)] * len(jobs))
+        made: list[tuple[int, np.ndarray]] = []
+        for i, job in enumerate(jobs):
+            try:
+                made.append((i, job.rows()))
+            except Exception as exc:
+                outcome.results[i] = (False, exc)
+        if not made:
+            return outcome
+        started = time.perf_counter()
+        try:
+            outputs = self.fn(np.concatenate([x for _, x in made]) if len(made) > 1 else made[0][1])
+        except Exception as exc:
+            outcome.failure = exc
+            for i, _ in made:
+                outcome.results[i] = (False, exc)
+            return outcome
+        outcome.rows, outcome.seconds = sum(len(x) for _, x in made), time.perf_counter() - started
+        offset = 0
+        for i, x in made:
+            part = {k: v[offset : offset + len(x)] for k, v in outputs.items()} if len(made) > 1 else outputs
+            offset += len(x)
+            try:
+                outcome.results[i] = (True, jobs[i].finish(part))
+            except Exception as exc:
+                outcome.results[i] = (False, exc)
+        return outcome
+
+    def _observe(self, outcome: _Outcome) -> None:
+        if self.on_batch and outcome.rows:
+            self.on_batch(outcome.rows, outcome.seconds)
 
     async def _collect(self) -> list[_Job]:
         jobs = [await self._queue.get()]
-        rows = len(jobs[0].batch)
+        rows = jobs[0].size
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
             if self.pending is not None and self._queue.empty() and len(jobs) + self._running_jobs >= self.pending():
@@ -126,7 +192,7 @@ class MicroBatcher:
             except (asyncio.QueueEmpty, TimeoutError):
                 break
             jobs.append(job)
-            rows += len(job.batch)
+            rows += job.size
         return jobs
 
     async def _loop(self) -> None:
@@ -146,27 +212,23 @@ class MicroBatcher:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, jobs: list[_Job]) -> None:
-        """One model call over the jobs' rows; each job's future gets its own slice of every output."""
+        """One worker-thread call over the jobs; each job's future gets its own result (or exception)."""
         self._running_jobs += len(jobs)
         try:
-            batch = np.concatenate([j.batch for j in jobs])
-            started = time.perf_counter()
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
-            except Exception as exc:
-                log.exception("batched inference failed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                return
-            if self.on_batch:
-                self.on_batch(len(batch), time.perf_counter() - started)
-            offset = 0
-            for job in jobs:
-                n = len(job.batch)
-                if not job.future.done():
-                    job.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
-                offset += n
+                outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, jobs)
+            except Exception as exc:  # the executor itself (shut down under us)
+                outcome = _Outcome([(False, exc)] * len(jobs), failure=exc)
+            if outcome.failure is not None:
+                log.error("batched inference failed", exc_info=outcome.failure)
+            self._observe(outcome)
+            for job, (ok, value) in zip(jobs, outcome.results, strict=True):
+                if job.future.done():
+                    continue
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
         finally:
             self._running_jobs -= len(jobs)
             self._free.release()

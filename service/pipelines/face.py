@@ -1,7 +1,7 @@
 """The face pipeline: decode -> detect -> crop -> predict, for photos; decode -> predict for face crops.
 
-The CPU-bound part of a request (decode, detection, cropping, preprocessing) runs in one worker-thread hop; the
-model call goes through the model's micro-batcher.
+The CPU-bound part of a photo (decode, detection, cropping, preprocessing) runs in one worker-thread hop; the
+model call goes through the model's micro-batcher. A small face crop's whole work runs in the batcher's thread.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from model_store import InputSpec, Predictor, Prepared
+from service.batching import BatcherClosed
 from service.config import QualitySettings
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.align import FaceCropper
@@ -23,12 +24,12 @@ from service.quality import PictureQuality, Thresholds, assess, picture_quality
 from service.registry import LoadedModel
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 
-# face crops this small (bytes, and pixels declared in the header) are decoded on the event loop (analyse_face)
+# face crops this small (bytes, and pixels declared in the header) are decoded in the model's worker thread
 INLINE_DECODE_BYTES, INLINE_DECODE_PIXELS = 16 * 1024, 256 * 256
 
 
 def decodes_quickly(data: bytes) -> bool:
-    """Small in bytes and in declared pixels, so decoding cannot hold the event loop up (a compressed bomb can)."""
+    """Small in bytes and in declared pixels, so decoding cannot hold a batch up (a compressed bomb can)."""
     if len(data) > INLINE_DECODE_BYTES:
         return False
     try:
@@ -104,12 +105,39 @@ class FacePipeline:
         return ImageResult(ModelId.of(model.manifest), image.shape[1], image.shape[0], found, image)
 
     async def analyse_face(self, data: bytes, model: LoadedModel) -> FaceResult:
-        """The prediction for an already-cropped face; a small upload is decoded on the event loop (a 48 px JPEG
-        takes ~50 us, less than the hop to a worker thread and back), a larger one in a thread."""
+        """The prediction for an already-cropped face. A small upload (``decodes_quickly``) is decoded, preprocessed,
+        run and judged in the model's worker thread, batched with other requests (one thread hop, nothing on the
+        event loop); a larger one is decoded in a thread of its own first, so it cannot hold up anyone's batch."""
         model.require_still()
         if decodes_quickly(data):
-            prepared, picture = self.prepare_face(data, model.predictor)
-        else:
-            prepared, picture = await asyncio.to_thread(self.prepare_face, data, model.predictor)
+            return await _FaceJob(self, data, model).run()
+        prepared, picture = await asyncio.to_thread(self.prepare_face, data, model.predictor)
         preds = await model.infer(prepared)
         return FaceResult(ModelId.of(model.manifest), preds[0], assess(picture, preds.probabilities[0], self.quality))
+
+
+class _FaceJob:
+    """A face crop's work for the model's worker thread: its rows (decode, preprocess, picture quality) before the
+    batched model call, its result after it."""
+
+    def __init__(self, pipeline: FacePipeline, data: bytes, model: LoadedModel) -> None:
+        self.pipeline, self.data, self.model, self.predictor = pipeline, data, model, model.predictor
+        self.prepared: Prepared | None = None
+        self.picture: PictureQuality | None = None
+
+    async def run(self) -> FaceResult:
+        size = 2 if self.predictor.tta else 1  # a face's rows: itself, and its mirror image when averaged with it
+        try:
+            return await self.model.batcher.submit_work(self.rows, self.finish, size)
+        except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
+            return await asyncio.to_thread(lambda: self.finish(self.predictor.run(self.rows())))
+
+    def rows(self) -> np.ndarray:
+        self.prepared, self.picture = self.pipeline.prepare_face(self.data, self.predictor)
+        return self.prepared.x
+
+    def finish(self, outputs: dict[str, np.ndarray]) -> FaceResult:
+        assert self.prepared is not None and self.picture is not None
+        preds = self.predictor.postprocess(outputs, self.prepared)
+        judged = assess(self.picture, preds.probabilities[0], self.pipeline.quality)
+        return FaceResult(ModelId.of(self.model.manifest), preds[0], judged)

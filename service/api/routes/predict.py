@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 
-from service.api.deps import ApiKeyDep, ImageBytesDep, ImageRequestDep, ModelDep, PipelinesDep, SettingsDep
+from service.api.deps import (
+    RAW_BODY_TYPES,
+    ApiKeyDep,
+    ImageBytesDep,
+    ImageRequestDep,
+    ModelDep,
+    PipelinesDep,
+    SettingsDep,
+)
+from service.api.uploads import plain_boundary, plain_file_part
+from service.config import Settings
 from service.options import resolve_options
 from service.schemas import ErrorDetail, FacePredictionResponse, ImagePredictionResponse, face_response, image_response
 
@@ -25,15 +38,87 @@ ERRORS = {
         503: "model unavailable or server busy (see Retry-After)",
     }.items()
 }
+FACE_JSON = TypeAdapter(FacePredictionResponse)
+MODEL_QUERY = ("model", "version")
 
 
-@router.post("/face", response_model=FacePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
+async def plain_upload(request: Request, settings: Settings) -> bytes | None:
+    """The image of a request FastAPI would take as it is: a raw image body or a plain one-file form within the
+    upload limit; None for any other (the full path reads it, and says what is wrong)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith(RAW_BODY_TYPES):
+        data: bytes | None = await request.body()
+    elif boundary := plain_boundary(content_type.encode("latin-1")):
+        data = plain_file_part(await request.body(), boundary)
+    else:
+        return None
+    return data if data is not None and len(data) <= settings.limits.max_upload_bytes else None
+
+
+def plain_model(request: Request) -> tuple[str | None, str | None] | None:
+    """``model`` and ``version`` from a query string that validation would pass unchanged (each at most once and
+    64 characters); None otherwise."""
+    query = request.query_params
+    found = [query.getlist(name) for name in MODEL_QUERY]
+    if any(len(values) > 1 or (values and len(values[0]) > 64) for values in found):
+        return None
+    return found[0][0] if found[0] else None, found[1][0] if found[1] else None
+
+
+def key_accepted(request: Request, settings: Settings) -> bool:
+    """Whether ``check_api_key`` would let the request through (a refusal is left to it, so it answers as ever)."""
+    if settings.api_key is None:
+        return True
+    sent = request.headers.getlist("x-api-key")
+    expected = settings.api_key.get_secret_value().encode()
+    return len(sent) == 1 and secrets.compare_digest(sent[0].encode(), expected)
+
+
+class FaceRoute(APIRoute):
+    """``POST /predict/face`` with a thin path for the request nearly every caller sends (the image as the raw body
+    or as a plain one-file form, at most ``model``/``version`` in the query, the right key): the body is read once,
+    no dependency is solved, the answer is serialised once by the response model's own serializer. Any other request
+    takes FastAPI's full path, the same as before, and so does every refusal before the model runs; what fails after
+    (model, image, timeout) raises the same errors into the same handlers. The declaration, and so the OpenAPI
+    document, is the full path's."""
+
+    def get_route_handler(self):
+        full = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            state = request.app.state
+            settings: Settings = state.settings
+            query = plain_model(request)
+            if query is None or request.app.dependency_overrides or not key_accepted(request, settings):
+                return await full(request)
+            data = await plain_upload(request, settings)
+            if data is None:
+                return await full(request)  # the body read here is kept on the request for the form parser
+            model = await state.registry.get(*query)
+            async with asyncio.timeout(settings.limits.request_timeout_s):
+                result = await state.pipelines.face.analyse_face(data, model)
+            return Response(FACE_JSON.dump_json(face_response(result), by_alias=True), media_type="application/json")
+
+        return handle
+
+
 async def predict_face(
     data: ImageBytesDep, model: ModelDep, pipelines: PipelinesDep, settings: SettingsDep
 ) -> FacePredictionResponse:
     """Classify an already-cropped face (no detection): the whole image is the face."""
     async with asyncio.timeout(settings.limits.request_timeout_s):
         return face_response(await pipelines.face.analyse_face(data, model))
+
+
+router.add_api_route(
+    "/face",
+    predict_face,
+    methods=["POST"],
+    response_model=FacePredictionResponse,
+    responses=ERRORS,
+    openapi_extra=RAW_IMAGE_BODY,
+    route_class_override=FaceRoute,
+)
 
 
 @router.post("/image", response_model=ImagePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
