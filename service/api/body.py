@@ -116,7 +116,8 @@ class _Upload:
                 self.scope[OUTCOME] = CLIENT_CLOSED  # hung up while waiting for its answer
             return message
         try:
-            message = await asyncio.wait_for(self.downstream(), self.wait_s())
+            async with asyncio.timeout(self.wait_s()):  # a timer, not wait_for's task per part of the body
+                message = await self.downstream()
         except TimeoutError:
             await self.refuse(408, self.stalled())
             raise BodyRejected from None

@@ -16,7 +16,13 @@ from service.metrics import Metrics, Place
 
 def multipart_boundary(scope) -> bytes | None:
     """The boundary of a ``multipart/form-data`` request, None for any other body."""
-    header = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+    return boundary_of(dict(scope.get("headers") or []).get(b"content-type", b""))
+
+
+@functools.lru_cache(maxsize=256)
+def boundary_of(content_type: bytes) -> bytes | None:
+    """Cached, as email's parser is slow: many clients keep one boundary (and so one Content-Type) for every request."""
+    header = content_type.decode("latin-1")
     if not header.lower().startswith("multipart/form-data"):
         return None
     parsed = email.message.Message()
