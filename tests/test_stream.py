@@ -289,14 +289,23 @@ def test_results_equal_predict_video_on_the_same_frames(keyed, face_photo, tmp_p
     assert len(pairs) == len({s for s, _ in pairs}) == len({v for _, v in pairs}) == len(video["tracks"]) >= 2
 
 
-def test_the_newest_frame_wins_and_skipped_counts_the_drops(keyed, walk):
-    with session(keyed, key=KEY) as ws:
+def burst(url: str, messages: list[bytes]) -> tuple[list[dict], dict]:
+    """Every message sent at once, then the results up to the last one, and the session's counts."""
+    with session(url, key=KEY) as ws:
         start(ws)
-        for i in range(30):
-            ws.send(frame_message(walk[i % len(walk)], i * 0.04))
-        answers = results_until(ws, 29)
+        for message in messages:
+            ws.send(message)
+        answers = results_until(ws, len(messages) - 1)
         send_json(ws, {"type": "summary"})
-        counts = recv(ws)["frames"]
+        return answers, recv(ws)["frames"]
+
+
+def test_the_newest_frame_wins_and_skipped_counts_the_drops(keyed, walk):
+    messages = [frame_message(walk[i % len(walk)], i * 0.04) for i in range(30)]  # encoded before the burst
+    for _ in range(3):  # a starved client (a loaded machine) can send slower than the server reads: try again
+        answers, counts = burst(keyed, messages)
+        if len(answers) < 30:
+            break
     assert all(a["type"] == "result" for a in answers)
     assert len(answers) < 30 and answers[-1]["seq"] == 29
     assert counts["received"] == 30 and counts["analysed"] == len(answers)
