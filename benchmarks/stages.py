@@ -5,7 +5,7 @@ preprocess, model (onnxruntime and postprocessing, as one batch of the photo's f
 response built and encoded to JSON); ``per_face_ms`` is crop+preprocess+model divided by the photo's faces.
 ``/predict/face``: decode, preprocess, model, response. Each figure is the median of ``repeats`` calls;
 ``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what the web stack (uvicorn,
-routing, multipart, dependencies) costs.
+routing, multipart, dependencies) costs. ``web``: the web layer measured as a stage of its own (``web_stage``).
 
     python -m benchmarks.stages [--detector retinaface] [--model NAME] [--repeats 200]
 """
@@ -13,6 +13,7 @@ routing, multipart, dependencies) costs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import time
@@ -28,12 +29,14 @@ from service.config import Settings
 from service.detection import DlibHogDetector, create_detector
 from service.detection.align import FaceCropper
 from service.imaging import decode_image
+from service.main import create_app
 from service.options import resolve_options
 from service.pipelines.face import FacePipeline
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 from service.schemas import face_response, image_response
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+WEB_BODIES = ("multipart", "raw_body")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -102,6 +105,73 @@ def stage_breakdown(
     }
 
 
+def web_stage(face: bytes, model: str, version: str | None, repeats: int) -> dict[str, float]:
+    """The web layer as a measured stage: ``POST /predict/face`` through the service's own ASGI app in this process
+    (middleware, routing, upload parsing, the thread hop, serialisation; no sockets, no uvicorn), one request at a
+    time, as a multipart form and as a raw body: the median ms per request, and the event loop's own CPU ms per
+    request (``time.thread_time`` of the loop's thread: what the loop spends beside the model's worker thread)."""
+    return asyncio.run(_web_stage(face, model, version, repeats))
+
+
+async def _web_stage(face: bytes, model: str, version: str | None, repeats: int) -> dict[str, float]:
+    app = create_app(Settings(_env_file=None))
+    query = f"model={model}" + (f"&version={version}" if version else "")
+    boundary = "stage-7f3a91"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + face
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    bodies = {"multipart": (f"multipart/form-data; boundary={boundary}", form), "raw_body": ("image/jpeg", face)}
+    out: dict[str, float] = {}
+    async with app.router.lifespan_context(app):
+        await app.state.registry.get(model, version)
+        for name, (content_type, body) in bodies.items():
+            await _asgi_post(app, query, content_type, body)  # warm
+            times, cpu = [], time.thread_time()
+            for _ in range(repeats):
+                started = time.perf_counter()
+                await _asgi_post(app, query, content_type, body)
+                times.append((time.perf_counter() - started) * 1000)
+            out[f"{name}_ms"] = round(statistics.median(times), 3)
+            out[f"{name}_loop_cpu_ms"] = round((time.thread_time() - cpu) * 1000 / repeats, 3)
+    return out
+
+
+async def _asgi_post(app, query: str, content_type: str, body: bytes) -> None:
+    """One ``POST /predict/face`` straight into the ASGI app; fails unless it answers 200."""
+    headers = [(b"host", b"stage"), (b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict/face",
+        "raw_path": b"/predict/face",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    answered: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        answered.append(message)
+
+    await app(scope, receive, send)
+    if answered[0]["status"] != 200:
+        raise SystemExit(f"POST /predict/face answered {answered[0]['status']}: {answered[-1].get('body')!r}")
+
+
 def print_breakdown(stages: dict, http_p50: dict[str, float] | None = None) -> None:
     """One line per route: ms per stage, their sum and, given the HTTP p50 at concurrency 1, the web stack's share."""
     for route in ("image", "face"):
@@ -112,6 +182,12 @@ def print_breakdown(stages: dict, http_p50: dict[str, float] | None = None) -> N
         print(line)
     if "per_face_ms" in stages:
         print(f"per face (crop+preprocess+model, photo route): {stages['per_face_ms']:.2f} ms")
+    if "web" in stages:
+        web = stages["web"]
+        print(
+            "face through the ASGI app in-process (ms per request, median; event-loop CPU): "
+            + "  ".join(f"{k} {web[f'{k}_ms']:.2f} (loop CPU {web[f'{k}_loop_cpu_ms']:.2f})" for k in WEB_BODIES)
+        )
 
 
 def sample_inputs() -> tuple[bytes, bytes]:
@@ -129,6 +205,7 @@ def sample_inputs() -> tuple[bytes, bytes]:
 def main(args: argparse.Namespace) -> dict:
     face, photo = sample_inputs()
     stages = stage_breakdown(photo, face, args.model, args.version, args.repeats, args.detector)
+    stages["web"] = web_stage(face, args.model, args.version, args.repeats)
     print_breakdown(stages)
     print(json.dumps(stages))
     return stages

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import cv2
 import httpx
 import numpy as np
 import pytest
 
 from service.api.uploads import plain_boundary, plain_file_part
 from service.batching import MicroBatcher
-from service.pipelines.face import decodes_quickly
+from service.imaging import image_size
+from service.pipelines.face import decodes_quickly, header_size
 from tests.conftest import DEFAULT_MODEL
 from tests.live import serve
 
@@ -63,6 +65,19 @@ def test_any_other_form_is_left_to_the_full_parser(body):
 def test_unusual_content_types_are_left_to_the_full_parser():
     for header in (b"multipart/form-data", b'multipart/form-data; boundary="a b"', b"multipart/mixed; boundary=a"):
         assert plain_boundary(header) is None
+
+
+@pytest.mark.parametrize(("ext", "params"), [(".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".png", [])])
+def test_the_declared_size_is_read_as_pil_reads_it(ext, params):
+    image = np.random.default_rng(len(params)).integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    data = cv2.imencode(ext, image, params)[1].tobytes()
+    assert header_size(data) == image_size(data) == (47, 61)
+
+
+def test_headers_it_cannot_read_are_left_to_pil():
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for data in (b"", b"\xff\xd8", b"\xff\xd8\xff truncated", jpeg[:10], b"GIF89a" + jpeg, b"\x89PNG\r\n\x1a\n"):
+        assert header_size(data) is None
 
 
 def test_jobs_bring_their_own_thread_work_and_get_their_own_errors():
