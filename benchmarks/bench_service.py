@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from benchmarks import add_model_argument, service_settings
-from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown
+from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown, web_stage
 from model_store import Predictor, find
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +221,7 @@ def main(args: argparse.Namespace) -> dict:
     # Where the time of one request goes, stage by stage, with the server's own objects in this process; against
     # the HTTP p50 at concurrency 1 the rest is the web stack (uvicorn, routing, multipart, thread hops, client).
     results["stages_ms"] = stage_breakdown(photo, face, args.model, args.version, repeats=100)
+    results["stages_ms"]["web"] = web_stage(face, args.model, args.version, repeats=100)
     at_one = {"image": "image_640x480_c1", "face": "face_raw_body_c1"}
     print_breakdown(results["stages_ms"], {k: results[v]["p50_ms"] for k, v in at_one.items() if v in results})
     if args.output:
