@@ -114,6 +114,12 @@ class InputSpec(BaseModel):
         "grown by face_margin into a square; 'chip', dlib's 5-point aligned chip (eyes and nose brought to a fixed "
         "template, as dlib's face networks were trained) padded by face_margin",
     )
+    edge: Literal["clip", "replicate"] = Field(
+        default="clip",
+        description="'box' framing at the image's edge: 'clip' cuts the square off at the edge (the resize then "
+        "stretches the face); 'replicate' keeps it square and fills what lies outside by repeating the border, so a "
+        "face keeps the crop it would get on a larger canvas (chosen per model by benchmarks/stability.py)",
+    )
     frames: int | None = Field(default=None, gt=0, description="clip models: frames per clip")
 
     @model_validator(mode="after")

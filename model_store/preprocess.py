@@ -104,15 +104,16 @@ def expand_box(box: tuple[int, int, int, int], margin: float, image_size: tuple[
 
 def crop_face(image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec) -> np.ndarray:
     """Cut a detected face out of a full image with the margin the model was trained with: the square around the
-    box (``expand_box`` before its clipping). What of the square lies outside the image is filled by repeating the
-    image's border, so a face at the edge is not cut off and then stretched by the resize, and keeps the crop it
-    would get on a larger canvas (issue 30, ``docs/stability.md``); a square wholly outside is clipped as before."""
+    box (``expand_box``). With ``spec.edge == "replicate"`` what of the square lies outside the image is filled by
+    repeating the image's border, so a face at the edge is not cut off and then stretched by the resize, and keeps
+    the crop it would get on a larger canvas (issue 30, ``docs/stability.md``); with ``"clip"`` (and for a square
+    wholly outside) the square is clipped to the image."""
     h, w = image.shape[:2]
     x, y, bw, bh = box
     side = max(bw, bh) * (1.0 + 2.0 * spec.face_margin)
     cx, cy = x + bw / 2.0, y + bh / 2.0
     x0, y0, x1, y1 = round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)
-    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+    if spec.edge == "clip" or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         x, y, bw, bh = expand_box(box, spec.face_margin, (w, h))
         return image[y : y + bh, x : x + bw]
     inside = image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]

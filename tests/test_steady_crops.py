@@ -17,7 +17,7 @@ from service.options import Options, resolve_options
 from service.video.follow import FaceFollower
 from tests.live import serve
 
-SPEC = InputSpec(height=48, width=48, channels=1, face_margin=0.1)
+SPEC = InputSpec(height=48, width=48, channels=1, face_margin=0.1, edge="replicate")
 STEP = 0.2  # 5 samples a second
 
 
@@ -127,6 +127,8 @@ def test_a_face_at_the_edge_is_cut_square_with_the_border_repeated():
     inside = crop_face(image, (20, 20, 40, 40), SPEC)
     assert np.array_equal(inside, image[16:64, 16:64])  # inside the image: the plain slice, as before
     assert np.array_equal(crop[:, 0], crop[:, 1]) and np.array_equal(crop[-1], crop[-2])  # repeated border
+    clipped = crop_face(image, (-10, 60, 40, 50), SPEC.model_copy(update={"edge": "clip"}))
+    assert clipped.shape == (45, 40)  # the manifest's default: the square cut off at the edge
 
 
 # --- end to end: a still clip through a live service, steady boxes on (the default) and off ------------------------

@@ -58,6 +58,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "with benchmarks.compare_models --variant)",
     )
     p.add_argument(
+        "--edge",
+        choices=["clip", "replicate"],
+        help="how a box crop meets the image's edge: cut off, or kept square with the border repeated (measure "
+        "with benchmarks.stability)",
+    )
+    p.add_argument(
         "--logit-bias",
         type=Path,
         help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
@@ -78,7 +84,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
     default_va = "derived" if affect else "none"
     va_mode = args.valence_arousal or ("predicted" if "valence_arousal" in cfg["outputs"] else default_va)
     training = {k: v for k, v in cfg["args"].items() if k not in {"data", "val_data", "output", "resume"}}
-    crop = {"face_margin": args.face_margin, "framing": args.framing}
+    crop = {"face_margin": args.face_margin, "framing": args.framing, "edge": args.edge}
     overrides = {k: v for k, v in crop.items() if v is not None}
     return Manifest(
         name=args.name,

@@ -40,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-program", action="store_true", help="export_slim --torch-program: model.pt2 as well")
     p.add_argument("--face-margin", type=float, help="publish --face-margin: the crop margin the service cuts")
     p.add_argument("--framing", choices=["box", "chip"], help="publish --framing")
+    p.add_argument("--edge", choices=["clip", "replicate"], help="publish --edge")
     p.add_argument("--logit-bias", type=Path, help="publish --logit-bias")
     p.add_argument("--valence-arousal", choices=["derived", "predicted", "none"], help="publish --valence-arousal")
     p.add_argument(
@@ -64,6 +65,7 @@ def step_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
     for flag, value in (
         ("--face-margin", args.face_margin),
         ("--framing", args.framing),
+        ("--edge", args.edge),
         ("--logit-bias", args.logit_bias),
         ("--valence-arousal", args.valence_arousal),
     ):
