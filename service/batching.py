@@ -177,6 +177,11 @@ class MicroBatcher:
             self.on_batch(outcome.rows, outcome.seconds)
 
     async def _collect(self) -> list[_Job]:
+        """The next batch. Rows that were already waiting when a worker came free (they queued behind a running
+        batch) go at once with whatever else waits: they have had their batching delay, and a worker kept busy
+        serves more than one kept waiting. Otherwise rows are collected until ``max_batch`` rows, ``max_wait`` or
+        every request in flight has submitted."""
+        backlog = not self._queue.empty()
         jobs = [await self._queue.get()]
         rows = jobs[0].size
         deadline = time.perf_counter() + self.max_wait
@@ -186,7 +191,7 @@ class MicroBatcher:
             try:
                 job = (
                     self._queue.get_nowait()
-                    if self.max_wait == 0
+                    if self.max_wait == 0 or backlog
                     else await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
                 )
             except (asyncio.QueueEmpty, TimeoutError):
@@ -207,28 +212,32 @@ class MicroBatcher:
             if not jobs:
                 self._free.release()
                 continue
-            task = loop.create_task(self._run(jobs))
+            self._running_jobs += len(jobs)
+            # handed to the worker now, not when a task gets round to it: the answers of the batch before are
+            # still being written on this loop meanwhile
+            call = loop.run_in_executor(self._executor, self._call, jobs)
+            task = loop.create_task(self._run(jobs, call))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, jobs: list[_Job]) -> None:
-        """One worker-thread call over the jobs; each job's future gets its own result (or exception)."""
-        self._running_jobs += len(jobs)
+    async def _run(self, jobs: list[_Job], call: asyncio.Future) -> None:
+        """Waits for one worker-thread call over the jobs, frees the worker (so the next batch starts before these
+        answers are written), then gives each job's future its own result (or exception)."""
         try:
             try:
-                outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._call, jobs)
+                outcome = await call
             except Exception as exc:  # the executor itself (shut down under us)
                 outcome = _Outcome([(False, exc)] * len(jobs), failure=exc)
-            if outcome.failure is not None:
-                log.error("batched inference failed", exc_info=outcome.failure)
-            self._observe(outcome)
-            for job, (ok, value) in zip(jobs, outcome.results, strict=True):
-                if job.future.done():
-                    continue
-                if ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
         finally:
             self._running_jobs -= len(jobs)
             self._free.release()
+        if outcome.failure is not None:
+            log.error("batched inference failed", exc_info=outcome.failure)
+        self._observe(outcome)
+        for job, (ok, value) in zip(jobs, outcome.results, strict=True):
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
