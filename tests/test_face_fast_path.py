@@ -158,3 +158,28 @@ def test_thin_path_requests_are_counted_under_the_route(service, happy_face_byte
     before = served()
     assert predict(service, happy_face_bytes, raw=True).status_code == 200
     assert served() == before + 1
+
+
+def test_rows_queued_behind_a_running_batch_go_when_it_ends():
+    """They have had their batching delay: the worker is not kept waiting ``max_wait`` for requests still in flight."""
+    release, calls = threading.Event(), []
+
+    def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            release.wait(5)
+        return {"y": batch}
+
+    async def scenario() -> float:
+        batcher = MicroBatcher(slow, max_batch=64, max_wait_ms=10_000, pending=lambda: 10)
+        first = asyncio.create_task(batcher.submit(np.zeros((1, 1))))
+        await asyncio.sleep(0.05)  # running (it was queued before the collector first looked)
+        rest = [asyncio.create_task(batcher.submit(np.ones((1, 1)))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        release.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(scenario()) < 5 and calls == [1, 3]
