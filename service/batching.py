@@ -215,7 +215,11 @@ class MicroBatcher:
             self._running_jobs += len(jobs)
             # handed to the worker now, not when a task gets round to it: the answers of the batch before are
             # still being written on this loop meanwhile
-            call = loop.run_in_executor(self._executor, self._call, jobs)
+            try:
+                call = loop.run_in_executor(self._executor, self._call, jobs)
+            except RuntimeError as exc:  # the executor was shut down under us: every job gets the error
+                call = loop.create_future()
+                call.set_exception(exc)
             task = loop.create_task(self._run(jobs, call))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -226,7 +230,7 @@ class MicroBatcher:
         try:
             try:
                 outcome = await call
-            except Exception as exc:  # the executor itself (shut down under us)
+            except Exception as exc:  # the executor itself failed
                 outcome = _Outcome([(False, exc)] * len(jobs), failure=exc)
         finally:
             self._running_jobs -= len(jobs)
