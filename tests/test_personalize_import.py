@@ -136,7 +136,8 @@ def test_an_onnx_file_exported_elsewhere_becomes_a_served_store_entry(onnx_elsew
     body = client.post("/predict/face", files={"file": ("f.png", face, "image/png")}).json()
     assert set(body["emotions"]) == set(LABELS) and body["model"] == {"name": "imported", "version": "2.0.0"}
     info = client.get("/models/imported").json()
-    assert info["input"] == {**FACE_INPUT, "framing": "box", "edge": "clip", "frames": None} and info["task"] == "face-classification"
+    assert info["input"] == {**FACE_INPUT, "framing": "box", "edge": "clip", "frames": None}
+    assert info["task"] == "face-classification"
 
 
 @pytest.mark.parametrize(
