@@ -49,12 +49,18 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 
 
+def key_matches(settings: Settings, given: str | None) -> bool:
+    """Whether ``given`` is ``EMOTION_API_KEY`` (compared in constant time); any key, or none, when that is unset.
+    The one comparison every route and ``WS /stream`` make."""
+    if settings.api_key is None:
+        return True
+    expected = settings.api_key.get_secret_value().encode()
+    return given is not None and secrets.compare_digest(given.encode(), expected)
+
+
 async def check_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """401 unless the ``X-API-Key`` header matches ``EMOTION_API_KEY`` (when that is set)."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected):
+    if not key_matches(settings, x_api_key):
         raise HTTPException(
             401, "missing or invalid API key (header X-API-Key)", headers={"WWW-Authenticate": "X-API-Key"}
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
@@ -17,6 +16,7 @@ from service.api.deps import (
     ModelDep,
     PipelinesDep,
     SettingsDep,
+    key_matches,
 )
 from service.api.uploads import plain_boundary, plain_file_part
 from service.config import Settings
@@ -70,8 +70,7 @@ def key_accepted(request: Request, settings: Settings) -> bool:
     if settings.api_key is None:
         return True
     sent = request.headers.getlist("x-api-key")
-    expected = settings.api_key.get_secret_value().encode()
-    return len(sent) == 1 and secrets.compare_digest(sent[0].encode(), expected)
+    return len(sent) == 1 and key_matches(settings, sent[0])
 
 
 class FaceRoute(APIRoute):

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import math
-import secrets
 from typing import NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -31,6 +30,7 @@ from emotion_client.stream_messages import (
     StreamOptions,
     unpack_frame,
 )
+from service.api.deps import key_matches
 from service.config import Settings
 from service.errors import ModelUnavailable, ServiceError
 from service.metrics import Metrics
@@ -102,12 +102,6 @@ class Connection:
 
     # --- the API key -------------------------------------------------------------------------------------------
 
-    def key_matches(self, given: str | None) -> bool:
-        expected = self.settings.api_key
-        if expected is None:
-            return True
-        return given is not None and secrets.compare_digest(given.encode(), expected.get_secret_value().encode())
-
     def handshake_key(self) -> str | None:
         """The key the handshake carried: the ``X-API-Key`` header, or a ``key.<key>`` subprotocol."""
         if (header := self.ws.headers.get("x-api-key")) is not None:
@@ -146,8 +140,9 @@ class Connection:
     async def run(self) -> int:
         """The whole session; the close code it ended with (the client's own when it closed first)."""
         try:
-            authorised = self.key_matches(self.handshake_key())
-            if not authorised and self.handshake_key() is not None:
+            given = self.handshake_key()
+            authorised = key_matches(self.settings, given)
+            if not authorised and given is not None:
                 raise Ending(CLOSE_POLICY, "wrong API key")
             first = await self.receive()
             session, leftover = await self.start(first, authorised)
@@ -169,7 +164,7 @@ class Connection:
         text = first.get("text")
         parsed = parse_first(text) if text is not None else None
         options = parsed if isinstance(parsed, StreamOptions) else StreamOptions()
-        if not (authorised or self.key_matches(options.api_key)):
+        if not (authorised or key_matches(self.settings, options.api_key)):
             given = "wrong API key" if options.api_key is not None else "no API key"
             raise Ending(CLOSE_POLICY, f"{given}: send X-API-Key, a key.<key> subprotocol or api_key in the options")
         app = self.ws.app.state
