@@ -155,6 +155,11 @@ def image_response(result: results.ImageResult) -> ImagePredictionResponse:
     )
 
 
+def segment_schemas(runs: list[results.Segment]) -> list[Segment]:
+    """Runs of one dominant label, as every route answers them (tracks, persons, live summaries)."""
+    return [Segment(start=s.start, end=s.end, dominant=s.dominant) for s in runs]
+
+
 def _track(track: results.TrackResult) -> Track:
     return Track(
         track_id=track.track_id,
@@ -166,7 +171,7 @@ def _track(track: results.TrackResult) -> Track:
             )
             for s in track.timeline
         ],
-        segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments],
+        segments=segment_schemas(track.segments),
         summary=summary_schema(track.summary),
         reliable_share=None if track.reliable_share is None else round(track.reliable_share, 4),
         person_id=track.person_id,
@@ -182,7 +187,7 @@ def _person(person: results.PersonResult, tracks: list[results.TrackResult]) -> 
         last_seen=max(t.last_seen for t in own),
         time_on_screen=person.time_on_screen,
         summary=summary_schema(person.summary),
-        segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in person.segments],
+        segments=segment_schemas(person.segments),
     )
 
 

@@ -44,11 +44,11 @@ from service.results import ModelId
 # the response converters: one rounding and one quality shape for every route
 from service.schemas import (
     AffectPrediction,
-    Segment,
     affect_fields,
     box_schema,
     model_fields,
     quality_fields,
+    segment_schemas,
     summary_schema,
 )
 from service.video.follow import FaceFollower, TrackedFace
@@ -315,7 +315,7 @@ def track_message(track: TrackState) -> StreamTrack:
         first_seen=track.first_seen,
         last_seen=track.last_seen,
         samples=track.samples,
-        segments=[Segment(start=s.start, end=s.end, dominant=s.dominant) for s in track.segments.runs],
+        segments=segment_schemas(track.segments.runs),
         summary=summary_schema(summary),
     )
 
