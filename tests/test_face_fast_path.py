@@ -14,8 +14,8 @@ import pytest
 
 from service.api.uploads import plain_boundary, plain_file_part
 from service.batching import MicroBatcher
-from service.imaging import image_size
-from service.pipelines.face import decodes_quickly, header_size
+from service.imaging import header_size, image_size
+from service.pipelines.face import decodes_quickly
 from tests.conftest import DEFAULT_MODEL
 from tests.live import serve
 

@@ -7,7 +7,6 @@ model call goes through the model's micro-batcher. A small face crop's whole wor
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +17,7 @@ from service.config import QualitySettings
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.align import FaceCropper
 from service.errors import ServiceError
-from service.imaging import decode_image, image_size
+from service.imaging import decode_image, header_size, image_size
 from service.metrics import Metrics
 from service.options import Options
 from service.quality import PictureQuality, Thresholds, assess, picture_quality
@@ -38,34 +37,6 @@ def decodes_quickly(data: bytes) -> bool:
     except ServiceError:  # the worker thread's decode reports it
         return False
     return width * height <= INLINE_DECODE_PIXELS
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (C4, C8, CC are other segments)
-JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RST0..7, SOI: markers without a length
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height declared by a PNG's IHDR or a JPEG's frame header, read directly (on the event loop, for
-    every face crop: PIL's parser costs several times more); None where the header is not as expected (PIL then
-    reads it, and says what is wrong)."""
-    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
-        return struct.unpack_from(">II", data, 16)
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    at = 2
-    while at + 9 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker == 0xFF or marker in JPEG_STANDALONE:  # a fill byte, or a marker with no segment
-            at += 1 if marker == 0xFF else 2
-        elif marker in JPEG_FRAMES:
-            height, width = struct.unpack_from(">HH", data, at + 5)
-            return (width, height) if width and height else None
-        elif marker in (0xD9, 0xDA):  # the image ends or its scan starts before any frame header
-            return None
-        else:
-            at += 2 + struct.unpack_from(">H", data, at + 2)[0]
-    return None
 
 
 class Cropper(Protocol):
