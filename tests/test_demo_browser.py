@@ -60,9 +60,8 @@ def write_y4m(path: Path, image: np.ndarray, frames: int = 10, fps: int = 10) ->
     return path
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, face_photo):
-    camera = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", photo_on_canvas(face_photo))
+def fake_camera_chromium(camera: Path) -> Iterator:
+    """Chromium whose camera plays ``camera`` (a Y4M file), granted without asking; closed at the end."""
     fake_camera = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
@@ -72,6 +71,13 @@ def browser(tmp_path_factory, face_photo):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS + fake_camera)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, face_photo):
+    yield from fake_camera_chromium(
+        write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", photo_on_canvas(face_photo))
+    )
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from benchmarks.synth import photo_on_canvas
 from emotion_client.stream_messages import FRAME_TIME_MAGIC, STREAM_PATH, SUBPROTOCOL, pack_frame
 from tests.live import serve
-from tests.test_demo_browser import BROWSER_ARGS, CHROMIUM, TIMEOUT_MS, write_y4m
+from tests.test_demo_browser import TIMEOUT_MS, fake_camera_chromium, write_y4m
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 expect = sync_api.expect
@@ -37,15 +37,7 @@ def server() -> Iterator[str]:
 def browser(tmp_path_factory, face_photo):
     """Chromium whose fake camera shows the face photo on a 640x480 canvas: 30 frames at 10 fps, looped."""
     camera = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", photo_on_canvas(face_photo), 30, 10)
-    fake_camera = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={camera}",
-    ]
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS + fake_camera)
-        yield browser
-        browser.close()
+    yield from fake_camera_chromium(camera)
 
 
 class Wire:
