@@ -147,17 +147,6 @@ class Cadence:
         return DEFAULT_STEP_S if not fps else 1.0 / fps
 
 
-@dataclass
-class Counts:
-    received: int = 0
-    analysed: int = 0
-    dropped: int = 0
-    bad: int = 0
-
-    def message(self) -> StreamCounts:
-        return StreamCounts(received=self.received, analysed=self.analysed, dropped=self.dropped, bad=self.bad)
-
-
 @dataclass(frozen=True)
 class Followed:
     """A frame after its worker-thread hop: its size and time, and its faces, cut and prepared for the model."""
@@ -196,7 +185,7 @@ class StreamSession:
         self.live: dict[int, TrackState] = {}
         self.ended: OrderedDict[int, TrackState] = OrderedDict()
         self.overall = RunningSummary(model.manifest.labels)
-        self.counts = Counts()
+        self.counts = StreamCounts(received=0, analysed=0, dropped=0, bad=0)  # kept as the summaries send it
         self.started = time.monotonic()
         self.last_t: float | None = None
 
@@ -302,7 +291,7 @@ class StreamSession:
         return StreamSummary(
             final=final,
             tracks=[track_message(tr) for tr in tracks if tr.samples],
-            frames=self.counts.message(),
+            frames=self.counts.model_copy(),
             summary=None if overall is None else summary_schema(overall),
         )
 
