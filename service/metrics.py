@@ -236,9 +236,9 @@ class Metrics:
         """A live session that held a place ended with ``code``."""
         self.streams -= 1
         self.stream_sessions.dec()
-        self.refused_stream(code)
+        self.stream_ended(code)
 
-    def refused_stream(self, code: int) -> None:
+    def stream_ended(self, code: int) -> None:
         """A live session ended with ``code`` (one refused before it held a place counts here alone)."""
         self.stream_closed.labels(close=str(code)).inc()
 

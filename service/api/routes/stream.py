@@ -250,7 +250,7 @@ async def stream(ws: WebSocket) -> None:
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     connection = Connection(ws)
     if not connection.metrics.open_stream(connection.limits.max_sessions):
-        connection.metrics.refused_stream(CLOSE_TRY_AGAIN)
+        connection.metrics.stream_ended(CLOSE_TRY_AGAIN)
         log.info("stream refused: %d sessions live (close %d)", connection.limits.max_sessions, CLOSE_TRY_AGAIN)
         await connection.close(CLOSE_TRY_AGAIN, f"{connection.limits.max_sessions} sessions are live; try again")
         return
