@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-Box = tuple[int, int, int, int]
+from service.tracking import Box
 
 # the defaults, against the detector noise measured by benchmarks/stability.py (docs/stability.md)
 DEADBAND = 0.06  # of the box's size (centre) and in log size: about 3 standard deviations of a still face's noise
