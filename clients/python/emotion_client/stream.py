@@ -40,7 +40,7 @@ from emotion_client.stream_messages import (
     StreamSummary,
     pack_frame,
 )
-from emotion_client.uploads import is_numpy_array
+from emotion_client.uploads import encode_image, is_numpy_array
 
 Frame = bytes | bytearray | memoryview | str | os.PathLike | Any  # Any: a BGR numpy image (numpy is optional)
 Pace = float | Literal["lockstep"] | None
@@ -93,35 +93,6 @@ def stream_url(base: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + STREAM_PATH, "", ""))
 
 
-def encode_jpeg(image: Any, quality: int = JPEG_QUALITY) -> bytes:
-    """A uint8 BGR (or gray) numpy image -> JPEG, with OpenCV when installed, else Pillow. JPEG, not the lossless
-    PNG uploads use: a live frame goes many times a second, and size is what bounds the rate."""
-    if str(image.dtype) != "uint8" or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-        raise ValueError(f"expected a uint8 H x W or H x W x 1/3 image array, got {image.dtype} {image.shape}")
-    try:
-        import cv2
-    except ImportError:
-        return _encode_jpeg_pillow(image, quality)
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("OpenCV could not encode the frame as JPEG")
-    return buf.tobytes()
-
-
-def _encode_jpeg_pillow(image: Any, quality: int) -> bytes:
-    import io
-
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise ImportError("sending numpy frames needs opencv-python or Pillow installed") from exc
-    image = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
-    image = image[:, :, ::-1] if image.ndim == 3 else image  # BGR -> RGB
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="JPEG", quality=quality)
-    return out.getvalue()
-
-
 def frame_bytes(frame: Frame) -> bytes:
     """An encoded image as it is, a path's bytes, or a numpy image as JPEG."""
     if isinstance(frame, bytes | bytearray | memoryview):
@@ -129,7 +100,7 @@ def frame_bytes(frame: Frame) -> bytes:
     if isinstance(frame, str | os.PathLike):
         return Path(frame).read_bytes()
     if is_numpy_array(frame):
-        return encode_jpeg(frame)
+        return encode_image(frame, "jpeg", JPEG_QUALITY)
     raise TypeError(f"a frame is encoded image bytes, a path or a numpy image, not {type(frame).__name__}")
 
 

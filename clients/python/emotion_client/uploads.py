@@ -12,7 +12,7 @@ import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Any  # Any: a numpy array (numpy is optional)
 VideoInput = str | os.PathLike | bytes | IO[bytes]
@@ -75,22 +75,26 @@ def is_numpy_array(value: Any) -> bool:
     return np is not None and isinstance(value, np.ndarray)
 
 
-def encode_png(image: Any) -> bytes:
-    """A uint8 ``H x W`` (gray), ``H x W x 3`` (BGR, as OpenCV reads) or ``H x W x 4`` (BGRA) array -> PNG bytes,
-    with OpenCV when installed, else Pillow (PNG: lossless, so the server sees exactly these pixels)."""
-    if str(image.dtype) != "uint8" or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected a uint8 H x W or H x W x 1/3/4 image array, got {image.dtype} {image.shape}")
+def encode_image(image: Any, fmt: Literal["png", "jpeg"] = "png", quality: int | None = None) -> bytes:
+    """A uint8 ``H x W`` (gray), ``H x W x 3`` (BGR, as OpenCV reads) or, for PNG, ``H x W x 4`` (BGRA) array ->
+    PNG or JPEG (``quality``) bytes, with OpenCV when installed, else Pillow. Uploads send PNG (lossless: the server
+    sees exactly these pixels); live frames JPEG (many a second: size bounds the rate)."""
+    channels = (1, 3, 4) if fmt == "png" else (1, 3)
+    if str(image.dtype) != "uint8" or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in channels):
+        shapes = "/".join(map(str, channels))
+        raise ValueError(f"expected a uint8 H x W or H x W x {shapes} image array, got {image.dtype} {image.shape}")
     try:
         import cv2
     except ImportError:
-        return _encode_png_pillow(image)
-    ok, buf = cv2.imencode(".png", image)
+        return _encode_pillow(image, fmt, quality)
+    params = [] if quality is None else [cv2.IMWRITE_JPEG_QUALITY, quality]
+    ok, buf = cv2.imencode(".png" if fmt == "png" else ".jpg", image, params)
     if not ok:
-        raise ValueError("OpenCV could not encode the image as PNG")
+        raise ValueError(f"OpenCV could not encode the image as {fmt.upper()}")
     return buf.tobytes()
 
 
-def _encode_png_pillow(image: Any) -> bytes:
+def _encode_pillow(image: Any, fmt: str, quality: int | None) -> bytes:
     import io
 
     try:
@@ -102,7 +106,7 @@ def _encode_png_pillow(image: Any) -> bytes:
     elif image.ndim == 3:
         image = image[:, :, [2, 1, 0, 3][: image.shape[2]]]  # BGR(A) -> RGB(A)
     out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
+    Image.fromarray(image).save(out, format=fmt.upper(), **({} if quality is None else {"quality": quality}))
     return out.getvalue()
 
 
@@ -115,7 +119,7 @@ def image_body(image: ImageInput) -> RawBody:
         data = bytes(image)
         return RawBody(data, _sniff(data))
     if is_numpy_array(image):
-        return RawBody(encode_png(image), "image/png")
+        return RawBody(encode_image(image), "image/png")
     raise TypeError(f"an image is a path, encoded bytes or a numpy array, not {type(image).__name__}")
 
 
