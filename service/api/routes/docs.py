@@ -115,7 +115,7 @@ CLOSE_CODES = {
     sm.CLOSE_POLICY: "the service requires an API key and the session gave none, or a wrong one",
     sm.CLOSE_TOO_BIG: "a frame message over the size limit",
     sm.CLOSE_INTERNAL: "a server fault",
-    1012: "the server is stopping: reconnect",
+    sm.CLOSE_SERVICE_RESTART: "the server is stopping: reconnect",
     sm.CLOSE_TRY_AGAIN: "every session place is taken: try again later",
 }
 
