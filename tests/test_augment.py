@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.augment import AugmentCfg, augment_batch, mix_batch
+from training.augment import AugmentCfg, augment_batch, mix_batch, reframe
+from training.engine import view_disagreement
 
 OFF = {"hflip": 0, "rotate_deg": 0, "shift": 0, "scale": 0, "brightness": 0, "contrast": 0, "erase_prob": 0}
 
@@ -83,3 +84,25 @@ def test_mixing_off_leaves_the_batch_alone():
     x, y = rows_of([1.0, 2.0])
     out, soft = mix_batch(x, y, mixup=0.0, cutmix=0.0, gen=torch.Generator().manual_seed(0))
     assert out is x and soft is y
+
+
+def test_reframe_moves_the_crop_by_about_the_asked_amount():
+    """A bright square's centre moves by the drawn shift: no shift and no scale give the input back; a 0.05 sd shift
+    moves it about 0.05 crop widths, edges replicated (no black border creeps in)."""
+    x = torch.full((64, 48, 48, 1), 10.0)
+    x[:, 20:28, 20:28] = 250.0
+    gen = torch.Generator().manual_seed(0)
+    assert torch.allclose(reframe(x, 0.0, 0.0, gen), x, atol=1e-3)
+    moved = reframe(x, 0.05, 0.0, gen)
+    mass = (moved[..., 0] > 130).float()
+    cols = (mass.sum(1) * torch.arange(48)).sum(1) / mass.sum((1, 2))
+    shift = (cols - 23.5) / 48
+    assert 0.03 < shift.abs().mean() < 0.07 and moved.min() >= 9.9
+
+
+def test_view_disagreement_is_zero_for_equal_views_and_grows_with_the_gap():
+    a = torch.randn(8, 7)
+    same = view_disagreement(torch.cat([a, a]))
+    near = view_disagreement(torch.cat([a, a + 0.1 * torch.randn(8, 7)]))
+    far = view_disagreement(torch.cat([a, torch.randn(8, 7) * 3]))
+    assert same.abs() < 1e-6 and 0 < near < far

@@ -127,9 +127,11 @@ def test_retinaface_chips_tell_people_apart(photo_paths):
 
 
 def test_the_float_graph_rebuilds_and_its_absence_says_how(float_store):
-    """The rebuilt graph has the recorded size (its descriptors match dlib's: the test above); its sha256 is not
-    compared, since CI's CPU rounded a folded constant differently from the publishing machine's."""
+    """The rebuilt graph is the recorded one give or take a few folded constants (its descriptors match dlib's: the
+    test above). Neither sha256 nor exact size is compared: CI's machine built a graph 2,016 bytes (0.01%) larger
+    than the publishing machine's from the same weights, as the exporter folds constants per platform."""
     rebuilt = find(DEFAULT_MODEL, root=float_store)
-    assert rebuilt.manifest.file("onnx").bytes == find(DEFAULT_MODEL).manifest.metrics["float_graph"]["bytes"]
+    recorded = find(DEFAULT_MODEL).manifest.metrics["float_graph"]["bytes"]
+    assert abs(rebuilt.manifest.file("onnx").bytes - recorded) < 0.001 * recorded
     with pytest.raises(RuntimeError, match=r"no float graph.*--keep-float"):
         FaceDescriber(int8=False)

@@ -95,6 +95,15 @@ def test_fp16_autocast_trains_with_gradient_scaling(tmp_path, fer_root):
     assert result["finished"] and json.loads((tmp_path / "config.json").read_text())["amp"] == "float16"
 
 
+def test_consistency_trains_on_two_framings_and_refuses_mixing(tmp_path, fer_root):
+    common = ["--data", str(fer_root), "--limit", "64", "--val-limit", "32", "--epochs", "1", *TINY]
+    result = run_train(*common, "--consistency", "1.0", "--output", str(tmp_path))
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert result["finished"] and 0 <= history[0]["train_accuracy"] <= 1  # a face counts once, not once per view
+    with pytest.raises(ValueError, match="mixup and CutMix"):
+        run_train(*common, "--consistency", "1.0", "--mixup", "0.2", "--output", str(tmp_path / "mixed"))
+
+
 def test_checkpoints_hold_weights_only(tiny_run):
     ckpt = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch"} <= set(ckpt)

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model_store import InputSpec, merge_mirror, normalize, prepare_batch
-from training.augment import augment_batch, mix_batch
+from training.augment import augment_batch, mix_batch, reframe
 from training.data import FaceArrays
 
 log = logging.getLogger(__name__)
@@ -175,10 +175,14 @@ def train_one_epoch(
     where asked), plus the valence/arousal MSE where the model has that head and the row has targets."""
     va_all = torch.from_numpy(data.valence_arousal)
     mixup, cutmix = args.mixup, args.cutmix
+    consistency = getattr(args, "consistency", 0.0)
 
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen).numpy()
-        x, y = torch.from_numpy(normalize(aug, spec)), torch.from_numpy(data.targets[idx])
+        aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen)
+        if consistency > 0:  # a second view of each face, framed a little differently: rows n.. of the batch
+            aug = torch.cat([aug, reframe(aug, args.jitter_shift, args.jitter_scale, gen)])
+            idx = np.concatenate([idx, idx])
+        x, y = torch.from_numpy(normalize(aug.numpy(), spec)), torch.from_numpy(data.targets[idx])
         if mixup <= 0 and cutmix <= 0 and teacher is None:
             return x, y
         y = F.one_hot(y, len(data.labels)).float()  # soft targets from here
@@ -191,6 +195,9 @@ def train_one_epoch(
         logits, va = split_outputs(out)
         logits = logits.float()
         loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=args.label_smoothing)
+        if consistency > 0:
+            loss = loss + consistency * view_disagreement(logits)
+            idx = np.concatenate([idx, idx])
         if y.ndim == 2:  # mixed or distilled rows: count a row right when the larger share's label wins
             y = y.argmax(1)
         if va is not None:
@@ -198,9 +205,18 @@ def train_one_epoch(
             known = torch.isfinite(target).all(dim=1)
             if known.any():
                 loss = loss + args.va_weight * F.mse_loss(va.float()[known], target[known])
-        return loss, (logits.argmax(1) == y).sum().item()
+        right = (logits.argmax(1) == y).sum().item()
+        return loss, right / 2 if consistency > 0 else right  # rows right per face: the views are one face twice
 
     return run_epoch(model, len(data), batch, loss_fn, opt, sched, args, gen, amp_dtype, scaler)
+
+
+def view_disagreement(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric KL divergence between the two views' probabilities (rows ``:n`` and ``n:``), per row: zero when
+    a face's label distribution does not move with its framing."""
+    a, b = F.log_softmax(logits, dim=1).chunk(2)
+    kl_ab = F.kl_div(a, b, log_target=True, reduction="batchmean")
+    return 0.5 * (kl_ab + F.kl_div(b, a, log_target=True, reduction="batchmean"))
 
 
 def _merged(out: torch.Tensor, n: int, tta: bool) -> np.ndarray:

@@ -89,6 +89,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dark-prob", type=float, default=0.0, help="share of images darkened (gamma) with noise")
     p.add_argument("--jpeg-prob", type=float, default=0.0, help="share of images re-encoded as JPEG (quality 15-60)")
     p.add_argument("--gray-prob", type=float, default=0.0, help="share of colour images shown in gray")
+    p.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of a consistency loss between two framings of each face (symmetric KL; 0: off); doubles the "
+        "rows per step, so pair it with half the --batch-size",
+    )
+    p.add_argument("--jitter-shift", type=float, default=0.02, help="sd of the second view's centre shift (crop width)")
+    p.add_argument("--jitter-scale", type=float, default=0.05, help="sd of the second view's log-size change")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
     p.add_argument(
@@ -266,6 +275,8 @@ def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) ->
 
 
 def main(args: argparse.Namespace) -> dict:
+    if getattr(args, "consistency", 0) > 0 and (args.mixup > 0 or args.cutmix > 0):
+        raise ValueError("--consistency compares two views of one face; mixup and CutMix blend faces: pick one")
     setup(args)
     task = task_for(args)
     train, val = task.load()
