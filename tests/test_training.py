@@ -57,6 +57,23 @@ def test_finetune_starts_from_the_given_weights(tiny_run, tmp_path, fer_root):
     assert weights and all(torch.equal(source[k], tuned[k]) for k in weights)
 
 
+def test_finetune_prefix_takes_one_member_of_an_ensembles_weights(tiny_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from training.runs import build_model, load_weights
+
+    source = torch.load(tiny_run / "best.pt", weights_only=True)["model"]
+    ensemble = tmp_path / "ensemble.safetensors"
+    save_file(
+        {**{f"members.1.{k}": v.contiguous() for k, v in source.items()}, "members.0.other": torch.zeros(2)}, ensemble
+    )
+    model = build_model(load_config(tiny_run))
+    load_weights(model, ensemble, "members.1.")
+    assert all(torch.equal(source[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"no tensors under 'members\.2\.'"):
+        load_weights(model, ensemble, "members.2.")
+
+
 def test_training_writes_reports_and_resolved_config(tiny_run):
     for name in (
         "config.json",

@@ -38,14 +38,19 @@ def build_model(cfg: dict) -> nn.Module:
     ).eval()
 
 
-def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Slim safetensors or a weights-only torch file (``best.pt``/``checkpoint.pt``: its ``model`` entry)."""
+def load_weights(model: nn.Module, path: Path, prefix: str = "") -> nn.Module:
+    """Slim safetensors or a weights-only torch file (``best.pt``/``checkpoint.pt``: its ``model`` entry); with
+    ``prefix``, only the tensors under it (one member of an ensemble's weights, say ``members.1.``)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state)
+    if prefix:
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"{path} holds no tensors under {prefix!r}")
     model.load_state_dict(state)
     return model.eval()
 

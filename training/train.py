@@ -111,6 +111,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--finetune", type=Path, help="start from these weights (slim safetensors or best.pt) with a fresh schedule"
     )
     p.add_argument(
+        "--finetune-prefix",
+        default="",
+        help="take only the --finetune tensors under this prefix, e.g. members.1. (one member of an ensemble entry)",
+    )
+    p.add_argument(
         "--patience", type=int, default=15, help="early stop after this many epochs without a better val score"
     )
     p.add_argument(
@@ -261,7 +266,7 @@ def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) ->
     """The loop state: fresh, or restored with model, optimiser, schedule and RNG from ``checkpoint.pt``."""
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": [], "stopped_early": False}
     if args.finetune and not (args.resume and (args.output / "checkpoint.pt").exists()):
-        load_weights(model, args.finetune)  # train_one_epoch switches it back to train mode
+        load_weights(model, args.finetune, args.finetune_prefix)  # train_one_epoch switches it back to train mode
         log.info("fine-tuning from %s", args.finetune)
     if args.resume and (args.output / "checkpoint.pt").exists():
         ckpt = torch.load(args.output / "checkpoint.pt", map_location=args.device, weights_only=True)
