@@ -4,6 +4,8 @@ environment, so two configurations compare back to back."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from types import ModuleType
 
 from service.config import Settings
 
@@ -18,3 +20,17 @@ def add_model_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=service_settings().default_model, help="default: the service's (EMOTION_DEFAULT_MODEL)"
     )
+
+
+def pyplot(path: Path) -> ModuleType | None:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None (with a notice that ``path`` is not written)
+    where matplotlib is not installed: the figures' JSON is written either way."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: {path.name} not written (pip install matplotlib)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

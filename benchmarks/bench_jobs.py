@@ -31,6 +31,7 @@ import redis
 from fastapi.testclient import TestClient
 from tqdm import tqdm
 
+from benchmarks import pyplot
 from benchmarks.synth import Appearance, write_clip
 from service.config import Settings
 from service.main import create_app
@@ -196,13 +197,8 @@ def report(results: list[dict]) -> None:
 
 
 def plot(results: list[dict], seconds: float, path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    if (plt := pyplot(path)) is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar([r["run"].replace(", sequential", "") for r in results], [r["clips_per_min"] for r in results])

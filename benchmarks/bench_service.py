@@ -27,7 +27,7 @@ import cv2
 import httpx
 import numpy as np
 
-from benchmarks import add_model_argument, service_settings
+from benchmarks import add_model_argument, pyplot, service_settings
 from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown, web_stage
 from model_store import Predictor, find
 
@@ -233,14 +233,8 @@ def main(args: argparse.Namespace) -> dict:
 
 def plot(results: dict, concurrency: list[int], path: Path) -> None:
     """Throughput and latency against concurrency; skipped with a notice where matplotlib is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed: {path.name} not written (pip install matplotlib)")
+    if (plt := pyplot(path)) is None:
         return
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name in ("face", "face_raw_body", "image_640x480"):

@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks import add_model_argument
+from benchmarks import add_model_argument, pyplot
 from benchmarks.bench_service import build_request, exchange
 from benchmarks.synth import background, paste
 from emotion_client.stream_messages import STREAM_PATH, SUBPROTOCOL, pack_frame
@@ -586,13 +586,8 @@ def main(args: argparse.Namespace) -> dict:
 
 def plot(out: dict, path: Path) -> None:
     """Delivered frames/s and latency per scenario, or RSS and p95 per soak minute; skipped without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed: {path.name} not written (pip install matplotlib)")
+    if (plt := pyplot(path)) is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     (plot_soak if "soak" in out else plot_scenarios)(out, ax1, ax2)

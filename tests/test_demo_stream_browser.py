@@ -91,13 +91,17 @@ def wire() -> Wire:
     return Wire()
 
 
-@pytest.fixture
-def page(browser, server, wire):
-    """The demo page; uncaught script errors fail the test."""
-    page = open_page(browser, server, wire)
+def checked_page(browser, url: str, wire: Wire) -> Iterator:
+    """The demo page at ``url``, closed after the test; uncaught script errors fail the test."""
+    page = open_page(browser, url, wire)
     yield page
     page.context.close()
     assert not page.errors, page.errors
+
+
+@pytest.fixture
+def page(browser, server, wire):
+    yield from checked_page(browser, server, wire)
 
 
 def start_stream(page, key: str, model: str | None = MODEL) -> None:
@@ -196,10 +200,7 @@ def one_session_server() -> Iterator[str]:
 
 @pytest.fixture
 def one_session_page(browser, one_session_server, wire):
-    page = open_page(browser, one_session_server, wire)
-    yield page
-    page.context.close()
-    assert not page.errors, page.errors
+    yield from checked_page(browser, one_session_server, wire)
 
 
 def test_a_key_that_is_not_a_token_goes_in_the_options(one_session_page, wire):

@@ -175,7 +175,7 @@ def train_one_epoch(
     where asked), plus the valence/arousal MSE where the model has that head and the row has targets."""
     va_all = torch.from_numpy(data.valence_arousal)
     mixup, cutmix = args.mixup, args.cutmix
-    consistency = getattr(args, "consistency", 0.0)
+    consistency = args.consistency
 
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen)

@@ -280,7 +280,7 @@ def resume(args: argparse.Namespace, model, opt, sched, gen: torch.Generator) ->
 
 
 def main(args: argparse.Namespace) -> dict:
-    if getattr(args, "consistency", 0) > 0 and (args.mixup > 0 or args.cutmix > 0):
+    if args.consistency > 0 and (args.mixup > 0 or args.cutmix > 0):
         raise ValueError("--consistency compares two views of one face; mixup and CutMix blend faces: pick one")
     setup(args)
     task = task_for(args)
