@@ -116,6 +116,9 @@ class FaceDescriber:
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._aligner = None
         self._lock = threading.Lock()
+        # a session's first runs allocate its buffers: pay that at start, not in the first video's linking
+        for _ in range(2):
+            self.describe(np.full((3, self.size, self.size, 3), 127, np.uint8))
 
     def chip(self, frame: np.ndarray, box: tuple[int, int, int, int], landmarks=None) -> np.ndarray | None:
         """The aligned chip of the face at ``box``: from the detector's five points where it gave them, else from
