@@ -1,10 +1,12 @@
-"""``POST /predict/face``'s thin path (issue 32): which uploads it takes (the plain one-file form and the raw body,
-nothing else), that it answers byte for byte what FastAPI's full path answers, errors included, and that the
-batcher's jobs that bring their own thread work (decode, preprocess, judging) each get their own result or error."""
+"""The thin paths of ``POST /predict/face`` and ``POST /predict/image`` (issue 32): which uploads they take (the plain
+one-file form and the raw body, with at most ``model``/``version`` in the query, nothing else), that they answer byte
+for byte what FastAPI's full path answers, errors included, and that the batcher's jobs that bring their own thread
+work (decode, preprocess, judging) each get their own result or error."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import cv2
@@ -114,12 +116,14 @@ def service():
         yield url
 
 
-def predict(url: str, crop: bytes, query: str = "", raw: bool = False, key: str | None = KEY) -> httpx.Response:
+def predict(
+    url: str, crop: bytes, query: str = "", raw: bool = False, key: str | None = KEY, route: str = "face"
+) -> httpx.Response:
     headers = {"X-API-Key": key} if key else {}
     if raw:
         headers["Content-Type"] = "image/jpeg"
-        return httpx.post(f"{url}/predict/face{query}", content=crop, headers=headers, timeout=60)
-    return httpx.post(f"{url}/predict/face{query}", files={"file": ("a.jpg", crop)}, headers=headers, timeout=60)
+        return httpx.post(f"{url}/predict/{route}{query}", content=crop, headers=headers, timeout=60)
+    return httpx.post(f"{url}/predict/{route}{query}", files={"file": ("a.jpg", crop)}, headers=headers, timeout=60)
 
 
 def test_thin_and_full_paths_answer_the_same_bytes(service, happy_face_bytes):
@@ -158,6 +162,58 @@ def test_thin_path_requests_are_counted_under_the_route(service, happy_face_byte
     before = served()
     assert predict(service, happy_face_bytes, raw=True).status_code == 200
     assert served() == before + 1
+
+
+@pytest.fixture(scope="module")
+def photo_bytes(face_photo) -> bytes:
+    return cv2.imencode(".jpg", face_photo)[1].tobytes()
+
+
+def test_image_thin_and_full_paths_answer_the_same_bytes(service, photo_bytes):
+    """A plain photo upload (form or raw body, ``model`` alone in the query) takes the thin path; a repeated key or
+    any other option (``max_faces``) the full one, and the answers are the same bytes."""
+    image = functools.partial(predict, service, photo_bytes, route="image")
+    query = f"?model={DEFAULT_MODEL}"
+    thin = [image(query, raw) for raw in (False, True)]
+    full = [image(f"{query}&model={DEFAULT_MODEL}", raw) for raw in (False, True)] + [image(f"{query}&max_faces=50")]
+    for response in (*thin, *full):
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert len({r.content for r in (*thin, *full)}) == 1
+    assert thin[0].json()["faces"] and thin[0].json()["model"]["name"] == DEFAULT_MODEL
+    one = image(f"{query}&max_faces=1").json()
+    assert len(one["faces"]) == 1  # the full path still reads the other options
+
+
+def test_image_thin_path_errors_are_the_full_paths(service, photo_bytes):
+    image = functools.partial(predict, service, route="image")
+    for raw in (False, True):
+        unknown = image(photo_bytes, "?model=no_such_model", raw)
+        full_unknown = image(photo_bytes, "?model=no_such_model&model=no_such_model", raw)
+        assert unknown.status_code == full_unknown.status_code == 404 and unknown.content == full_unknown.content
+        broken = image(photo_bytes[:2000], "", raw)
+        full_broken = image(photo_bytes[:2000], "?version=&version=", raw)
+        assert broken.status_code == full_broken.status_code == 422 and broken.content == full_broken.content
+        assert image(photo_bytes, "", raw, key="wrong").status_code == 401
+
+
+def test_plain_uploads_solve_no_dependency_and_others_do(make_client, monkeypatch, photo_bytes, happy_face_bytes):
+    """Which path a request took: FastAPI's full path solves the route's dependencies, the thin one does not."""
+    import fastapi.routing
+
+    solved = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counting(*args, **kwargs):
+        solved.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    client = make_client()
+    for route, data in (("image", photo_bytes), ("face", happy_face_bytes)):
+        for query, full in (("", False), (f"?model={DEFAULT_MODEL}", False), ("?max_faces=2", True)):
+            solved.clear()
+            sent = client.post(f"/predict/{route}{query}", files={"file": ("a.jpg", data)})
+            assert sent.status_code == 200 and bool(solved) is full, (route, query, solved)
 
 
 def test_rows_queued_behind_a_running_batch_go_when_it_ends():

@@ -21,6 +21,7 @@ from service.api.deps import (
 from service.api.uploads import plain_boundary, plain_file_part
 from service.config import Settings
 from service.options import resolve_options
+from service.registry import LoadedModel
 from service.schemas import ErrorDetail, FacePredictionResponse, ImagePredictionResponse, face_response, image_response
 
 RAW_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -39,6 +40,7 @@ ERRORS = {
     }.items()
 }
 FACE_JSON = TypeAdapter(FacePredictionResponse)
+IMAGE_JSON = TypeAdapter(ImagePredictionResponse)
 MODEL_QUERY = ("model", "version")
 
 
@@ -56,9 +58,11 @@ async def plain_upload(request: Request, settings: Settings) -> bytes | None:
 
 
 def plain_model(request: Request) -> tuple[str | None, str | None] | None:
-    """``model`` and ``version`` from a query string that validation would pass unchanged (each at most once and
-    64 characters); None otherwise."""
+    """``model`` and ``version`` from a query string that validation would pass unchanged and that holds nothing
+    else (each at most once and 64 characters); None otherwise."""
     query = request.query_params
+    if any(name not in MODEL_QUERY for name in query):
+        return None
     found = [query.getlist(name) for name in MODEL_QUERY]
     if any(len(values) > 1 or (values and len(values[0]) > 64) for values in found):
         return None
@@ -73,13 +77,16 @@ def key_accepted(request: Request, settings: Settings) -> bool:
     return len(sent) == 1 and key_matches(settings, sent[0])
 
 
-class FaceRoute(APIRoute):
-    """``POST /predict/face`` with a thin path for the request nearly every caller sends (the image as the raw body
-    or as a plain one-file form, at most ``model``/``version`` in the query, the right key): the body is read once,
-    no dependency is solved, the answer is serialised once by the response model's own serializer. Any other request
+class ThinRoute(APIRoute):
+    """A predict route with a thin path for the request nearly every caller sends (the image as the raw body or as a
+    plain one-file form, at most ``model``/``version`` in the query, the right key): the body is read once, no
+    dependency is solved, the answer is serialised once by the response model's own serializer. Any other request
     takes FastAPI's full path, the same as before, and so does every refusal before the model runs; what fails after
     (model, image, timeout) raises the same errors into the same handlers. The declaration, and so the OpenAPI
-    document, is the full path's."""
+    document, is the full path's. Subclasses say what the thin path answers (``answer``)."""
+
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
+        raise NotImplementedError
 
     def get_route_handler(self):
         full = super().get_route_handler()
@@ -95,10 +102,25 @@ class FaceRoute(APIRoute):
                 return await full(request)  # the body read here is kept on the request for the form parser
             model = await state.registry.get(*query)
             async with asyncio.timeout(settings.limits.request_timeout_s):
-                result = await state.pipelines.face.analyse_face(data, model)
-            return Response(FACE_JSON.dump_json(face_response(result), by_alias=True), media_type="application/json")
+                body = await self.answer(state, settings, data, model)
+            return Response(body, media_type="application/json")
 
         return handle
+
+
+class FaceRoute(ThinRoute):
+    """``POST /predict/face``: the face crop classified."""
+
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
+        return FACE_JSON.dump_json(face_response(await state.pipelines.face.analyse_face(data, model)), by_alias=True)
+
+
+class ImageRoute(ThinRoute):
+    """``POST /predict/image``: every face of the photo, with the settings' options (none given in the query)."""
+
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
+        result = await state.pipelines.face.analyse_image(data, model, resolve_options(settings))
+        return IMAGE_JSON.dump_json(image_response(result), by_alias=True)
 
 
 async def predict_face(
@@ -120,7 +142,6 @@ router.add_api_route(
 )
 
 
-@router.post("/image", response_model=ImagePredictionResponse, responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
 async def predict_image(
     data: ImageBytesDep, model: ModelDep, pipelines: PipelinesDep, settings: SettingsDep, requested: ImageRequestDep
 ) -> ImagePredictionResponse:
@@ -128,3 +149,14 @@ async def predict_image(
     opts = resolve_options(settings, requested)
     async with asyncio.timeout(settings.limits.request_timeout_s):
         return image_response(await pipelines.face.analyse_image(data, model, opts))
+
+
+router.add_api_route(
+    "/image",
+    predict_image,
+    methods=["POST"],
+    response_model=ImagePredictionResponse,
+    responses=ERRORS,
+    openapi_extra=RAW_IMAGE_BODY,
+    route_class_override=ImageRoute,
+)
