@@ -1,11 +1,12 @@
 """Where a request's time goes, stage by stage, in this process with the service's own objects (no HTTP).
 
 ``/predict/image``: decode, detect (the pipeline's ``find``: detector, padded retry, whole-image fallback), crop and
-preprocess, model (onnxruntime and postprocessing, as one batch of the photo's faces), response (the pydantic
-response built and encoded to JSON); ``per_face_ms`` is crop+preprocess+model divided by the photo's faces.
-``/predict/face``: decode, preprocess, model, response. Each figure is the median of ``repeats`` calls;
-``bench_service`` subtracts their sum from the HTTP p50 at concurrency 1 to show what the web stack (uvicorn,
-routing, multipart, dependencies) costs. ``web``: the web layer measured as a stage of its own (``web_stage``).
+preprocess, model (onnxruntime and postprocessing, as one batch of the photo's faces), quality (each face's picture
+quality and reliable flag), response (the pydantic response built and encoded to JSON); ``per_face_ms`` is
+crop+preprocess+model divided by the photo's faces. ``/predict/face``: decode, preprocess, model, quality, response.
+Each figure is the median of ``repeats`` calls; ``bench_service`` subtracts their sum from the HTTP p50 at
+concurrency 1 to show what the web stack (uvicorn, routing, multipart, dependencies) costs. ``web``: the web layer
+measured as a stage of its own (``web_stage``).
 
     python -m benchmarks.stages [--detector retinaface] [--model NAME] [--repeats 200]
 """
@@ -32,6 +33,7 @@ from service.imaging import decode_image
 from service.main import create_app
 from service.options import resolve_options
 from service.pipelines.face import FacePipeline
+from service.quality import assess, picture_quality
 from service.results import DetectedFace, FaceResult, ImageResult, ModelId
 from service.schemas import face_response, image_response
 
@@ -56,6 +58,20 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - started) * 1000)
     return round(statistics.median(times), 3)
+
+
+def judge_faces(image, faces, probabilities, settings: Settings) -> list:
+    """Each face's quality and reliable flag, as ``FacePipeline`` judges a photo's faces (its picture, then the
+    answer's certainty)."""
+    return [
+        assess(picture_quality(image, f.box, f.landmarks, f.score), probabilities[i], settings.quality)
+        for i, f in enumerate(faces)
+    ]
+
+
+def judge_crop(crop, probabilities, settings: Settings):
+    """A face crop's quality: the whole image is the face."""
+    return assess(picture_quality(crop, (0, 0, crop.shape[1], crop.shape[0])), probabilities, settings.quality)
 
 
 def stage_breakdown(
@@ -85,15 +101,18 @@ def stage_breakdown(
             lambda: predictor.prepare([cropper.crop(image, f.box, spec) for f in faces]), repeats
         ),
         "model": median_ms(lambda: predictor.postprocess(predictor.run(prepared.x), prepared), repeats),
+        "quality": median_ms(lambda: judge_faces(image, faces, preds.probabilities, settings), repeats),
         "response": median_ms(lambda: image_response(result).model_dump_json(), repeats),
     }
     crop = decode_image(face, max_pixels)
     one = predictor.prepare([crop])
-    face_result = FaceResult(model_id, predictor.postprocess(predictor.run(one.x), one)[0])
+    face_preds = predictor.postprocess(predictor.run(one.x), one)
+    face_result = FaceResult(model_id, face_preds[0])
     face_stages = {
         "decode": median_ms(lambda: decode_image(face, max_pixels), repeats),
         "preprocess": median_ms(lambda: predictor.prepare([crop]), repeats),
         "model": median_ms(lambda: predictor.postprocess(predictor.run(one.x), one), repeats),
+        "quality": median_ms(lambda: judge_crop(crop, face_preds.probabilities[0], settings), repeats),
         "response": median_ms(lambda: face_response(face_result).model_dump_json(), repeats),
     }
     per_face = (image_stages["crop_preprocess"] + image_stages["model"]) / max(1, len(faces))
