@@ -31,6 +31,14 @@ class BatcherClosed(ModelUnloaded):
         super().__init__(detail)
 
 
+def _finished(job: _Job, outputs: Outputs) -> tuple[bool, Any]:
+    """A job's ``finish`` of its outputs, or the exception it raised (which reaches only that job's caller)."""
+    try:
+        return True, job.finish(outputs)
+    except Exception as exc:
+        return False, exc
+
+
 def _same(outputs: Outputs) -> Outputs:
     return outputs
 
@@ -119,6 +127,11 @@ class MicroBatcher:
         await self._queue.put(job)
         return await job.future
 
+    def idle(self) -> bool:
+        """Whether a request submitted now would run alone (``_alone``): callers with heavy work of their own (a
+        photo's detection) hand it to the worker thread only then, so it never holds up other requests' batches."""
+        return self._alone()
+
     def _alone(self) -> bool:
         """Whether this is the only request in flight and nothing is queued or running: nobody can share its batch,
         so it skips the queue and the collecting task (one thread hop, no task switches)."""
@@ -153,6 +166,10 @@ class MicroBatcher:
                 outcome.results[i] = (False, exc)
         if not made:
             return outcome
+        if not any(len(x) for _, x in made):  # nothing to run (a photo without faces): no model call, no batch
+            for i, _ in made:
+                outcome.results[i] = _finished(jobs[i], {})
+            return outcome
         started = time.perf_counter()
         try:
             outputs = self.fn(np.concatenate([x for _, x in made]) if len(made) > 1 else made[0][1])
@@ -166,10 +183,7 @@ class MicroBatcher:
         for i, x in made:
             part = {k: v[offset : offset + len(x)] for k, v in outputs.items()} if len(made) > 1 else outputs
             offset += len(x)
-            try:
-                outcome.results[i] = (True, jobs[i].finish(part))
-            except Exception as exc:
-                outcome.results[i] = (False, exc)
+            outcome.results[i] = _finished(jobs[i], part)
         return outcome
 
     def _observe(self, outcome: _Outcome) -> None:

@@ -57,3 +57,34 @@ def test_requests_arriving_during_a_lone_run_are_batched_behind_it():
     outs = asyncio.run(scenario())
     assert calls[0] == 1 and sum(calls) == 4 and len(calls) <= 3  # the three late rows share calls
     assert [float(o["y"][0, 0]) for o in outs] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_work_with_no_rows_is_finished_without_a_model_call():
+    """A photo without faces handed to the worker thread: alone, its ``finish`` gets no outputs and no batch is
+    observed; batched with a row-bearing job, both are finished from the one call over the other's rows."""
+    calls: list[int] = []
+    batches: list[int] = []
+
+    def double(batch: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(batch))
+        return {"y": batch * 2}
+
+    def no_rows() -> np.ndarray:
+        return np.zeros((0, 3), np.float32)
+
+    async def scenario():
+        in_flight = [1]
+        batcher = MicroBatcher(double, 64, 500, on_batch=lambda n, _: batches.append(n), pending=lambda: in_flight[0])
+        empty = await batcher.submit_work(no_rows, lambda out: sorted(out), 1)
+        alone = (calls[:], batches[:])
+        in_flight[0] = 2
+        both = await asyncio.gather(
+            batcher.submit_work(no_rows, lambda out: out["y"].shape, 1),
+            batcher.submit_work(lambda: np.ones((2, 3), np.float32), lambda out: float(out["y"].sum()), 2),
+        )
+        await batcher.close()
+        return empty, alone, both
+
+    empty, alone, both = asyncio.run(scenario())
+    assert empty == [] and alone == ([], [])
+    assert both == [(0, 3), 12.0] and calls == [2] and batches == [2]

@@ -216,6 +216,34 @@ def test_plain_uploads_solve_no_dependency_and_others_do(make_client, monkeypatc
             assert sent.status_code == 200 and bool(solved) is full, (route, query, solved)
 
 
+def test_a_lone_photo_runs_in_the_models_thread_in_one_hop(make_client, monkeypatch, photo_bytes):
+    """Alone, a photo's decode and detection run in the model's worker thread right before its model call; with other
+    requests around (the batcher not idle) they run in a thread of their own, and the answers are the same. A photo
+    without a face is answered on either path without a model call."""
+    from service.batching import MicroBatcher
+    from service.pipelines.face import FacePipeline
+
+    threads: list[str] = []
+    prepare = FacePipeline._prepare_and_judge
+
+    def recording(self, *args):
+        threads.append(threading.current_thread().name)
+        return prepare(self, *args)
+
+    monkeypatch.setattr(FacePipeline, "_prepare_and_judge", recording)
+    client = make_client()
+    blank = cv2.imencode(".png", np.full((480, 640, 3), 90, np.uint8))[1].tobytes()
+    answers = {}
+    for idle in (True, False):
+        monkeypatch.setattr(MicroBatcher, "idle", lambda self, idle=idle: idle)
+        threads.clear()
+        answers[idle] = [client.post("/predict/image", files={"file": ("a", data)}) for data in (photo_bytes, blank)]
+        assert all(r.status_code == 200 for r in answers[idle])
+        assert all(name.startswith("inference") is idle for name in threads) and len(threads) == 2, threads
+    assert answers[True][0].content == answers[False][0].content and answers[True][0].json()["faces"]
+    assert answers[True][1].json()["faces"] == answers[False][1].json()["faces"] == []
+
+
 def test_rows_queued_behind_a_running_batch_go_when_it_ends():
     """They have had their batching delay: the worker is not kept waiting ``max_wait`` for requests still in flight."""
     release, calls = threading.Event(), []

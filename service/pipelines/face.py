@@ -94,10 +94,19 @@ class FacePipeline:
     async def analyse_image(self, data: bytes, model: LoadedModel, opts: Options) -> ImageResult:
         """Every face in a photo with its prediction and quality."""
         model.require_still()
-        image, faces, prepared, pictures = await asyncio.to_thread(self._prepare_and_judge, data, model.predictor, opts)
-        preds = await model.infer(prepared)
+        if model.batcher.idle():  # nobody to batch with: decode, detect, model and judging in one thread hop
+            result = await _ImageJob(self, data, model, opts).run()
+        else:
+            image, faces, prepared, pictures = await asyncio.to_thread(
+                self._prepare_and_judge, data, model.predictor, opts
+            )
+            result = self._judged(model, image, faces, pictures, await model.infer(prepared))
         if self.metrics is not None:
-            self.metrics.faces.inc(len(faces))
+            self.metrics.faces.inc(len(result.faces))
+        return result
+
+    def _judged(self, model: LoadedModel, image, faces, pictures, preds) -> ImageResult:
+        """A photo's faces with their predictions, each judged reliable or not."""
         found = [
             DetectedFace(f, preds[i], assess(pictures[i], preds.probabilities[i], self.quality))
             for i, f in enumerate(faces)
@@ -130,7 +139,11 @@ class _FaceJob:
         try:
             return await self.model.batcher.submit_work(self.rows, self.finish, size)
         except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
-            return await asyncio.to_thread(lambda: self.finish(self.predictor.run(self.rows())))
+            return await asyncio.to_thread(self._alone)
+
+    def _alone(self) -> ImageResult:
+        x = self.rows()
+        return self.finish(self.predictor.run(x) if len(x) else {})
 
     def rows(self) -> np.ndarray:
         self.prepared, self.picture = self.pipeline.prepare_face(self.data, self.predictor)
@@ -141,3 +154,32 @@ class _FaceJob:
         preds = self.predictor.postprocess(outputs, self.prepared)
         judged = assess(self.picture, preds.probabilities[0], self.pipeline.quality)
         return FaceResult(ModelId.of(self.model.manifest), preds[0], judged)
+
+
+class _ImageJob:
+    """A photo's whole work for the model's worker thread when it would run alone: decode, detection, crops and
+    picture quality before the model call, predictions and judging after it (one thread hop instead of two)."""
+
+    def __init__(self, pipeline: FacePipeline, data: bytes, model: LoadedModel, opts: Options) -> None:
+        self.pipeline, self.data, self.model, self.opts, self.predictor = pipeline, data, model, opts, model.predictor
+        self.made: tuple | None = None
+
+    async def run(self) -> ImageResult:
+        try:
+            return await self.model.batcher.submit_work(self.rows, self.finish, 1)
+        except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
+            return await asyncio.to_thread(self.on_its_own)
+
+    def on_its_own(self) -> ImageResult:
+        x = self.rows()
+        return self.finish(self.predictor.run(x) if len(x) else {})
+
+    def rows(self) -> np.ndarray:
+        self.made = self.pipeline._prepare_and_judge(self.data, self.predictor, self.opts)
+        return self.made[2].x
+
+    def finish(self, outputs: dict[str, np.ndarray]) -> ImageResult:
+        assert self.made is not None
+        image, faces, prepared, pictures = self.made
+        preds = self.predictor.postprocess(outputs, prepared) if prepared.n else self.predictor.empty()
+        return self.pipeline._judged(self.model, image, faces, pictures, preds)
