@@ -121,20 +121,17 @@ class MicroBatcher:
         if self._closed:
             raise BatcherClosed()
         job = _Job(rows, finish, size, asyncio.get_running_loop().create_future())
-        if self._alone():
+        if self.idle():
             return await self._run_alone(job)
         self.start()
         await self._queue.put(job)
         return await job.future
 
     def idle(self) -> bool:
-        """Whether a request submitted now would run alone (``_alone``): callers with heavy work of their own (a
-        photo's detection) hand it to the worker thread only then, so it never holds up other requests' batches."""
-        return self._alone()
-
-    def _alone(self) -> bool:
         """Whether this is the only request in flight and nothing is queued or running: nobody can share its batch,
-        so it skips the queue and the collecting task (one thread hop, no task switches)."""
+        so it skips the queue and the collecting task (one thread hop, no task switches). Callers with heavy work of
+        their own (a photo's detection) hand it to the worker thread only then, so it never holds up others'
+        batches."""
         return (
             self.pending is not None
             and self._queue.empty()
