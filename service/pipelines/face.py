@@ -139,11 +139,7 @@ class _FaceJob:
         try:
             return await self.model.batcher.submit_work(self.rows, self.finish, size)
         except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
-            return await asyncio.to_thread(self._alone)
-
-    def _alone(self) -> ImageResult:
-        x = self.rows()
-        return self.finish(self.predictor.run(x) if len(x) else {})
+            return await asyncio.to_thread(lambda: self.finish(self.predictor.run(self.rows())))
 
     def rows(self) -> np.ndarray:
         self.prepared, self.picture = self.pipeline.prepare_face(self.data, self.predictor)
