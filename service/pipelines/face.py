@@ -1,7 +1,8 @@
 """The face pipeline: decode -> detect -> crop -> predict, for photos; decode -> predict for face crops.
 
 The CPU-bound part of a photo (decode, detection, cropping, preprocessing) runs in one worker-thread hop; the
-model call goes through the model's micro-batcher. A small face crop's whole work runs in the batcher's thread.
+model call goes through the model's micro-batcher. A photo that would run alone (the batcher idle), and a small face
+crop always, run their whole work in the batcher's thread: one hop.
 """
 
 from __future__ import annotations
