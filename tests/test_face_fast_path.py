@@ -1,7 +1,8 @@
 """The thin paths of ``POST /predict/face`` and ``POST /predict/image`` (issue 32): which uploads they take (the plain
 one-file form and the raw body, with at most ``model``/``version`` in the query, nothing else), that they answer byte
-for byte what FastAPI's full path answers, errors included, and that the batcher's jobs that bring their own thread
-work (decode, preprocess, judging) each get their own result or error."""
+for byte what FastAPI's full path answers, errors included; that a lone photo runs in the model's thread in one hop;
+and that the batcher's jobs that bring their own thread work (decode, preprocess, judging) each get their own result
+or error."""
 
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def test_plain_uploads_solve_no_dependency_and_others_do(make_client, monkeypatc
 def test_a_lone_photo_runs_in_the_models_thread_in_one_hop(make_client, monkeypatch, photo_bytes):
     """Alone, a photo's decode and detection run in the model's worker thread right before its model call; with other
     requests around (the batcher not idle) they run in a thread of their own, and the answers are the same. A photo
-    without a face is answered on either path without a model call."""
+    without a face is answered on either path (the batcher's own test checks it costs no model call)."""
     from service.batching import MicroBatcher
     from service.pipelines.face import FacePipeline
 
