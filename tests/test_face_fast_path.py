@@ -201,11 +201,11 @@ def test_plain_uploads_solve_no_dependency_and_others_do(make_client, monkeypatc
     """Which path a request took: FastAPI's full path solves the route's dependencies, the thin one does not."""
     import fastapi.routing
 
-    solved = []
+    solved: list[int] = []
     solve = fastapi.routing.solve_dependencies
 
     async def counting(*args, **kwargs):
-        solved.append(kwargs["request"].url.path)
+        solved.append(1)
         return await solve(*args, **kwargs)
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
