@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from service.api.deps import (
     RAW_BODY_TYPES,
@@ -39,8 +39,6 @@ ERRORS = {
         503: "model unavailable or server busy (see Retry-After)",
     }.items()
 }
-FACE_JSON = TypeAdapter(FacePredictionResponse)
-IMAGE_JSON = TypeAdapter(ImagePredictionResponse)
 MODEL_QUERY = ("model", "version")
 
 
@@ -83,13 +81,15 @@ class ThinRoute(APIRoute):
     dependency is solved, the answer is serialised once by the response model's own serializer. Any other request
     takes FastAPI's full path, the same as before, and so does every refusal before the model runs; what fails after
     (model, image, timeout) raises the same errors into the same handlers. The declaration, and so the OpenAPI
-    document, is the full path's. Subclasses say what the thin path answers (``answer``)."""
+    document, is the full path's. Subclasses say what the thin path answers (``answer``), in the route's response
+    model, which serialises it."""
 
-    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> BaseModel:
         raise NotImplementedError
 
     def get_route_handler(self):
         full = super().get_route_handler()
+        serializer = TypeAdapter(self.response_model)
 
         async def handle(request: Request) -> Response:
             state = request.app.state
@@ -102,8 +102,8 @@ class ThinRoute(APIRoute):
                 return await full(request)  # the body read here is kept on the request for the form parser
             model = await state.registry.get(*query)
             async with asyncio.timeout(settings.limits.request_timeout_s):
-                body = await self.answer(state, settings, data, model)
-            return Response(body, media_type="application/json")
+                answer = await self.answer(state, settings, data, model)
+            return Response(serializer.dump_json(answer, by_alias=True), media_type="application/json")
 
         return handle
 
@@ -111,16 +111,28 @@ class ThinRoute(APIRoute):
 class FaceRoute(ThinRoute):
     """``POST /predict/face``: the face crop classified."""
 
-    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
-        return FACE_JSON.dump_json(face_response(await state.pipelines.face.analyse_face(data, model)), by_alias=True)
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> FacePredictionResponse:
+        return face_response(await state.pipelines.face.analyse_face(data, model))
 
 
 class ImageRoute(ThinRoute):
     """``POST /predict/image``: every face of the photo, with the settings' options (none given in the query)."""
 
-    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> bytes:
-        result = await state.pipelines.face.analyse_image(data, model, resolve_options(settings))
-        return IMAGE_JSON.dump_json(image_response(result), by_alias=True)
+    async def answer(self, state, settings: Settings, data: bytes, model: LoadedModel) -> ImagePredictionResponse:
+        return image_response(await state.pipelines.face.analyse_image(data, model, resolve_options(settings)))
+
+
+def add_predict_route(path: str, endpoint, response_model: type[BaseModel], route_class: type[ThinRoute]) -> None:
+    """``POST /predict<path>`` with the shared error answers, the raw-body alternative documented, and its thin path."""
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        response_model=response_model,
+        responses=ERRORS,
+        openapi_extra=RAW_IMAGE_BODY,
+        route_class_override=route_class,
+    )
 
 
 async def predict_face(
@@ -131,15 +143,7 @@ async def predict_face(
         return face_response(await pipelines.face.analyse_face(data, model))
 
 
-router.add_api_route(
-    "/face",
-    predict_face,
-    methods=["POST"],
-    response_model=FacePredictionResponse,
-    responses=ERRORS,
-    openapi_extra=RAW_IMAGE_BODY,
-    route_class_override=FaceRoute,
-)
+add_predict_route("/face", predict_face, FacePredictionResponse, FaceRoute)
 
 
 async def predict_image(
@@ -151,12 +155,4 @@ async def predict_image(
         return image_response(await pipelines.face.analyse_image(data, model, opts))
 
 
-router.add_api_route(
-    "/image",
-    predict_image,
-    methods=["POST"],
-    response_model=ImagePredictionResponse,
-    responses=ERRORS,
-    openapi_extra=RAW_IMAGE_BODY,
-    route_class_override=ImageRoute,
-)
+add_predict_route("/image", predict_image, ImagePredictionResponse, ImageRoute)
