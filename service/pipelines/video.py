@@ -177,8 +177,8 @@ class VideoPipeline:
             if model.predictor.is_clip_model:
                 return FaceStep(self.detector, self.cropper, spec, opts, people=people)
 
-            def submit(faces: np.ndarray) -> Future:  # in the scan's thread: prepare here, batch on the loop
-                return asyncio.run_coroutine_threadsafe(model.infer(model.predictor.prepare_faces(faces)), loop)
+            def submit(faces: np.ndarray) -> Future:  # from the scan's thread: prepared in the model's worker
+                return asyncio.run_coroutine_threadsafe(model.infer_faces(faces), loop)
 
             return FaceStep(self.detector, self.cropper, spec, opts, submit, people)
 
