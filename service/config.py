@@ -79,7 +79,13 @@ class BatchingSettings(Group):
 
     max_size: int = Field(64, ge=1, le=4096, description="rows per model call at most")
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long a batch waits for more rows")
-    workers: int = Field(1, ge=1, le=64, description="model calls run at once per model (threads sharing one session)")
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="model calls run at once per model (threads sharing one session): two keep both cores of a small "
+        "host busy while small batches run, and many-core or GPU hosts may want more",
+    )
 
 
 class VideoSettings(Group):

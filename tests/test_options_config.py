@@ -42,7 +42,7 @@ def test_defaults():
     s = settings()
     assert (s.limits.max_faces, s.detector.backend, s.detector.dlib_hog.threshold) == (20, "retinaface", -0.2)
     assert (s.backend, s.detector.retinaface.max_side) == ("onnx-int8", 320)
-    assert (s.batching.workers, s.video.max_frames, s.video.full_detect_every_s) == (1, 3000, 1.0)
+    assert (s.batching.workers, s.video.max_frames, s.video.full_detect_every_s) == (2, 3000, 1.0)
 
 
 def test_nested_env_names(monkeypatch):
