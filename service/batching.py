@@ -87,6 +87,7 @@ class MicroBatcher:
         self._free = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()
         self._running_jobs = 0  # jobs inside batches that are running now
+        self._collecting: list[_Job] = []  # jobs taken off the queue into the batch being collected
         self._task: asyncio.Task | None = None
         self._closed = False
 
@@ -101,8 +102,10 @@ class MicroBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await asyncio.gather(*self._running, return_exceptions=True)  # batches already running finish
+        waiting, self._collecting = self._collecting, []  # a batch cut short while it was being collected
         while not self._queue.empty():
-            job = self._queue.get_nowait()
+            waiting.append(self._queue.get_nowait())
+        for job in waiting:
             if not job.future.done():
                 job.future.set_exception(BatcherClosed())
         self._executor.shutdown(wait=False)
@@ -193,7 +196,7 @@ class MicroBatcher:
         serves more than one kept waiting. Otherwise rows are collected until ``max_batch`` rows, ``max_wait`` or
         every request in flight has submitted."""
         backlog = not self._queue.empty()
-        jobs = [await self._queue.get()]
+        jobs = self._collecting = [await self._queue.get()]  # close() answers them if it cancels the collecting
         rows = jobs[0].size
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
@@ -209,6 +212,7 @@ class MicroBatcher:
                 break
             jobs.append(job)
             rows += job.size
+        self._collecting = []
         return jobs
 
     async def _loop(self) -> None:

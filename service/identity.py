@@ -180,7 +180,7 @@ class TrackChips:
         self.frames.setdefault(track_id, set()).add(frame_index)
         self.first_seen.setdefault(track_id, t)
         self._last[track_id] = t
-        if detection.score == 0 and detection.landmarks is None and self._best.get(track_id):
+        if detection.carried and self._best.get(track_id):
             return  # a box carried forward without a search: its face was offered when it was found
         side = min(detection.width, detection.height, self.describer.size)
         key = (detection.landmarks is not None, side * min(sharpness, 400.0), detection.score)

@@ -72,6 +72,24 @@ def test_closed_batcher_refuses_new_work():
     run(scenario())
 
 
+def test_closing_while_a_batch_is_being_collected_answers_its_rows():
+    """Rows already taken off the queue into a batch that waits for more (``max_wait``) are answered with
+    ``BatcherClosed`` when the model is unloaded then, not left waiting for ever."""
+
+    async def scenario():
+        batcher = MicroBatcher(lambda b: {"y": b}, max_batch=8, max_wait_ms=5000)
+        batcher.start()
+        await asyncio.sleep(0.01)  # the collecting loop waits for a first row (no backlog: it will wait for more)
+        waiting = asyncio.create_task(batcher.submit(np.zeros((1, 1))))
+        await asyncio.sleep(0.05)  # taken off the queue; the batch waits for more rows
+        assert not waiting.done()
+        await asyncio.wait_for(batcher.close(), 2)
+        with pytest.raises(BatcherClosed):
+            await asyncio.wait_for(waiting, 2)
+
+    run(scenario())
+
+
 def test_two_workers_run_batches_at_once_and_queue_behind_busy_ones():
     running, peak, calls = 0, 0, []
     lock = threading.Lock()

@@ -206,18 +206,22 @@ def test_each_track_keeps_its_best_faces_and_finished_tracks_are_described_early
 
 
 def test_a_box_carried_forward_is_not_cut_again_once_its_track_has_a_face():
-    """A carried box (score 0, no landmarks: the cadence kept it without a search) repeats a face already offered;
-    cutting its chip would cost a landmark model for nothing. A track's first face is taken whatever it is."""
+    """A carried box (the cadence kept it without a search) repeats a face already offered; cutting its chip would
+    cost a landmark model for nothing. A track's first face is taken whatever it is, and the whole-image fallback
+    (score 0 too, but a new look at the frame) still competes on size and sharpness."""
     from service.detection import Detection
     from service.identity import TrackChips
 
     people = TrackChips(FakeDescriber(), per_track=3)
     frame = np.zeros((4, 4, 3), np.uint8)
     people.offer(1, 0.0, 0, frame, Detection(1, 0, 40, 40, 0.9), 100.0)
-    people.offer(1, 0.2, 1, frame, Detection(2, 0, 200, 200, 0.0), 100.0)  # carried: larger, still not kept
-    people.offer(2, 0.0, 0, frame, Detection(3, 0, 40, 40, 0.0), 100.0)  # a track's first face: kept
+    people.offer(1, 0.2, 1, frame, Detection(2, 0, 200, 200, 0.0, carried=True), 100.0)  # larger, still not kept
+    people.offer(2, 0.0, 0, frame, Detection(3, 0, 40, 40, 0.0, carried=True), 100.0)  # a track's first face: kept
+    for i, sharpness in enumerate((5.0, 300.0, 350.0)):  # whole-image fallbacks of a small video
+        people.offer(3, i * 0.2, i, frame, Detection(10 + i, 0, 100, 100, 0.0), sharpness)
     described = people.descriptors()
     assert sorted(described[1][:, 0]) == [1.0] and sorted(described[2][:, 0]) == [3.0]
+    assert sorted(described[3][:, 0]) == [10.0, 11.0, 12.0]
     assert people.frames[1] == {0, 1}  # the carried sample still counts as the track's
 
 

@@ -101,6 +101,15 @@ def test_boxes_are_in_the_callers_pixels_and_grayscale_works(retina, face_photo)
     assert abs(large.x - 3 * small.x) < 0.1 * large.width
 
 
+def test_one_channel_and_bgra_images_find_what_bgr_finds(retina, face_photo):
+    """Gray as ``HxW`` or ``HxWx1`` and BGRA all reach the graph as the three channels it reads."""
+    gray = cv2.cvtColor(face_photo, cv2.COLOR_BGR2GRAY)
+    expected = [d.box for d in retina.detect(gray)]
+    assert expected and [d.box for d in retina.detect(gray[:, :, None])] == expected
+    bgra = cv2.cvtColor(face_photo, cv2.COLOR_BGR2BGRA)
+    assert [d.box for d in retina.detect(bgra)] == [d.box for d in retina.detect(face_photo)]
+
+
 def test_smallest_face_is_truthful(retina, face_photo):
     (face,) = retina.detect(face_photo)
     assert retina.smallest_face() == RETINA_WINDOW and retina.smallest_face(2.0) == RETINA_WINDOW / 2

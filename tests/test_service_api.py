@@ -359,8 +359,8 @@ def test_concurrent_first_requests_load_the_model_once(store_copy):
 
 def test_faces_are_prepared_in_the_models_worker_with_the_same_answers(store_copy):
     """``LoadedModel.infer_faces`` (a video scan's chunks) normalises, mirrors and post-processes in the batcher's
-    thread: concurrent chunks share a batch and answer as ``Predictor`` does, and so does a chunk sent after the
-    batcher closed (a model unloaded meanwhile)."""
+    thread: concurrent chunks answer as ``Predictor`` does, and so does a chunk sent after the batcher closed (a model
+    unloaded meanwhile)."""
     rng = np.random.default_rng(5)
 
     async def scenario():

@@ -295,7 +295,8 @@ def test_a_steady_track_is_carried_forward_every_other_sample():
     (found,) = finder.detect(FRAME, 1, [box], [before])  # steady, but no search found it last: searched
     assert found.box == box and len(fake.calls) == 1
     (carried,) = finder.detect(FRAME, 2, [box], [before])  # steady and found by the last search: carried
-    assert carried.box == box and carried.score == 0 and len(fake.calls) == 1
+    assert carried.box == box and carried.score == 0 and carried.carried and len(fake.calls) == 1
+    assert not found.carried
     finder.detect(FRAME, 3, [carried.box], [box])  # carried the sample before: searched now
     assert len(fake.calls) == 2 and finder.counts["regions_carried_forward"] == 1
 

@@ -22,6 +22,7 @@ class Detection:
     height: int
     score: float
     landmarks: tuple[tuple[float, float], ...] | None = None
+    carried: bool = False  # a video track's box kept for a sample without a search (no new look at the face)
 
     @property
     def box(self) -> tuple[int, int, int, int]:

@@ -107,4 +107,4 @@ class FrameDetector:
         if before is None or box not in self._confirmed or iou(before, box) < STEADY_IOU:
             return None
         self.counts["regions_carried_forward"] += 1
-        return Detection(*box, 0.0)
+        return Detection(*box, 0.0, carried=True)
