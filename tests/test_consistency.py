@@ -101,3 +101,24 @@ def _default_folder(client):
     from model_store import find
 
     return find(DEFAULT_MODEL, default["version"]).folder
+
+
+def test_canvas_views_differ_only_outside_the_image_and_keep_the_other_rows():
+    """``on_canvas``: in a chosen row the image is shrunk inside the crop; around it the first view repeats the
+    image's border and the second is one plain level. Rows not chosen come back as they were."""
+    import torch
+
+    from training.augment import on_canvas
+
+    gen = torch.Generator().manual_seed(0)
+    faces = torch.linspace(0, 255, 48).view(1, 1, 48, 1).expand(64, 48, 48, 1).clone()  # a horizontal ramp
+    a, b = on_canvas(faces, 0.5, gen)
+    changed = (a != faces).flatten(1).any(1)
+    assert 16 < int(changed.sum()) < 48  # about half the rows
+    assert torch.equal(a[~changed], faces[~changed]) and torch.equal(b[~changed], faces[~changed])
+    for row in torch.nonzero(changed).flatten().tolist():
+        values, counts = torch.unique(b[row].round(decimals=3), return_counts=True)
+        plain = (b[row] - values[counts.argmax()]).abs() < 1e-3  # the canvas's one level
+        assert plain.float().mean() > 0.03  # the image's side is at most 0.95 of the crop's
+        assert float(a[row][plain].std()) > 1.0  # where the photo's own crop repeats its border (the ramp)
+        assert torch.allclose(a[row, 20:28, 20:28], b[row, 20:28, 20:28])  # the image itself: the same in both

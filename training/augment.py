@@ -225,3 +225,37 @@ def reframe(images: torch.Tensor, shift_sd: float, scale_sd: float, gen: torch.G
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
+
+
+CANVAS_SHRINK = (0.75, 0.95)  # the image's side within the crop on a canvas view: the photo's edge inside the crop
+
+
+def on_canvas(images: torch.Tensor, share: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of ``NxHxWxC`` faces whose image edge lies inside the crop, for a share of rows: the image shrunk
+    within the crop (side ``CANVAS_SHRINK``, placed anywhere it fits), with what lies outside it filled by repeating
+    its border (what the service cuts from a tight photo, ``input.edge: replicate``) in the first view and by one
+    plain gray level in the second (the same photo on a canvas). Other rows come back unchanged in both. A
+    consistency loss between them teaches the model that what surrounds the photo is not the face (issue 30)."""
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=gen) < share
+    a, b = images.clone(), images.clone()
+    if not chosen.any():
+        return a, b
+    x = images[chosen].permute(0, 3, 1, 2)
+    k = x.shape[0]
+    side = CANVAS_SHRINK[0] + torch.rand(k, generator=gen) * (CANVAS_SHRINK[1] - CANVAS_SHRINK[0])
+    room = 1 - side  # in half crop widths (affine_grid spans -1..1): how far the image may sit off centre
+    centre = (torch.rand(k, 2, generator=gen) * 2 - 1) * room[:, None]
+    zero = torch.zeros(k)
+    theta = torch.stack(
+        [torch.stack([1 / side, zero, -centre[:, 0] / side], 1), torch.stack([zero, 1 / side, -centre[:, 1] / side], 1)],
+        1,
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    replicated = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    level = torch.rand(k, 1, 1, 1, generator=gen) * 255.0
+    plain = replicated * inside + level * (1 - inside)
+    a[chosen], b[chosen] = replicated.permute(0, 2, 3, 1), plain.permute(0, 2, 3, 1)
+    return a, b
+

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model_store import InputSpec, merge_mirror, normalize, prepare_batch
-from training.augment import augment_batch, mix_batch, reframe
+from training.augment import augment_batch, mix_batch, on_canvas, reframe
 from training.data import FaceArrays
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ def train_one_epoch(
     def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         aug = augment_batch(torch.from_numpy(data.images[idx]), args.augment, gen)
         if consistency > 0:  # a second view of each face, framed a little differently: rows n.. of the batch
-            aug = torch.cat([aug, reframe(aug, args.jitter_shift, args.jitter_scale, gen)])
+            first, second = on_canvas(aug, args.canvas_prob, gen)
+            aug = torch.cat([first, reframe(second, args.jitter_shift, args.jitter_scale, gen)])
             idx = np.concatenate([idx, idx])
         x, y = torch.from_numpy(normalize(aug.numpy(), spec)), torch.from_numpy(data.targets[idx])
         if mixup <= 0 and cutmix <= 0 and teacher is None:

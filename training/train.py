@@ -98,6 +98,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jitter-shift", type=float, default=0.02, help="sd of the second view's centre shift (crop width)")
     p.add_argument("--jitter-scale", type=float, default=0.05, help="sd of the second view's log-size change")
+    p.add_argument(
+        "--canvas-prob",
+        type=float,
+        default=0.0,
+        help="with --consistency: share of faces whose two views show the image inside the crop, its surround "
+        "repeated from its border in one and plain gray in the other (a tight photo, and the photo on a canvas)",
+    )
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off), e.g. 0.2")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off), e.g. 1.0")
     p.add_argument(
