@@ -246,10 +246,9 @@ def on_canvas(images: torch.Tensor, share: float, gen: torch.Generator) -> tuple
     side = CANVAS_SHRINK[0] + torch.rand(k, generator=gen) * (CANVAS_SHRINK[1] - CANVAS_SHRINK[0])
     room = 1 - side  # in half crop widths (affine_grid spans -1..1): how far the image may sit off centre
     centre = (torch.rand(k, 2, generator=gen) * 2 - 1) * room[:, None]
-    zero = torch.zeros(k)
+    zero, inv = torch.zeros(k), 1 / side
     theta = torch.stack(
-        [torch.stack([1 / side, zero, -centre[:, 0] / side], 1), torch.stack([zero, 1 / side, -centre[:, 1] / side], 1)],
-        1,
+        [torch.stack([inv, zero, -centre[:, 0] * inv], 1), torch.stack([zero, inv, -centre[:, 1] * inv], 1)], 1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     replicated = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -258,4 +257,3 @@ def on_canvas(images: torch.Tensor, share: float, gen: torch.Generator) -> tuple
     plain = replicated * inside + level * (1 - inside)
     a[chosen], b[chosen] = replicated.permute(0, 2, 3, 1), plain.permute(0, 2, 3, 1)
     return a, b
-
