@@ -16,9 +16,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -35,13 +36,14 @@ from model_store import (
     scan,
     version_key,
 )
-from service.batching import BatcherClosed, MicroBatcher
+from service.batching import BatcherClosed, MicroBatcher, Outputs
 from service.config import Settings
 from service.errors import ModelNotFound, ModelUnavailable, WrongModelKind
 from service.metrics import Metrics
 from service.results import ReloadResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 State = Literal["available", "loading", "loaded", "failed"]
 
 
@@ -111,10 +113,20 @@ class LoadedModel:
         def finish(outputs: dict[str, np.ndarray]) -> Predictions:
             return predictor.postprocess(outputs, made[0])
 
+        return await self.run_work(rows, finish, len(faces) * (2 if predictor.tta else 1))
+
+    async def run_work(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int) -> T:
+        """``finish`` of the model's outputs for ``rows()`` (``size`` rows), both in the batcher's worker thread
+        (``MicroBatcher.submit_work``); if the model was unloaded meanwhile, on their own in a thread, so the request
+        finishes on the version it started with. No rows: no model call (``finish`` gets no outputs)."""
         try:
-            return await self.batcher.submit_work(rows, finish, len(faces) * (2 if predictor.tta else 1))
+            return await self.batcher.submit_work(rows, finish, size)
         except BatcherClosed:
-            return await asyncio.to_thread(lambda: finish(predictor.run(rows())))
+            return await asyncio.to_thread(self._on_its_own, rows, finish)
+
+    def _on_its_own(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T]) -> T:
+        x = rows()
+        return finish(self.predictor.run(x) if len(x) else {})
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Protocol
 import numpy as np
 
 from model_store import InputSpec, Predictor, Prepared
-from service.batching import BatcherClosed
 from service.config import QualitySettings
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.align import FaceCropper
@@ -137,10 +136,7 @@ class _FaceJob:
 
     async def run(self) -> FaceResult:
         size = 2 if self.predictor.tta else 1  # a face's rows: itself, and its mirror image when averaged with it
-        try:
-            return await self.model.batcher.submit_work(self.rows, self.finish, size)
-        except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
-            return await asyncio.to_thread(lambda: self.finish(self.predictor.run(self.rows())))
+        return await self.model.run_work(self.rows, self.finish, size)
 
     def rows(self) -> np.ndarray:
         self.prepared, self.picture = self.pipeline.prepare_face(self.data, self.predictor)
@@ -162,14 +158,7 @@ class _ImageJob:
         self.made: tuple | None = None
 
     async def run(self) -> ImageResult:
-        try:
-            return await self.model.batcher.submit_work(self.rows, self.finish, 1)
-        except BatcherClosed:  # unloaded meanwhile: the request finishes on the version it started with
-            return await asyncio.to_thread(self.on_its_own)
-
-    def on_its_own(self) -> ImageResult:
-        x = self.rows()
-        return self.finish(self.predictor.run(x) if len(x) else {})
+        return await self.model.run_work(self.rows, self.finish, 1)
 
     def rows(self) -> np.ndarray:
         self.made = self.pipeline._prepare_and_judge(self.data, self.predictor, self.opts)
