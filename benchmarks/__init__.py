@@ -7,12 +7,19 @@ import argparse
 from pathlib import Path
 from types import ModuleType
 
+from model_store import StoreEntry, find
 from service.config import Settings
 
 
 def service_settings() -> Settings:
     """The settings the service would read from this environment (``EMOTION_*``; no ``.env`` file)."""
     return Settings(_env_file=None)
+
+
+def find_entry(name: str, version: str | None = None) -> StoreEntry:
+    """A store entry from the store the service would serve (``EMOTION_STORE_PATH``), so a candidate published to a
+    scratch store is measured as the service would run it."""
+    return find(name, version, root=service_settings().store_path)
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 from fastapi.testclient import TestClient
 
-from benchmarks import service_settings
+from benchmarks import find_entry, service_settings
 from benchmarks.synth import Appearance, write_clip
-from model_store import Predictor, crop_face, find
+from model_store import Predictor, crop_face
 from service.config import Settings
 from service.detection import DlibHogDetector
 from service.main import create_app
@@ -57,7 +57,7 @@ def naive_baseline(path: Path, sample_fps: float) -> float:
     has always been measured (the service averages each face with its mirror, so the baseline does less model work
     per face than it).
     """
-    predictor = Predictor.load(find(service_settings().default_model), tta=False)
+    predictor = Predictor.load(find_entry(service_settings().default_model), tta=False)
     spec = predictor.manifest.input
     detector = DlibHogDetector(max_side=10_000, rotation_fallback=False)
     cap, started, index = cv2.VideoCapture(str(path)), time.perf_counter(), 0

@@ -9,8 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks import add_model_argument
-from model_store import find
+from benchmarks import add_model_argument, find_entry
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,7 +37,7 @@ def table(val: dict, photos: dict | None) -> str:
 
 
 def main(args: argparse.Namespace) -> str:
-    entry = find(args.model)
+    entry = find_entry(args.model)
     photos = json.loads(args.photos.read_text()) if args.photos.is_file() else None
     text = table(entry.manifest.metrics["val"], photos)
     print(text)

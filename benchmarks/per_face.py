@@ -21,9 +21,9 @@ from types import ModuleType
 
 import numpy as np
 
-from benchmarks import service_settings
+from benchmarks import find_entry, service_settings
 from benchmarks.stages import sample_inputs
-from model_store import Predictor, Prepared, find, runtime
+from model_store import Predictor, Prepared, runtime
 from service.detection import create_detector
 from service.detection.align import FaceCropper
 from service.imaging import decode_image
@@ -55,7 +55,9 @@ def load(model: str, routed: bool) -> Predictor:
     if not routed:
         runtime.routed_graphs = lambda path: None
     try:
-        predictor = Predictor.load(find(model), settings.backend, threads=settings.inference_threads, tta=settings.tta)
+        predictor = Predictor.load(
+            find_entry(model), settings.backend, threads=settings.inference_threads, tta=settings.tta
+        )
     finally:
         runtime.routed_graphs = original
     predictor.warmup()

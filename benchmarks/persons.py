@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from fastapi.testclient import TestClient
 
-from benchmarks import service_settings
+from benchmarks import find_entry, service_settings
 from benchmarks.synth import Appearance, write_clip
 from service.identity import FaceDescriber
 from service.main import create_app
@@ -205,14 +205,14 @@ def measure_cost(pairs: int) -> dict:
     CPU seconds (``thread_time``, which other processes' load disturbs less than wall time; the chips are cut
     there) and, with linking on, the CPU seconds of describing and linking after the scan."""
     from benchmarks.bench_video import make_clip
-    from model_store import Predictor, find
+    from model_store import Predictor
     from service.detection import create_detector
     from service.options import resolve_options
     from service.pipelines.video import FaceStep, VideoPipeline
 
     settings = service_settings()
     detector, linking = create_detector(settings.detector), PersonLinking(FaceDescriber())
-    spec = Predictor.load(find(settings.default_model)).image_spec
+    spec = Predictor.load(find_entry(settings.default_model)).image_spec
     pipeline, opts = VideoPipeline(detector), resolve_options(settings)
     runs: dict[str, list[float]] = {"on": [], "off": [], "offer": [], "describe_and_link": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,9 +47,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import add_model_argument, service_settings
+from benchmarks import add_model_argument, find_entry, service_settings
 from benchmarks.eval_photos import read_photos, service_detector, service_fallbacks
-from model_store import Predictor, find
+from model_store import Predictor
 from model_store.preprocess import to_uint8_face
 from model_store.routing import gray_rows
 from service.config import QualitySettings
@@ -480,7 +480,7 @@ def face_sets(predictor: Predictor, limit: int | None, cache: Path | None) -> li
 
 
 def main(args: argparse.Namespace) -> dict:
-    entry = find(args.model, args.version)
+    entry = find_entry(args.model, args.version)
     settings = service_settings()
     predictor = Predictor.load(entry, settings.backend, threads=settings.inference_threads, tta=settings.tta)
     sets = face_sets(predictor, args.limit, args.cache)

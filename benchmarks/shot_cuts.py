@@ -179,16 +179,16 @@ def measure_scan(seconds: float, pairs: int) -> dict:
     disturbs less than wall time) and its per-sample step time."""
     from dataclasses import replace
 
-    from benchmarks import service_settings
+    from benchmarks import find_entry, service_settings
     from benchmarks.bench_video import make_clip
-    from model_store import Predictor, find
+    from model_store import Predictor
     from service.detection import create_detector
     from service.options import resolve_options
     from service.pipelines.video import FaceStep, VideoPipeline
 
     settings = service_settings()
     detector = create_detector(settings.detector)
-    spec = Predictor.load(find(settings.default_model)).image_spec
+    spec = Predictor.load(find_entry(settings.default_model)).image_spec
     pipeline, on = VideoPipeline(detector), resolve_options(settings)
     modes = {"on": on, "off": replace(on, cut_threshold=None)}
     runs: dict[str, list[dict]] = {"on": [], "off": []}

@@ -50,9 +50,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import add_model_argument, service_settings
+from benchmarks import add_model_argument, find_entry, service_settings
 from benchmarks.eval_photos import read_photos
-from model_store import InputSpec, crop_face, expand_box, find, to_uint8_face
+from model_store import InputSpec, crop_face, expand_box, to_uint8_face
 from service.config import Settings
 from service.imaging import decode_image
 from service.metrics import Metrics
@@ -873,7 +873,7 @@ def show(report: dict) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     report = asyncio.run(run(args))
-    output = args.output or find(args.model, args.version).folder / "reports" / "stability"
+    output = args.output or find_entry(args.model, args.version).folder / "reports" / "stability"
     output.mkdir(parents=True, exist_ok=True)
     (output / "stability.json").write_text(json.dumps(report, indent=1))
     plot(report, output / "stability.png")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 
-from benchmarks import add_model_argument
+from benchmarks import add_model_argument, find_entry
 from benchmarks.synth import photo_on_canvas
-from model_store import Predictor, find
+from model_store import Predictor
 from service.config import Settings
 from service.detection import DlibHogDetector, create_detector
 from service.detection.align import FaceCropper
@@ -80,7 +80,7 @@ def stage_breakdown(
     """Median ms per stage for a photo (``image``) and a face crop (``face``)."""
     settings = Settings(_env_file=None, **({"detector": {"backend": detector}} if detector else {}))
     predictor = Predictor.load(
-        find(model, version), settings.backend, threads=settings.inference_threads, tta=settings.tta
+        find_entry(model, version), settings.backend, threads=settings.inference_threads, tta=settings.tta
     )
     predictor.warmup()
     pipeline = FacePipeline(create_detector(settings.detector), settings.limits.max_image_pixels)

@@ -83,6 +83,27 @@ def test_a_routed_ensemble_exports_and_runs_batches_of_one_kind(tmp_path):
         assert np.abs(session.run(None, {"input": batch.numpy()})[0] - expected).max() < 1e-5
 
 
+class Lopsided(nn.Module):
+    """Logits that depend on which half of the image is brighter, so a mirror image scores differently."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = x[..., : x.shape[-1] // 2].mean((1, 2, 3)), x[..., x.shape[-1] // 2 :].mean((1, 2, 3))
+        return torch.stack([left, right, left - right], 1) * 3
+
+
+def test_a_mirror_member_averages_its_logits_over_the_face_and_its_mirror_image():
+    x = torch.rand(5, 1, 6, 6)
+    plain = Ensemble([Lopsided(), Fixed([0.0, 1.0, 0.0])], [0.5, 1.0])
+    mirror = Ensemble([Lopsided(), Fixed([0.0, 1.0, 0.0])], [0.5, 1.0], mirror=[True, False])
+    merged = (Lopsided()(x) + Lopsided()(x.flip(3))) / 2
+    expected = (torch.softmax(merged / 0.5, 1) + torch.softmax(torch.tensor([0.0, 1.0, 0.0]), 0)) / 2
+    assert torch.allclose(mirror(x).exp(), expected, atol=1e-6)
+    assert torch.allclose(mirror(x), mirror(x.flip(3)), atol=1e-6)  # blind to the mirror image
+    assert not torch.allclose(plain(x), plain(x.flip(3)), atol=1e-3)  # the plain member is not
+    with pytest.raises(ValueError, match="one mirror flag per member"):
+        Ensemble([Lopsided()], [1.0], mirror=[True, True])
+
+
 def test_an_ensemble_needs_a_temperature_per_member():
     with pytest.raises(ValueError, match="one temperature per member"):
         Ensemble([Fixed([0.0])], [1.0, 2.0])
@@ -120,6 +141,32 @@ def test_joined_members_export_and_serve_as_their_average(members, tmp_path, fer
         joined = Predictor.load(entries["joined"], backend=backend, tta=False).predict(crops).logits
         assert np.allclose(np.exp(joined), ((parts[0] + parts[1]) / 2).numpy(), atol=1e-4)
     assert folder.name == "0.1.0"
+
+
+def test_mirror_tta_for_one_member_only_is_recorded_exported_and_served(members, tmp_path, fer_root):
+    """``--mirror 0 --no-tta``: member 0 scores each face and its mirror image inside the graph, member 1 the face
+    alone, and the manifest turns the service's own mirror TTA off."""
+    store, folders = members
+    run = tmp_path / "ens_mirror"
+    argv = ["--data", str(fer_root), "--output", str(run), "--threads", "2", "--mirror", "0", "--no-tta"]
+    ensemble.main(ensemble.get_args_parser().parse_args([*argv, *(f"--member={f}" for f in folders)]))
+    cfg = json.loads((run / "config.json").read_text())
+    assert [m.get("mirror", False) for m in cfg["architecture_args"]["members"]] == [True, False]
+    folder = export_and_publish(run, store, "mirror_joined")
+    entry = StoreEntry(read_manifest(folder), folder)
+    assert entry.manifest.mirror_tta is False
+    entries = {e.manifest.name: e for e in scan(store)[0]}
+    crops = list(np.random.default_rng(1).integers(0, 256, (6, 48, 48), dtype=np.uint8))
+    parts = []
+    for name, tta in (("member0", True), ("member1", False)):
+        # member 0 with the service's mirror TTA: logits averaged over the face and its mirror image
+        manifest = entries[name].manifest
+        logits = Predictor.load(entries[name], tta=tta).predict(crops).logits / manifest.calibration_temperature
+        parts.append(torch.softmax(torch.from_numpy(logits), 1))
+    joined = Predictor.load(entry, tta=True).predict(crops).logits  # tta=True: the manifest keeps it off
+    assert np.allclose(np.exp(joined), ((parts[0] + parts[1]) / 2).numpy(), atol=1e-4)
+    with pytest.raises(SystemExit, match="--mirror 5"):
+        ensemble.main(ensemble.get_args_parser().parse_args([*argv, "--mirror", "5", f"--member={folders[0]}"]))
 
 
 def test_members_reading_another_crop_are_refused(members, tmp_path):

@@ -13,6 +13,22 @@ from benchmarks import stability
 from benchmarks.stability import PhotoFace, Placement
 
 
+def test_benchmarks_measure_the_store_the_service_would_serve(tmp_path, monkeypatch):
+    """``EMOTION_STORE_PATH`` points every benchmark at a scratch store, so a candidate is measured as served."""
+    import shutil
+
+    from benchmarks import find_entry
+    from model_store.store import DEFAULT_ROOT
+
+    shutil.copytree(DEFAULT_ROOT / "retinaface" / "1.0.0", tmp_path / "retinaface" / "1.0.1")
+    manifest = tmp_path / "retinaface" / "1.0.1" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"version": "1.0.0"', '"version": "1.0.1"'))
+    assert find_entry("retinaface").folder == DEFAULT_ROOT / "retinaface" / "1.0.0"
+    monkeypatch.setenv("EMOTION_STORE_PATH", str(tmp_path))
+    assert find_entry("retinaface").folder == tmp_path / "retinaface" / "1.0.1"
+    assert find_entry("retinaface", "1.0.1").manifest.version == "1.0.1"
+
+
 def test_a_box_maps_into_a_copy_and_back():
     placed = Placement(1.44, 1.44, 140, 60)
     box = (40, 50, 100, 120)

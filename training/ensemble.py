@@ -50,6 +50,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="member I scores only gray or only colour faces (KIND gray|colour; needs a colour ensemble input): one "
         "face runs only its own members",
     )
+    p.add_argument(
+        "--mirror",
+        type=int,
+        action="append",
+        default=[],
+        metavar="I",
+        help="member I averages each face with its mirror image inside the graph; with --no-tta, the other members "
+        "score the face alone (mirror TTA only where it pays)",
+    )
     p.add_argument("--input-from", type=int, help="the member whose input the ensemble reads (default: the largest)")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-tta", action="store_true")
@@ -130,6 +139,10 @@ def training_args(args: argparse.Namespace, manifests: list[Manifest], spec: Inp
     members = member_args(manifests, spec, args.weight)
     for i, kind in parse_faces(args.faces, len(members)).items():
         members[i]["faces"] = kind
+    for i in args.mirror:
+        if not 0 <= i < len(members):
+            raise SystemExit(f"--mirror {i}: there are {len(members)} members")
+        members[i]["mirror"] = True
     needs_input = any("faces" in m or "input" in m for m in members)
     arch_args = {"members": members} | ({"input": shared_input(spec)} if needs_input else {})
     argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]

@@ -31,6 +31,7 @@ class Ensemble(nn.Module):
         frozen: list[bool] | None = None,
         faces: list[str] | None = None,
         input: dict | None = None,
+        mirror: list[bool] | None = None,
     ) -> None:
         super().__init__()
         if not members or len(members) != len(temperatures):
@@ -48,6 +49,9 @@ class Ensemble(nn.Module):
         for member, fixed in zip(self.members, self.frozen, strict=True):
             member.requires_grad_(not fixed)
         self.faces = list(faces) if faces else ["all"] * len(members)
+        self.mirror = [bool(m) for m in mirror] if mirror else [False] * len(members)
+        if len(self.mirror) != len(members):
+            raise ValueError("one mirror flag per member")
         self.routes = routes(self.faces)
         self._route_check(input)
 
@@ -74,10 +78,20 @@ class Ensemble(nn.Module):
                 member.eval()
         return self
 
-    def member_probs(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def member_logits(self, i: int, x: torch.Tensor) -> torch.Tensor:
         out = self.members[i](self.adapters[i](x))
-        logits = out[0] if isinstance(out, tuple) else out
-        return torch.softmax(logits.float() * self.inverse_temperature[i], dim=1)
+        return (out[0] if isinstance(out, tuple) else out).float()
+
+    def member_probs(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """A ``mirror`` member averages its logits over the face and its mirror image in one pass of twice the rows
+        (mirror TTA for this member only: the service's own TTA, which doubles every member's work, is then off)."""
+        if self.mirror[i]:
+            n = x.shape[0]
+            both = self.member_logits(i, torch.cat([x, x.flip(3)]))
+            logits = (both[:n] + both[n:]) / 2
+        else:
+            logits = self.member_logits(i, x)
+        return torch.softmax(logits * self.inverse_temperature[i], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.routes:
@@ -125,7 +139,8 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
     needed only when a member records another input than it. ``faces`` ("all", "gray" or "colour") runs a member on
     those faces only, which needs the ensemble's colour input. ``frozen`` members keep their weights when the
     ensemble is trained as a whole (``training.train --arch emotion_ensemble``): the others learn to complement
-    them."""
+    them. ``mirror`` members average each face with its mirror image inside the graph (the manifest's ``mirror_tta``
+    then off), so mirror TTA is paid only where it buys accuracy."""
     nets, adapters = [], []
     for m in members:
         own = m.get("input")
@@ -143,4 +158,6 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
     temperatures = [float(m.get("temperature", 1.0)) for m in members]
     weights = [float(m.get("weight", 1.0)) for m in members]
     frozen = [bool(m.get("frozen", False)) for m in members]
-    return Ensemble(nets, temperatures, weights, adapters, frozen, [m.get("faces", "all") for m in members], input)
+    faces = [m.get("faces", "all") for m in members]
+    mirror = [bool(m.get("mirror", False)) for m in members]
+    return Ensemble(nets, temperatures, weights, adapters, frozen, faces, input, mirror)
