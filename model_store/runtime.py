@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model_store.linked import external_files, open_program
+from model_store.linked import external_files, external_locations, open_program
 from model_store.manifest import FileRole, LinkedFile, Manifest
 from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
 from model_store.store import StoreEntry, StoreError, read_linked, verify_file
@@ -50,14 +50,18 @@ class OnnxRunner:
             self.session = self._session(str(path), path, manifest, threads, links)
         else:
             self.routes, gray, colour = graphs
-            self.session = self._session(gray, path, manifest, threads, links)  # the gray route's
-            self.colour = self._session(colour, path, manifest, threads, links)
+            # a route graph is handed over as bytes, with no folder to read the entry's own weights file from
+            own = not links and bool(external_locations(path))
+            self.session = self._session(gray, path, manifest, threads, links, own)  # the gray route's
+            self.colour = self._session(colour, path, manifest, threads, links, own)
             spec = manifest.input
             self.mean = np.asarray(spec.mean, np.float32)  # type: ignore[union-attr]
             self.std = np.asarray(spec.std, np.float32)  # type: ignore[union-attr]
         self.input_name = self.session.get_inputs()[0].name
 
-    def _session(self, model: str | bytes, path: Path, manifest: Manifest, threads: int, links: Links):
+    def _session(
+        self, model: str | bytes, path: Path, manifest: Manifest, threads: int, links: Links, own: bool = False
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -65,7 +69,7 @@ class OnnxRunner:
             options.intra_op_num_threads = threads
         # Idle pool threads spin-wait by default: that burns the cores the HTTP side and the detector need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        files = hand_over(options, path, manifest, links) if links else None
+        files = hand_over(options, path, manifest, links) if links or own else None
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else None
         session = ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
         del files
@@ -122,7 +126,8 @@ def hand_over(options, path: Path, manifest: Manifest, links: Links) -> tuple:
         import onnxruntime as ort
 
         raise StoreError(
-            f"{manifest.key} reads weights another entry holds; its fp32 graph needs onnxruntime >= 1.23 "
+            f"{manifest.key}'s fp32 graph reads weights from files handed over in memory (another entry's, or its "
+            "own for a route graph); that needs onnxruntime >= 1.23 "
             f"(installed: {ort.__version__}): upgrade it, or serve the int8 graph (backend onnx-int8)"
         )
     weights = manifest.file("weights")

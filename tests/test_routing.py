@@ -110,3 +110,33 @@ def test_without_the_onnx_package_the_default_runs_its_one_graph(monkeypatch, ca
     faces = np.random.default_rng(2).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8)
     probs = predictor.predict(list(faces))
     assert len(probs) == 2 and abs(sum(probs[0].emotions.values()) - 1) < 1e-4
+
+
+def test_route_graphs_of_an_entry_holding_its_own_weights_get_them_in_memory(routed_graph, tmp_path):
+    """An ensemble published without links keeps its weights in its own file, named by the graph as external data.
+    The route graphs go to onnxruntime as bytes, with no folder to find that file in: the runner hands it over."""
+    from model_store.manifest import FileEntry
+    from model_store.runtime import OnnxRunner
+
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    onnx.save_model(
+        onnx.load(str(routed_graph)),
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=64,  # the convolutions' kernels; scalars such as the gray test's threshold stay in the graph
+    )
+    shipped = find("emotion_transfer", "1.1.0").manifest  # a routed ensemble's manifest, re-pointed at this graph
+    size = (folder / "weights.bin").stat().st_size
+    manifest = shipped.model_copy(
+        update={
+            "input": shipped.input.model_copy(update={"mean": COLOUR_IN["mean"], "std": COLOUR_IN["std"]}),
+            "files": [FileEntry(path="weights.bin", role="weights", sha256="0" * 64, bytes=size)],
+        }
+    )
+    runner = OnnxRunner(folder / "model.onnx", manifest, "cpu")
+    assert runner.routes is not None
+    x = mixed_rows()
+    whole = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(runner(x)["logits"], whole.run(None, {"input": x})[0], atol=1e-6)
