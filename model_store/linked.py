@@ -200,11 +200,12 @@ def embed_external_data(path: Path, files: dict[str, bytes]) -> onnx.ModelProto:
     return proto
 
 
-def external_locations(path: Path) -> list[str]:
-    """The external-data files a graph names (none for a self-contained one); needs the ``onnx`` package."""
+def external_locations(graph: Path | onnx.ModelProto) -> list[str]:
+    """The external-data files a graph (a file, or one already loaded without its external data) names: none for
+    a self-contained one; needs the ``onnx`` package."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = onnx.load(str(graph), load_external_data=False) if isinstance(graph, Path) else graph
     inits = [i for i in _initializers(proto.graph) if i.data_location == onnx.TensorProto.EXTERNAL]
     return sorted({_external(i)["location"] for i in inits})
 

@@ -49,9 +49,9 @@ class OnnxRunner:
         if graphs is None:
             self.session = self._session(str(path), path, manifest, threads, links)
         else:
-            self.routes, gray, colour = graphs
+            self.routes, gray, colour, external = graphs
             # a route graph is handed over as bytes, with no folder to read the entry's own weights file from
-            own = not links and bool(external_locations(path))
+            own = external and not links
             self.session = self._session(gray, path, manifest, threads, links, own)  # the gray route's
             self.colour = self._session(colour, path, manifest, threads, links, own)
             spec = manifest.input
@@ -102,10 +102,10 @@ class OnnxRunner:
             session.run(self.outputs, {self.input_name: x})
 
 
-def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes] | None:
-    """The gray and colour route graphs of the graph at ``path`` (None when it is not routed as expected, or when the
-    ``onnx`` package that cuts them is not installed: a plain ``pip install .`` has only onnxruntime, and the one
-    graph gives the same answers)."""
+def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes, bool] | None:
+    """The gray and colour route graphs of the graph at ``path``, and whether they read external data (None when it
+    is not routed as expected, or when the ``onnx`` package that cuts them is not installed: a plain ``pip install
+    .`` has only onnxruntime, and the one graph gives the same answers)."""
     try:
         import onnx
     except ImportError:
@@ -115,7 +115,8 @@ def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes] | None:
     routes = find_routes(model.graph)
     if routes is None:
         return None
-    return routes, *(route_graph(model, routes, gray).SerializeToString() for gray in (True, False))
+    gray, colour = (route_graph(model, routes, kind).SerializeToString() for kind in (True, False))
+    return routes, gray, colour, bool(external_locations(model))
 
 
 def hand_over(options, path: Path, manifest: Manifest, links: Links) -> tuple:
