@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from types import ModuleType
 
-from model_store import StoreEntry, find
+from model_store import Predictor, StoreEntry, find
 from service.config import Settings
 
 
@@ -20,6 +20,13 @@ def find_entry(name: str, version: str | None = None) -> StoreEntry:
     """A store entry from the store the service would serve (``EMOTION_STORE_PATH``), so a candidate published to a
     scratch store is measured as the service would run it."""
     return find(name, version, root=service_settings().store_path)
+
+
+def served_predictor(entry: StoreEntry, settings: Settings | None = None) -> Predictor:
+    """The entry as the service runs it (``settings``, default the environment's): its backend, runtime threads and
+    mirror TTA (``tta``, ``tta_margin``)."""
+    s = settings or service_settings()
+    return Predictor.load(entry, s.backend, threads=s.inference_threads, tta=s.tta, tta_margin=s.tta_margin)
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:

@@ -27,9 +27,8 @@ import cv2
 import httpx
 import numpy as np
 
-from benchmarks import add_model_argument, find_entry, pyplot, service_settings
+from benchmarks import add_model_argument, find_entry, pyplot, served_predictor, service_settings
 from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown, web_stage
-from model_store import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +58,7 @@ def raw_model_throughput(model: str, face: bytes, seconds: float, version: str |
     (this script before it used the Predictor) are not directly comparable.
     """
     settings = service_settings()  # the server's backend and TTA, from the same environment
-    predictor = Predictor.load(find_entry(model, version), settings.backend, tta=settings.tta)
+    predictor = served_predictor(find_entry(model, version), settings)
     predictor.warmup()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -24,8 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import add_model_argument, find_entry, service_settings
-from model_store import Predictor
+from benchmarks import add_model_argument, find_entry, served_predictor, service_settings
 from service.detection import DlibHogDetector, FaceDetector, close_up_faces, create_detector, whole_image_if_small
 from service.detection.align import FaceCropper
 from training.calibration import cross_validated, fit_logit_bias
@@ -160,7 +159,7 @@ def photo_logits(photos, labels, faces, args, margin: float | None, aligner=None
     entry = find_entry(args.model, args.version)
     spec = entry.manifest.input if margin is None else entry.manifest.input.model_copy(update={"face_margin": margin})
     crops, targets = largest_face_crops(photos, labels, faces, spec, entry.manifest.labels, aligner)
-    return Predictor.load(entry).predict(crops).logits, targets, entry
+    return served_predictor(entry).predict(crops).logits, targets, entry
 
 
 def scored(logits, targets, entry, args, **extra) -> dict:

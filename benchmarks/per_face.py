@@ -21,7 +21,7 @@ from types import ModuleType
 
 import numpy as np
 
-from benchmarks import find_entry, service_settings
+from benchmarks import find_entry, served_predictor, service_settings
 from benchmarks.stages import sample_inputs
 from model_store import Predictor, Prepared, runtime
 from service.detection import create_detector
@@ -55,9 +55,7 @@ def load(model: str, routed: bool) -> Predictor:
     if not routed:
         runtime.routed_graphs = lambda path: None
     try:
-        predictor = Predictor.load(
-            find_entry(model), settings.backend, threads=settings.inference_threads, tta=settings.tta
-        )
+        predictor = served_predictor(find_entry(model), settings)
     finally:
         runtime.routed_graphs = original
     predictor.warmup()
@@ -68,9 +66,9 @@ def one_face(predictor: Predictor, pre: ModuleType, crop) -> tuple[float, float]
     """ms for crop + preprocess, and for the model with postprocessing, of one face."""
     spec = predictor.manifest.input
     t0 = time.perf_counter()
-    x = pre.prepare_batch(np.stack([pre.to_uint8_face(crop(spec), spec)]), spec, predictor.tta)
+    x = pre.prepare_batch(np.stack([pre.to_uint8_face(crop(spec), spec)]), spec, predictor.paired)
     t1 = time.perf_counter()
-    predictor.postprocess(predictor.run(x), Prepared(x, 1, predictor.tta))
+    predictor.postprocess(predictor.run(x), Prepared(x, 1, predictor.paired))
     return (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
 
 

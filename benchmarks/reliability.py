@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import add_model_argument, find_entry, service_settings
+from benchmarks import add_model_argument, find_entry, served_predictor, service_settings
 from benchmarks.eval_photos import read_photos, service_detector, service_fallbacks
 from model_store import Predictor
 from model_store.preprocess import to_uint8_face
@@ -482,7 +482,7 @@ def face_sets(predictor: Predictor, limit: int | None, cache: Path | None) -> li
 def main(args: argparse.Namespace) -> dict:
     entry = find_entry(args.model, args.version)
     settings = service_settings()
-    predictor = Predictor.load(entry, settings.backend, threads=settings.inference_threads, tta=settings.tta)
+    predictor = served_predictor(entry, settings)
     sets = face_sets(predictor, args.limit, args.cache)
     curves = {s.name: {f: curve(feature(s, f), s.correct) for f in FIELDS} for s in sets}
     search = margin_search(sets, GATES_KEPT) if args.choose else []

@@ -800,6 +800,7 @@ async def run(args: argparse.Namespace) -> dict:
         "backend": settings.backend,
         "detector": settings.detector.backend,
         "mirror_tta": settings.tta,
+        "tta_margin": loaded.predictor.tta_margin,
         "face_margin": served.spec.face_margin,
         "limits": {"photos": args.limit, "val_faces_per_set": args.val_limit, "clips": args.clips, "draws": args.draws},
         **stills,

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import cv2
 
-from benchmarks import add_model_argument, find_entry
+from benchmarks import add_model_argument, find_entry, served_predictor
 from benchmarks.synth import photo_on_canvas
-from model_store import Predictor
 from service.config import Settings
 from service.detection import DlibHogDetector, create_detector
 from service.detection.align import FaceCropper
@@ -79,9 +78,7 @@ def stage_breakdown(
 ) -> dict[str, dict[str, float]]:
     """Median ms per stage for a photo (``image``) and a face crop (``face``)."""
     settings = Settings(_env_file=None, **({"detector": {"backend": detector}} if detector else {}))
-    predictor = Predictor.load(
-        find_entry(model, version), settings.backend, threads=settings.inference_threads, tta=settings.tta
-    )
+    predictor = served_predictor(find_entry(model, version), settings)
     predictor.warmup()
     pipeline = FacePipeline(create_detector(settings.detector), settings.limits.max_image_pixels)
     cropper, opts, spec = FaceCropper(), resolve_options(settings), predictor.manifest.input

@@ -273,6 +273,14 @@ class Manifest(BaseModel):
         description="face models: average each face with its mirror image when serving; false where that was "
         "measured not to pay (an ensemble already averages); the calibration temperature was fitted the same way",
     )
+    mirror_tta_margin: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="single-label face models with mirror_tta: only faces whose calibrated top-two margin is under "
+        "this get the mirror pass (a second, smaller backend call); 1: every face, its mirror in the same call. "
+        "Chosen on val as the saving that keeps accuracy (training.evaluate --tta-margin)",
+    )
     logit_bias: dict[str, float] = Field(
         default_factory=dict,
         description="single-label models: added to the logits of these labels before calibration, a prior "

@@ -130,6 +130,13 @@ def merge_mirror(x: np.ndarray, n: int) -> np.ndarray:
     return (x[:n] + x[n:]) / 2
 
 
+def average_rows(x: np.ndarray, rows: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
+    """``x`` with ``rows`` averaged with ``mirrors`` (their mirror images' outputs, in order), as ``merge_mirror``."""
+    out = np.array(x, copy=True)
+    out[rows] = (out[rows] + mirrors) / 2
+    return out
+
+
 def sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Independent probability per label: ``1 / (1 + exp(-logits / temperature))``."""
     z = np.clip(np.asarray(logits, dtype=np.float64) / temperature, -60.0, 60.0)
@@ -153,13 +160,27 @@ def mirrored(manifest: Manifest, tta: bool = True) -> bool:
     return tta and manifest.kind.mirror_tta and manifest.mirror_tta
 
 
+def mirror_margin(manifest: Manifest, tta: bool = True, margin: float | None = None) -> float:
+    """The calibrated top-two margin under which a face gets its mirror pass: ``margin`` (an override) or the
+    manifest's ``mirror_tta_margin``; 1 (every face) where faces are not mirrored or a model has no single margin
+    (multi-label)."""
+    if not mirrored(manifest, tta) or manifest.kind.multi_label:
+        return 1.0
+    return float(manifest.mirror_tta_margin if margin is None else margin)
+
+
 class Predictor:
     """A store entry loaded on a backend, with the manifest's preprocessing, calibration and labels."""
 
-    def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True) -> None:
+    def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True, tta_margin: float | None = None) -> None:
+        """``tta_margin`` (default: the manifest's) below 1: only faces whose calibrated top-two margin is under it
+        get their mirror image, in a second pass of ``run`` (``paired``: every face's mirror image rides along as
+        rows of the one pass)."""
         self.manifest, self.runner = manifest, runner
         self.kind = manifest.kind
         self.tta = mirrored(manifest, tta)
+        self.tta_margin = mirror_margin(manifest, tta, tta_margin)
+        self.paired = self.tta and self.tta_margin >= 1.0
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
         bias = manifest.logit_bias
@@ -167,10 +188,16 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0, tta: bool = True
+        cls,
+        entry: StoreEntry,
+        backend: str = "onnx",
+        device: str = "cpu",
+        threads: int = 0,
+        tta: bool = True,
+        tta_margin: float | None = None,
     ) -> Predictor:
         """Check the entry's file for ``backend`` (size, sha256) and load it."""
-        return cls(entry.manifest, create_runner(entry, backend, device, threads), tta)
+        return cls(entry.manifest, create_runner(entry, backend, device, threads), tta, tta_margin)
 
     @property
     def labels(self) -> list[str]:
@@ -197,7 +224,7 @@ class Predictor:
 
     def prepare_faces(self, faces: np.ndarray) -> Prepared:
         """Model-sized uint8 faces ``N x H x W x C`` (what ``to_uint8_face`` gives) -> the model input."""
-        return Prepared(prepare_batch(faces, self.image_spec, hflip_tta=self.tta), len(faces), self.tta)
+        return Prepared(prepare_batch(faces, self.image_spec, hflip_tta=self.paired), len(faces), self.paired)
 
     def prepare_clip(self, frames: np.ndarray) -> Prepared:
         """One clip of model-sized uint8 frames ``T x H x W x C`` -> a one-row model input ``1 x C x T x H x W``."""
@@ -212,8 +239,25 @@ class Predictor:
         return Prepared(x, len(x))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated)."""
-        return self.runner(x)
+        """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated). With a
+        ``tta_margin`` below 1, the faces the first pass is unsure of go through a second pass as their mirror
+        images, and their rows of every output become the average of both passes (what ``paired`` rows give)."""
+        outputs = self.runner(x)
+        if not self.tta or self.paired or not len(x):
+            return outputs
+        unsure = np.flatnonzero(self.margins(outputs) < self.tta_margin)
+        if not len(unsure):
+            return outputs
+        mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
+        return {k: average_rows(v, unsure, mirrors[k]) for k, v in outputs.items()}
+
+    def margins(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Each row's calibrated top-two probability margin (how sure the model is), from its raw outputs."""
+        logits = np.asarray(outputs[self.manifest.outputs[0]], np.float32)
+        if self.bias is not None:
+            logits = logits + self.bias
+        top = np.sort(probabilities(logits, self.manifest.calibration_temperature), axis=-1)
+        return top[:, -1] - top[:, -2] if top.shape[-1] > 1 else np.ones(len(top), np.float32)
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Predictions:
         """The backend's outputs for ``prepared`` -> mirror-merged logits, calibrated probabilities (softmax, or a

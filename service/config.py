@@ -325,6 +325,13 @@ class Settings(BaseSettings):
     warmup: bool = True
     inference_threads: int = Field(0, ge=0, le=256, description="runtime intra-op threads; 0 = its default")
     tta: bool = Field(True, description="average each face with its mirror image (as the models were measured)")
+    tta_margin: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="with tta, mirror only the faces whose calibrated top-two margin is under this, in a second "
+        "pass; 1 = every face, in the same call; unset = each model's own (its manifest's mirror_tta_margin)",
+    )
     api_key: SecretStr | None = Field(None, description="when set, /predict and /models need header X-API-Key")
     temp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -113,7 +113,7 @@ class LoadedModel:
         def finish(outputs: dict[str, np.ndarray]) -> Predictions:
             return predictor.postprocess(outputs, made[0])
 
-        return await self.run_work(rows, finish, len(faces) * (2 if predictor.tta else 1))
+        return await self.run_work(rows, finish, len(faces) * (2 if predictor.paired else 1))
 
     async def run_work(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int) -> T:
         """``finish`` of the model's outputs for ``rows()`` (``size`` rows), both in the batcher's worker thread
@@ -226,7 +226,9 @@ class ModelRegistry:
 
     def _build(self, entry: StoreEntry) -> Predictor:
         s = self.settings  # Predictor.load raises StoreError on a missing file or checksum mismatch
-        predictor = Predictor.load(entry, s.backend, self.device, s.inference_threads, tta=s.tta)
+        predictor = Predictor.load(
+            entry, s.backend, self.device, s.inference_threads, tta=s.tta, tta_margin=s.tta_margin
+        )
         if s.warmup:
             predictor.warmup()
         return predictor

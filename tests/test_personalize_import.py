@@ -247,7 +247,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
 
 def default_spec(entry: StoreEntry, path: Path) -> Path:
     """A spec for importing ``entry``'s graph: what ``GET /models`` shows of it."""
-    keep = ("task", "labels", "input", "calibration_temperature", "mirror_tta", "valence_arousal")
+    keep = ("task", "labels", "input", "calibration_temperature", "mirror_tta", "mirror_tta_margin", "valence_arousal")
     fields = {k: v for k, v in entry.manifest.model_dump(mode="json").items() if k in keep}
     path.write_text(json.dumps({**fields, "name": "imported_default", "version": "1.0.0"}))
     return path

@@ -24,7 +24,7 @@ from model_store import (
     merge_mirror,
     probabilities,
 )
-from model_store.predictor import valence_arousal
+from model_store.predictor import mirror_margin, valence_arousal
 from model_store.runtime import check_tensors_only, resolved_backend
 from tests.factories import FER_LABELS, manifest
 from training import evaluate
@@ -205,6 +205,84 @@ def test_mirror_tta_doubles_the_batch_and_merges_back(predictors, fer_crops, pro
     np.testing.assert_allclose(result.logits, merge_mirror(outputs["logits"], 6))
     plain = Predictor.load(program_entry, tta=False).prepare(crops)
     assert not plain.mirrored and plain.x.shape == (6, *shape)
+
+
+class EdgeRunner:
+    """Logits from each row's two edge pixels (a mirror image swaps them); records the rows of every call."""
+
+    backend, device = "fake", "cpu"
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.calls.append(batch.copy())
+        logits = np.zeros((len(batch), 7), np.float32)
+        logits[:, 0], logits[:, 1] = batch[:, 0, 0, 0], batch[:, 0, 0, -1]
+        return {"logits": logits, "valence_arousal": logits[:, :2] / 10}
+
+
+def edge_faces(left: list[float], right: list[float]) -> np.ndarray:
+    x = np.zeros((len(left), 1, 48, 48), np.float32)
+    x[:, 0, 0, 0], x[:, 0, 0, -1] = left, right
+    return x
+
+
+def test_adaptive_mirror_tta_runs_a_second_pass_only_for_unsure_faces():
+    # faces 0 and 2 are sure (a margin far above 0.4), faces 1 and 3 are not
+    x = edge_faces([9.0, 0.3, 0.0, 0.0], [0.0, 0.0, 9.0, 0.2])
+    runner = EdgeRunner()
+    predictor = Predictor(
+        manifest(valence_arousal="predicted", outputs=["logits", "valence_arousal"]), runner, tta_margin=0.4
+    )
+    assert predictor.tta and not predictor.paired
+    outputs = predictor.run(x)
+    assert len(runner.calls) == 2 and len(runner.calls[1]) == 2  # the second pass: the two unsure faces, mirrored
+    np.testing.assert_array_equal(runner.calls[1], x[[1, 3], ..., ::-1])
+    full = EdgeRunner()(np.concatenate([x, x[..., ::-1]]))
+    plain = EdgeRunner()(x)
+    for key in ("logits", "valence_arousal"):
+        np.testing.assert_allclose(outputs[key][[1, 3]], merge_mirror(full[key], 4)[[1, 3]])  # full TTA's rows
+        np.testing.assert_array_equal(outputs[key][[0, 2]], plain[key][[0, 2]])  # the first pass's rows
+
+
+def test_adaptive_mirror_tta_makes_one_pass_when_every_face_is_sure():
+    runner = EdgeRunner()
+    predictor = Predictor(manifest(), runner, tta_margin=0.4)
+    prepared = predictor.prepare_faces(np.zeros((2, 48, 48, 1), np.uint8))
+    assert not prepared.mirrored and prepared.x.shape == (2, 1, 48, 48)  # no mirror rows ride along
+    predictor.run(edge_faces([9.0, 0.0], [0.0, 9.0]))
+    assert len(runner.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "tta", "paired"),
+    [
+        ({}, True, False),
+        ({"mirror_tta": False}, False, False),  # the manifest turns TTA off: no second pass either
+        ({"task": "binary-attribute", "labels": ["no", "yes"]}, True, False),
+    ],
+)
+def test_the_margin_applies_only_to_single_label_models_that_mirror(overrides, tta, paired):
+    predictor = Predictor(manifest(**overrides), EdgeRunner(), tta_margin=0.4)
+    assert (predictor.tta, predictor.paired) == (tta, paired)
+
+
+def test_the_margin_is_the_manifests_unless_overridden():
+    own = manifest(mirror_tta_margin=0.25)
+    assert Predictor(own, EdgeRunner()).tta_margin == 0.25  # the model's measured choice, as served
+    assert Predictor(own, EdgeRunner(), tta_margin=1.0).paired  # the service's override: every face, one call
+    assert Predictor(own, EdgeRunner(), tta=False).tta_margin == 1.0 and not Predictor(own, None, tta=False).paired
+    assert mirror_margin(manifest(), margin=0.3) == 0.3 and mirror_margin(manifest(mirror_tta=False), True, 0.3) == 1
+
+
+def test_adaptive_mirror_tta_gives_full_ttas_answer_for_unsure_real_faces(program_entry, fer_crops):
+    full, adaptive = (Predictor.load(program_entry, tta_margin=m) for m in (1.0, 0.4))
+    a, f = adaptive.predict(fer_crops), full.predict(fer_crops)
+    unsure = adaptive.margins({"logits": Predictor.load(program_entry, tta=False).predict(fer_crops).logits}) < 0.4
+    assert 0 < unsure.sum() < len(fer_crops)
+    np.testing.assert_allclose(a.logits[unsure], f.logits[unsure], atol=1e-5)
+    assert np.mean(np.array(a.dominant) == np.array(f.dominant)) >= 0.9
 
 
 def test_no_crops_give_zero_rows_without_calling_the_runner():

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.synth import photo_on_canvas
-from model_store import find
+from model_store import Predictor, find
 from service.api.middleware import MetricsMiddleware
 from service.config import Settings
 from service.metrics import Metrics
@@ -168,7 +168,23 @@ def test_models_lists_the_default_with_metrics_and_state(client):
     spec = find(DEFAULT_MODEL, info["version"]).manifest.input
     assert info["input"]["height"] == spec.height and info["size_bytes"] > 0 and "val" in info["metrics"]
     assert info["mirror_tta"] is True  # the default's manifest keeps the mirror image (it pays for it)
+    assert info["mirror_tta_margin"] == find(DEFAULT_MODEL, info["version"]).manifest.mirror_tta_margin
     assert client.get(f"/models/{DEFAULT_MODEL}").json()["version"] == info["version"]
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5, 1.0])
+def test_the_mirror_pass_margin_setting_reaches_the_served_answers(make_client, default_entry, fer_root, margin):
+    """``EMOTION_TTA_MARGIN`` overrides the manifest's: the served answer is the Predictor's at that margin (0: no
+    face mirrored, 1: every face), and ``/models`` says which margin serves."""
+    client = make_client(tta_margin=margin)
+    info = client.get(f"/models/{DEFAULT_MODEL}").json()
+    assert info["mirror_tta_margin"] == margin
+    predictor = Predictor.load(default_entry, "onnx-int8", tta_margin=margin)
+    for path in sorted((fer_root / "val").glob("*/*.jpg"))[::400][:8]:
+        body = client.post("/predict/face", files=upload(path.read_bytes())).json()
+        expected = predictor.predict([cv2.imread(str(path), cv2.IMREAD_COLOR)])
+        served = [body["emotions"][label] for label in predictor.labels]
+        np.testing.assert_allclose(served, expected.probabilities[0], atol=1e-4)
 
 
 def test_openapi_docs_are_served(client):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import stability
+from benchmarks import mirror_pass, stability
 from benchmarks.stability import PhotoFace, Placement
 
 
@@ -130,3 +130,17 @@ def test_a_small_real_run_writes_every_field(tmp_path, fer_root, photo_paths):
     assert set(clips["labels"]) == {"served", *(f"{b}_boxes_ema_{e}" for b in ("raw", "steady") for e in ("on", "off"))}
     steady = clips["box_noise_in_clips"]["steady_boxes"]
     assert steady["centre_sd"][0] <= clips["box_noise_in_clips"]["raw_boxes"]["centre_sd"][0]
+
+
+def test_the_mirror_pass_benchmark_measures_every_model_and_margin(tmp_path):
+    args = mirror_pass.get_args_parser().parse_args(
+        ["--photos", "12", "--faces", "6", "--margins", "1", "0.3", "--output", str(tmp_path)]
+    )
+    rows = mirror_pass.main(args)
+    assert set(rows) == {f"{m} {t}" for m in ("fer_emotion_cnn", "emotion_transfer") for t in ("1", "0.3")}
+    for name, r in rows.items():
+        assert r["ms_per_face_mean"] > 0 and 0 <= r["second_pass_share"] <= 1
+        full = name.endswith(" 1")
+        assert (r["labels_as_full_tta"] == 1.0) if full else (0.5 <= r["labels_as_full_tta"] <= 1.0)
+    assert rows["fer_emotion_cnn 1"]["ratio_to_base_same_margin"] == 1.0
+    assert json.loads((tmp_path / "mirror_pass.json").read_text()) == rows

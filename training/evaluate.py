@@ -46,6 +46,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="onnx-int8: the int8 graph the service runs by default",
     )
     p.add_argument("--no-tta", action="store_true")
+    p.add_argument(
+        "--tta-margin",
+        type=float,
+        help="mirror only faces whose calibrated margin is under this (1: every face; default: the manifest's "
+        "mirror_tta_margin, as served)",
+    )
     p.add_argument("--limit", type=int)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--output", type=Path, default=Path("runs/eval"))
@@ -169,7 +175,9 @@ EVALUATORS = {"features": evaluate_features, "frame": evaluate_attributes}
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     entry = StoreEntry(read_manifest(args.model), args.model)
-    predictor = Predictor.load(entry, args.backend, tta=not args.no_tta)  # first: a missing file fails fast
+    predictor = Predictor.load(
+        entry, args.backend, tta=not args.no_tta, tta_margin=args.tta_margin
+    )  # first: a missing file fails fast
     if entry.manifest.kind.input in EVALUATORS:
         metrics = EVALUATORS[entry.manifest.kind.input](args, entry, predictor)
         metrics.update(model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend)
@@ -191,6 +199,7 @@ def main(args: argparse.Namespace) -> dict:
         split=args.split,
         backend=predictor.runner.backend,  # what ran: onnx-int8 falls back to fp32 where there is no int8 graph
         tta=predictor.tta,
+        tta_margin=predictor.tta_margin,
     )
     write_report(args.output, args.name, metrics, labels)
     log.info(

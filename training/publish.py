@@ -64,6 +64,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "with benchmarks.stability)",
     )
     p.add_argument(
+        "--tta-margin",
+        type=float,
+        default=1.0,
+        help="mirror only faces whose calibrated top-two margin is under this (manifest mirror_tta_margin; 1: every "
+        "face); choose with training.evaluate --tta-margin on both val sets and benchmarks.eval_photos",
+    )
+    p.add_argument(
         "--logit-bias",
         type=Path,
         help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
@@ -98,6 +105,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         valence_arousal=va_mode,
         calibration_temperature=report.get("temperature", 1.0),
         mirror_tta=not cfg["args"].get("no_tta", False),  # served as it was evaluated and calibrated
+        mirror_tta_margin=args.tta_margin,
         logit_bias=json.loads(args.logit_bias.read_text()) if args.logit_bias else {},
         thresholds=report.get("thresholds", {}),
         metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},

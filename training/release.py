@@ -42,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--framing", choices=["box", "chip"], help="publish --framing")
     p.add_argument("--edge", choices=["clip", "replicate"], help="publish --edge")
     p.add_argument("--logit-bias", type=Path, help="publish --logit-bias")
+    p.add_argument("--tta-margin", type=float, help="publish --tta-margin")
     p.add_argument("--valence-arousal", choices=["derived", "predicted", "none"], help="publish --valence-arousal")
     p.add_argument(
         "--quantize",
@@ -67,6 +68,7 @@ def step_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
         ("--framing", args.framing),
         ("--edge", args.edge),
         ("--logit-bias", args.logit_bias),
+        ("--tta-margin", args.tta_margin),
         ("--valence-arousal", args.valence_arousal),
     ):
         pub += [flag, str(value)] if value is not None else []

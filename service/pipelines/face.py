@@ -135,7 +135,7 @@ class _FaceJob:
         self.picture: PictureQuality | None = None
 
     async def run(self) -> FaceResult:
-        size = 2 if self.predictor.tta else 1  # a face's rows: itself, and its mirror image when averaged with it
+        size = 2 if self.predictor.paired else 1  # a face's rows: itself, and its mirror image when paired with it
         return await self.model.run_work(self.rows, self.finish, size)
 
     def rows(self) -> np.ndarray:

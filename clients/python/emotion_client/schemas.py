@@ -106,6 +106,11 @@ class ModelInfo(BaseModel):
     mirror_tta: bool = Field(
         True, description="each face averaged with its mirror image (where the model's manifest says it pays)"
     )
+    mirror_tta_margin: float = Field(
+        1.0,
+        description="with mirror_tta: only faces whose calibrated top-two margin is under this get their mirror "
+        "image (1: every face)",
+    )
     state: Literal["available", "loading", "loaded", "failed"]
     error: str | None = None
     size_bytes: int

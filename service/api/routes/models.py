@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from model_store.predictor import mirrored
+from model_store.predictor import mirror_margin, mirrored
 from model_store.runtime import resolved_backend
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
@@ -13,6 +13,7 @@ router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
 
 def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
     m = record.entry.manifest
+    settings = registry.settings
     return ModelInfo(
         name=m.name,
         version=m.version,
@@ -24,7 +25,8 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         valence_arousal=m.valence_arousal,
         backend=resolved_backend(record.entry, registry.settings.backend, registry.device),
         device=registry.device,
-        mirror_tta=mirrored(m, registry.settings.tta),
+        mirror_tta=mirrored(m, settings.tta),
+        mirror_tta_margin=mirror_margin(m, settings.tta, settings.tta_margin),
         state=record.state,
         error=record.error,
         size_bytes=sum(f.bytes for f in m.files),
