@@ -74,8 +74,8 @@ def one_face(predictor: Predictor, cropper: FaceCropper, image: np.ndarray, box)
 def second_pass_share(predictor: Predictor, cropper: FaceCropper, faces) -> float:
     """The share of ``faces`` whose plain pass is unsure (margin under the predictor's ``tta_margin``)."""
     plain = Predictor(predictor.manifest, predictor.runner, tta=False)
-    logits = plain.predict([cropper.crop(image, box, predictor.manifest.input) for image, box in faces]).logits
-    return float(np.mean(predictor.margins({predictor.manifest.outputs[0]: logits}) < predictor.tta_margin))
+    prepared = plain.prepare([cropper.crop(image, box, predictor.manifest.input) for image, box in faces])
+    return float(np.mean(predictor.margins(plain.run(prepared.x)) < predictor.tta_margin))
 
 
 def measure(args: argparse.Namespace, faces) -> dict:

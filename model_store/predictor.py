@@ -10,7 +10,7 @@ or a sigmoid per label with thresholds (``postprocess``), mirror TTA and valence
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,6 +181,7 @@ class Predictor:
         self.tta = mirrored(manifest, tta)
         self.tta_margin = mirror_margin(manifest, tta, tta_margin)
         self.paired = self.tta and self.tta_margin >= 1.0
+        self.on_mirror_pass: Callable[[int], None] | None = None  # told how many faces each second pass takes
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
         bias = manifest.logit_bias
@@ -248,6 +249,8 @@ class Predictor:
         unsure = np.flatnonzero(self.margins(outputs) < self.tta_margin)
         if not len(unsure):
             return outputs
+        if self.on_mirror_pass is not None:
+            self.on_mirror_pass(len(unsure))
         mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
         return {k: average_rows(v, unsure, mirrors[k]) for k, v in outputs.items()}
 

@@ -72,6 +72,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
+        self.mirror_passes = Counter(
+            "emotion_mirror_pass_faces_total",
+            "Faces scored again as their mirror image because the first pass was unsure (a mirror TTA margin under 1)",
+            ["model"],
+            registry=r,
+        )
         self.faces = Counter("emotion_faces_detected_total", "Faces found by the detector", registry=r)
         self.model_loads = Counter("emotion_model_loads_total", "Successful model loads", ["model"], registry=r)
         self.model_load_failures = Counter(
@@ -183,6 +189,10 @@ class Metrics:
             rows.observe(n)
 
         return observe
+
+    def mirror_pass_counter(self, model: str) -> Callable[[int], None]:
+        """Counts the faces each of ``model``'s second, mirror passes takes (``Predictor.on_mirror_pass``)."""
+        return self.mirror_passes.labels(model=model).inc
 
     def observe_video(self, result: VideoResult, seconds: float) -> None:
         """One analysed video: frames decoded, unreadable and analysed, faces classified, and the time it took."""

@@ -244,6 +244,7 @@ class ModelRegistry:
             log.error("loading %s failed: %s", key, exc, exc_info=not isinstance(exc, StoreError))
             return
         observe = self.metrics.inference_observer(key)
+        predictor.on_mirror_pass = self.metrics.mirror_pass_counter(key)
         batching = self.settings.batching
         batcher = MicroBatcher(
             predictor.run,

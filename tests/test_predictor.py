@@ -236,8 +236,11 @@ def test_adaptive_mirror_tta_runs_a_second_pass_only_for_unsure_faces():
         manifest(valence_arousal="predicted", outputs=["logits", "valence_arousal"]), runner, tta_margin=0.4
     )
     assert predictor.tta and not predictor.paired
+    counted: list[int] = []
+    predictor.on_mirror_pass = counted.append  # the service's metric: faces per second pass
     outputs = predictor.run(x)
     assert len(runner.calls) == 2 and len(runner.calls[1]) == 2  # the second pass: the two unsure faces, mirrored
+    assert counted == [2]
     np.testing.assert_array_equal(runner.calls[1], x[[1, 3], ..., ::-1])
     full = EdgeRunner()(np.concatenate([x, x[..., ::-1]]))
     plain = EdgeRunner()(x)
@@ -279,7 +282,8 @@ def test_the_margin_is_the_manifests_unless_overridden():
 def test_adaptive_mirror_tta_gives_full_ttas_answer_for_unsure_real_faces(program_entry, fer_crops):
     full, adaptive = (Predictor.load(program_entry, tta_margin=m) for m in (1.0, 0.4))
     a, f = adaptive.predict(fer_crops), full.predict(fer_crops)
-    unsure = adaptive.margins({"logits": Predictor.load(program_entry, tta=False).predict(fer_crops).logits}) < 0.4
+    plain = Predictor.load(program_entry, tta=False)
+    unsure = adaptive.margins(plain.run(plain.prepare(fer_crops).x)) < 0.4  # the first pass's raw outputs
     assert 0 < unsure.sum() < len(fer_crops)
     np.testing.assert_allclose(a.logits[unsure], f.logits[unsure], atol=1e-5)
     assert np.mean(np.array(a.dominant) == np.array(f.dominant)) >= 0.9

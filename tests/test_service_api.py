@@ -175,16 +175,22 @@ def test_models_lists_the_default_with_metrics_and_state(client):
 @pytest.mark.parametrize("margin", [0.0, 0.5, 1.0])
 def test_the_mirror_pass_margin_setting_reaches_the_served_answers(make_client, default_entry, fer_root, margin):
     """``EMOTION_TTA_MARGIN`` overrides the manifest's: the served answer is the Predictor's at that margin (0: no
-    face mirrored, 1: every face), and ``/models`` says which margin serves."""
+    face mirrored, 1: every face), ``/models`` says which margin serves, and ``/metrics`` counts the faces that took
+    a second, mirror pass."""
     client = make_client(tta_margin=margin)
     info = client.get(f"/models/{DEFAULT_MODEL}").json()
     assert info["mirror_tta_margin"] == margin
-    predictor = Predictor.load(default_entry, "onnx-int8", tta_margin=margin)
+    predictor, unsure = Predictor.load(default_entry, "onnx-int8", tta_margin=margin), 0
+    plain = Predictor(predictor.manifest, predictor.runner, tta=False)
     for path in sorted((fer_root / "val").glob("*/*.jpg"))[::400][:8]:
         body = client.post("/predict/face", files=upload(path.read_bytes())).json()
-        expected = predictor.predict([cv2.imread(str(path), cv2.IMREAD_COLOR)])
+        face = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        expected = predictor.predict([face])
         served = [body["emotions"][label] for label in predictor.labels]
         np.testing.assert_allclose(served, expected.probabilities[0], atol=1e-4)
+        unsure += int(predictor.tta_margin < 1 and predictor.margins(plain.run(plain.prepare([face]).x))[0] < margin)
+    counted = metric(client.get("/metrics").text, f'emotion_mirror_pass_faces_total{{model="{info["name"]}:')
+    assert counted == (unsure if margin == 0.5 else 0)
 
 
 def test_openapi_docs_are_served(client):
