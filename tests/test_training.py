@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from model_store import scan, verify_file
+from model_store import Predictor, scan, verify_file
 from training import evaluate, export_onnx, export_slim, make_clips, publish, train
 from training.augment import AugmentCfg, augment_batch
 from training.runs import load_config
@@ -151,10 +151,13 @@ def test_publish_overrides_the_crop_the_service_cuts(tiny_run, tmp_path):
     export_slim.main(export_slim.get_args_parser().parse_args(["--run", str(tiny_run)]))
     export_onnx.main(export_onnx.get_args_parser().parse_args(["--run", str(tiny_run)]))
     argv = ["--run", str(tiny_run), "--name", "t", "--version", "0.2.0", "--store", str(tmp_path)]
-    entry = publish.main(publish.get_args_parser().parse_args([*argv, "--framing", "chip", "--face-margin", "0.25"]))
+    crop = ["--framing", "chip", "--face-margin", "0.25", "--tta-margin", "0.3"]
+    entry = publish.main(publish.get_args_parser().parse_args([*argv, *crop]))
     assert (entry.manifest.input.framing, entry.manifest.input.face_margin) == ("chip", 0.25)
-    with pytest.raises(SystemExit):
-        publish.get_args_parser().parse_args([*argv, "--framing", "square"])
+    assert entry.manifest.mirror_tta_margin == 0.3 and Predictor.load(entry).tta_margin == 0.3  # served so
+    for bad in (["--framing", "square"], ["--tta-margin", "1.5"]):
+        with pytest.raises(SystemExit):
+            publish.get_args_parser().parse_args([*argv, *bad])
 
 
 def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):

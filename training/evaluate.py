@@ -32,6 +32,14 @@ from training.reports import classification_metrics, write_report
 log = logging.getLogger("training.evaluate")
 
 
+def tta_margin(text: str) -> float:
+    """``--tta-margin``: a calibrated top-two margin, 0 to 1 (1: every face gets its mirror image)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (1: every face gets its mirror image)")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", type=Path, required=True, help="store folder <store>/<name>/<version>")
@@ -48,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tta", action="store_true")
     p.add_argument(
         "--tta-margin",
-        type=float,
+        type=tta_margin,
         help="mirror only faces whose calibrated margin is under this (1: every face; default: the manifest's "
         "mirror_tta_margin, as served)",
     )
@@ -175,9 +183,8 @@ EVALUATORS = {"features": evaluate_features, "frame": evaluate_attributes}
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     entry = StoreEntry(read_manifest(args.model), args.model)
-    predictor = Predictor.load(
-        entry, args.backend, tta=not args.no_tta, tta_margin=args.tta_margin
-    )  # first: a missing file fails fast
+    # first: a missing file fails fast
+    predictor = Predictor.load(entry, args.backend, tta=not args.no_tta, tta_margin=args.tta_margin)
     if entry.manifest.kind.input in EVALUATORS:
         metrics = EVALUATORS[entry.manifest.kind.input](args, entry, predictor)
         metrics.update(model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend)

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from model_store import DEFAULT_ROOT, TASKS, Manifest, StoreEntry, publish, read_manifest
+from training.evaluate import tta_margin
 from training.link_members import link
 from training.runs import ONNX_NAME, SLIM_NAME, TORCH_PROGRAM_NAME, load_config
 
@@ -65,7 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tta-margin",
-        type=float,
+        type=tta_margin,
         default=1.0,
         help="mirror only faces whose calibrated top-two margin is under this (manifest mirror_tta_margin; 1: every "
         "face); choose with training.evaluate --tta-margin on both val sets and benchmarks.eval_photos",

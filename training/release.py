@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from model_store import DEFAULT_ROOT
 from training import export_onnx, export_slim, publish, quantize
+from training.evaluate import tta_margin
 from training.runs import load_config
 
 log = logging.getLogger("training.release")
@@ -42,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--framing", choices=["box", "chip"], help="publish --framing")
     p.add_argument("--edge", choices=["clip", "replicate"], help="publish --edge")
     p.add_argument("--logit-bias", type=Path, help="publish --logit-bias")
-    p.add_argument("--tta-margin", type=float, help="publish --tta-margin")
+    p.add_argument("--tta-margin", type=tta_margin, help="publish --tta-margin")
     p.add_argument("--valence-arousal", choices=["derived", "predicted", "none"], help="publish --valence-arousal")
     p.add_argument(
         "--quantize",

@@ -23,7 +23,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         labels=m.labels,
         input=m.input.model_dump(),
         valence_arousal=m.valence_arousal,
-        backend=resolved_backend(record.entry, registry.settings.backend, registry.device),
+        backend=resolved_backend(record.entry, settings.backend, registry.device),
         device=registry.device,
         mirror_tta=mirrored(m, settings.tta),
         mirror_tta_margin=mirror_margin(m, settings.tta, settings.tta_margin),
