@@ -341,6 +341,11 @@ class Manifest(BaseModel):
         if self.valence_arousal == "predicted" and "valence_arousal" not in self.outputs:
             raise ValueError("valence_arousal='predicted' needs a 'valence_arousal' output")
         self._check_thresholds(kind)
+        if self.mirror_tta_margin < 1.0 and (kind.multi_label or not (kind.mirror_tta and self.mirror_tta)):
+            raise ValueError(
+                f"mirror_tta_margin applies to single-label face models served with mirror_tta; {self.key} has "
+                "none to apply it to: set it to 1 or remove it"
+            )
         return self
 
     def _check_input(self, kind: TaskKind) -> None:

@@ -130,8 +130,11 @@ def merge_mirror(x: np.ndarray, n: int) -> np.ndarray:
     return (x[:n] + x[n:]) / 2
 
 
-def average_rows(x: np.ndarray, rows: np.ndarray, mirrors: np.ndarray) -> np.ndarray:
-    """``x`` with ``rows`` averaged with ``mirrors`` (their mirror images' outputs, in order), as ``merge_mirror``."""
+def average_rows(x: np.ndarray, rows: np.ndarray, mirrors: np.ndarray, n: int) -> np.ndarray:
+    """``x`` with ``rows`` averaged with ``mirrors`` (their mirror images' outputs, in order), as ``merge_mirror``
+    averages; an output that is not one float row per face (``n`` of them) is left as the first pass gave it."""
+    if not (np.issubdtype(x.dtype, np.floating) and x.ndim and len(x) == n):
+        return x
     out = np.array(x, copy=True)
     out[rows] = (out[rows] + mirrors) / 2
     return out
@@ -239,20 +242,22 @@ class Predictor:
         x = standardize(rows, spec)
         return Prepared(x, len(x))
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, eligible: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated). With a
         ``tta_margin`` below 1, the faces the first pass is unsure of go through a second pass as their mirror
-        images, and their rows of every output become the average of both passes (what ``paired`` rows give)."""
+        images, and their rows of every output become the average of both passes (what ``paired`` rows give).
+        ``eligible`` (a row mask) keeps the other rows as the model gave them (a client's own tensors)."""
         outputs = self.runner(x)
         if not self.tta or self.paired or not len(x):
             return outputs
-        unsure = np.flatnonzero(self.margins(outputs) < self.tta_margin)
+        unsure = self.margins(outputs) < self.tta_margin
+        unsure = np.flatnonzero(unsure if eligible is None else unsure & eligible)
         if not len(unsure):
             return outputs
         if self.on_mirror_pass is not None:
             self.on_mirror_pass(len(unsure))
         mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
-        return {k: average_rows(v, unsure, mirrors[k]) for k, v in outputs.items()}
+        return {k: average_rows(v, unsure, mirrors[k], len(x)) for k, v in outputs.items()}
 
     def margins(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Each row's calibrated top-two probability margin (how sure the model is), from its raw outputs."""

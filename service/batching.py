@@ -49,6 +49,7 @@ class _Job:
     finish: Callable[[Outputs], Any]  # its result from its slice of every output, in the worker thread
     size: int  # rows it adds to a batch (counted against max_batch before they exist)
     future: asyncio.Future
+    as_is: bool = False  # rows the model takes as they are sent (no second pass: a client's own tensors)
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -71,7 +72,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], Outputs],
+        fn: Callable[..., Outputs],
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
@@ -79,7 +80,9 @@ class MicroBatcher:
         workers: int = 1,
     ) -> None:
         """``pending`` (optional) counts requests in flight: once every one has submitted, nobody else can join
-        the batch, so it runs without waiting out ``max_wait_ms`` (a lone request pays no batching delay)."""
+        the batch, so it runs without waiting out ``max_wait_ms`` (a lone request pays no batching delay). ``fn``
+        takes the batch, and where some of its rows were submitted ``as_is``, a second argument: the mask of the
+        other rows (``Predictor.run``'s ``eligible``)."""
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
         self.on_batch, self.pending = on_batch, pending
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -110,20 +113,23 @@ class MicroBatcher:
                 job.future.set_exception(BatcherClosed())
         self._executor.shutdown(wait=False)
 
-    async def submit(self, batch: np.ndarray) -> Outputs:
-        """Run ``batch`` (N rows) through the model together with whatever else is waiting."""
+    async def submit(self, batch: np.ndarray, as_is: bool = False) -> Outputs:
+        """Run ``batch`` (N rows) through the model together with whatever else is waiting (``as_is``: see
+        ``_Job``)."""
         if self._closed:
             raise BatcherClosed()
         if len(batch) == 0:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, batch)
-        return await self.submit_work(lambda: batch, _same, len(batch))
+        return await self.submit_work(lambda: batch, _same, len(batch), as_is)
 
-    async def submit_work(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int) -> T:
+    async def submit_work(
+        self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int, as_is: bool = False
+    ) -> T:
         """``finish`` of the model's outputs for ``rows()`` (``size`` rows, at least one), batched with whatever else
         is waiting; both run in the worker thread, and an exception from either reaches only this caller."""
         if self._closed:
             raise BatcherClosed()
-        job = _Job(rows, finish, size, asyncio.get_running_loop().create_future())
+        job = _Job(rows, finish, size, asyncio.get_running_loop().create_future(), as_is=as_is)
         if self.idle():
             return await self._run_alone(job)
         self.start()
@@ -172,7 +178,7 @@ class MicroBatcher:
             return outcome
         started = time.perf_counter()
         try:
-            outputs = self.fn(np.concatenate([x for _, x in made]) if len(made) > 1 else made[0][1])
+            outputs = self.fn(*self._inputs(jobs, made))
         except Exception as exc:
             outcome.failure = exc
             for i, _ in made:
@@ -185,6 +191,14 @@ class MicroBatcher:
             offset += len(x)
             outcome.results[i] = _finished(jobs[i], part)
         return outcome
+
+    @staticmethod
+    def _inputs(jobs: list[_Job], made: list[tuple[int, np.ndarray]]) -> tuple:
+        """``fn``'s arguments: the rows of every job, and where any job's go ``as_is``, the mask of the others."""
+        x = np.concatenate([x for _, x in made]) if len(made) > 1 else made[0][1]
+        if not any(jobs[i].as_is for i, _ in made):
+            return (x,)
+        return x, np.concatenate([np.full(len(rows), not jobs[i].as_is) for i, rows in made])
 
     def _observe(self, outcome: _Outcome) -> None:
         if self.on_batch and outcome.rows:

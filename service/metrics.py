@@ -164,6 +164,7 @@ class Metrics:
             self.model_load_failures,
             self.inference,
             self.batch_size,
+            self.mirror_passes,
             self.feature_rows,
             self.attribute_predictions,
         )

@@ -86,16 +86,18 @@ class LoadedModel:
         """Photos and face crops need a per-face model."""
         self.require("face")
 
-    async def infer(self, prepared: Prepared) -> Predictions:
+    async def infer(self, prepared: Prepared, as_is: bool = False) -> Predictions:
         """Predictions for a prepared batch, its rows batched with other requests' rows; if the model was unloaded
         meanwhile (evicted, or removed from the store) the rows run on their own, so the request finishes on the
-        version it started with."""
+        version it started with. ``as_is``: rows a client prepared itself, which never get the mirror pass for
+        unsure faces (``Predictor.run``)."""
         if not prepared.n:
             return self.predictor.empty()
         try:
-            outputs = await self.batcher.submit(prepared.x)
+            outputs = await self.batcher.submit(prepared.x, as_is)
         except BatcherClosed:
-            outputs = await asyncio.to_thread(self.predictor.run, prepared.x)
+            eligible = np.full(len(prepared.x), not as_is)
+            outputs = await asyncio.to_thread(self.predictor.run, prepared.x, eligible)
         return self.predictor.postprocess(outputs, prepared)
 
     async def infer_faces(self, faces: np.ndarray) -> Predictions:

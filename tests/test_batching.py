@@ -36,6 +36,25 @@ def test_concurrent_submits_share_one_call_and_get_their_own_rows():
         assert np.array_equal(out["y"], x * 2)
 
 
+def test_rows_sent_as_is_reach_the_model_with_a_mask_of_the_others():
+    """A client's own tensors (``as_is``) share the batch; the model is told which rows may get a second pass."""
+    calls: list[tuple] = []
+
+    def record(batch: np.ndarray, *mask) -> dict[str, np.ndarray]:
+        calls.append((len(batch), *(m.tolist() for m in mask)))
+        return {"y": batch}
+
+    async def scenario(as_is: tuple[bool, ...]):
+        batcher = MicroBatcher(record, max_batch=64, max_wait_ms=50)
+        sizes = (2, 1, 3)
+        await asyncio.gather(*(batcher.submit(np.zeros((n, 1)), raw) for n, raw in zip(sizes, as_is, strict=True)))
+        await batcher.close()
+
+    run(scenario((False, True, False)))
+    run(scenario((False, False, False)))
+    assert calls == [(6, [True, True, False, True, True, True]), (6,)]  # none as_is: fn gets the rows alone
+
+
 def test_max_batch_splits_large_queues():
     calls: list[int] = []
 

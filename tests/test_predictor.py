@@ -24,6 +24,7 @@ from model_store import (
     merge_mirror,
     probabilities,
 )
+from model_store.manifest import TASKS, TaskKind
 from model_store.predictor import mirror_margin, valence_arousal
 from model_store.runtime import check_tensors_only, resolved_backend
 from tests.factories import FER_LABELS, manifest
@@ -249,6 +250,28 @@ def test_adaptive_mirror_tta_runs_a_second_pass_only_for_unsure_faces():
         np.testing.assert_array_equal(outputs[key][[0, 2]], plain[key][[0, 2]])  # the first pass's rows
 
 
+def test_rows_that_are_not_eligible_keep_the_first_pass():
+    """A client's own tensors (``/v2``) batched beside faces: only eligible unsure rows get the mirror pass, and an
+    output that is not one float row per face is left as the first pass gave it."""
+
+    class WithCount(EdgeRunner):
+        def __call__(self, batch):
+            return super().__call__(batch) | {"count": np.array([len(batch)])}
+
+    x = edge_faces([0.3, 0.0, 0.1], [0.0, 0.2, 0.0])  # all three unsure
+    runner = WithCount()
+    outputs = Predictor(manifest(), runner, tta_margin=0.4).run(x, eligible=np.array([True, False, True]))
+    np.testing.assert_array_equal(runner.calls[1], x[[0, 2], ..., ::-1])
+    plain = EdgeRunner()(x)["logits"]
+    np.testing.assert_array_equal(outputs["logits"][1], plain[1])  # the ineligible row: as the model gave it
+    assert not np.array_equal(outputs["logits"][0], plain[0]) and outputs["count"].tolist() == [3]
+
+
+def test_a_margin_where_nothing_is_mirrored_is_refused_in_the_manifest():
+    with pytest.raises(ValueError, match="mirror_tta_margin applies to single-label face models"):
+        manifest(mirror_tta=False, mirror_tta_margin=0.2)
+
+
 def test_adaptive_mirror_tta_makes_one_pass_when_every_face_is_sure():
     runner = EdgeRunner()
     predictor = Predictor(manifest(), runner, tta_margin=0.4)
@@ -279,10 +302,18 @@ def test_the_margin_is_the_manifests_unless_overridden():
     assert mirror_margin(manifest(), margin=0.3) == 0.3 and mirror_margin(manifest(mirror_tta=False), True, 0.3) == 1
 
 
-def test_adaptive_mirror_tta_gives_full_ttas_answer_for_unsure_real_faces(program_entry, fer_crops):
-    full, adaptive = (Predictor.load(program_entry, tta_margin=m) for m in (1.0, 0.4))
+def test_a_multi_label_model_never_gets_a_margin(monkeypatch):
+    """A sigmoid per label has no top-two margin: such a model mirrors every face, whatever the setting says."""
+    monkeypatch.setitem(TASKS, "binary-attribute", TaskKind("face", multi_label=True, mirror_tta=True))
+    predictor = Predictor(manifest(task="binary-attribute", labels=["no", "yes"]), EdgeRunner(), tta_margin=0.2)
+    assert predictor.tta and predictor.paired and predictor.tta_margin == 1.0
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_adaptive_mirror_tta_gives_full_ttas_answer_for_unsure_real_faces(program_entry, fer_crops, backend):
+    full, adaptive = (Predictor.load(program_entry, backend, tta_margin=m) for m in (1.0, 0.4))
     a, f = adaptive.predict(fer_crops), full.predict(fer_crops)
-    plain = Predictor.load(program_entry, tta=False)
+    plain = Predictor.load(program_entry, backend, tta=False)
     unsure = adaptive.margins(plain.run(plain.prepare(fer_crops).x)) < 0.4  # the first pass's raw outputs
     assert 0 < unsure.sum() < len(fer_crops)
     np.testing.assert_allclose(a.logits[unsure], f.logits[unsure], atol=1e-5)

@@ -291,3 +291,27 @@ def test_a_model_that_fails_to_load_is_not_ready_and_its_infer_is_503(store_copy
     response = client.post(f"/v2/models/{model}/infer", json={"inputs": [{"name": "image", "datatype": "BYTES",
                                                                           "shape": [1], "data": data}]})  # fmt: skip
     assert response.status_code == 503 and "checksum mismatch" in error_of(response) and response.headers["retry-after"]
+
+
+def test_a_clients_own_tensor_gets_no_mirror_pass_while_its_images_do(make_client, tensor, crops):
+    """With ``EMOTION_TTA_MARGIN`` under 1, the model's own input comes back as the model's raw output (no mirror
+    pass is added to a client's tensors), while images get the served answer, mirror pass included."""
+    client = make_client(tta_margin=0.9)
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(tensor.shape), "data": tensor.ravel().tolist()}]
+    }
+    response = client.post(f"/v2/models/{MODEL}/versions/{NEWEST}/infer", json=body)
+    assert response.status_code == 200, response.text
+    logits = next(o for o in response.json()["outputs"] if o["name"] == "logits")
+    raw = Predictor.load(find(MODEL, NEWEST), Settings(_env_file=None).backend, tta=False)
+    expected = raw.run(tensor)["logits"]
+    adaptive = Predictor.load(find(MODEL, NEWEST), Settings(_env_file=None).backend, tta_margin=0.9)
+    assert (adaptive.margins(raw.run(tensor)) < 0.9).any()  # some rows would have taken the mirror pass
+    np.testing.assert_allclose(np.reshape(logits["data"], logits["shape"]), expected, atol=1e-5)
+    image = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(crops[1]).decode()]}
+    answer = client.post(f"/v2/models/{MODEL}/versions/{NEWEST}/infer", json={"inputs": [image]}).json()
+    probs = next(o for o in answer["outputs"] if o["name"] == "probabilities")["data"]
+    import cv2
+
+    face = cv2.imdecode(np.frombuffer(crops[1], np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_allclose(probs, adaptive.predict([face]).probabilities[0], atol=1e-5)

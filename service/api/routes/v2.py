@@ -257,7 +257,7 @@ async def _infer_tensor(model: LoadedModel, tensor: oip.Tensor, max_rows: int) -
     x = np.asarray(tensor.data).reshape(tensor.shape)
     if not np.isfinite(x).all():
         raise InvalidInput(f"input {tensor.name!r} holds NaN or infinite values")
-    preds = await model.infer(Prepared(x, rows))
+    preds = await model.infer(Prepared(x, rows), as_is=True)  # the client's own tensor: no mirror pass added
     outputs = {model.manifest.outputs[0]: preds.logits, oip.PROBABILITIES: preds.probabilities}
     if preds.valence_arousal is not None:
         outputs[oip.VALENCE_AROUSAL] = preds.valence_arousal
