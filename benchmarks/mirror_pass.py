@@ -45,7 +45,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def photo_faces(limit: int | None = None) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+Box = tuple[int, int, int, int]
+Faces = list[tuple[np.ndarray, Box]]  # (photo, the box of its largest face)
+
+
+def photo_faces(limit: int | None = None) -> Faces:
     """The largest face of every shared photo (the first ``limit``) in which the service finds one: (photo, box)."""
     settings = service_settings()
     pipeline = FacePipeline(service_detector(), settings.limits.max_image_pixels)
@@ -64,21 +68,21 @@ def load(model: str, margin: float) -> Predictor:
     return predictor
 
 
-def one_face(predictor: Predictor, cropper: FaceCropper, image: np.ndarray, box) -> tuple[float, str]:
+def one_face(predictor: Predictor, cropper: FaceCropper, image: np.ndarray, box: Box) -> tuple[float, str]:
     """ms for crop + preprocess + model (with postprocessing) of one face, and its label."""
     started = time.perf_counter()
     preds = predictor.infer(predictor.prepare([cropper.crop(image, box, predictor.manifest.input)]))
     return (time.perf_counter() - started) * 1000, preds.dominant[0]
 
 
-def second_pass_share(predictor: Predictor, cropper: FaceCropper, faces) -> float:
+def second_pass_share(predictor: Predictor, cropper: FaceCropper, faces: Faces) -> float:
     """The share of ``faces`` whose plain pass is unsure (margin under the predictor's ``tta_margin``)."""
     plain = Predictor(predictor.manifest, predictor.runner, tta=False)
     prepared = plain.prepare([cropper.crop(image, box, predictor.manifest.input) for image, box in faces])
     return float(np.mean(predictor.margins(plain.run(prepared.x)) < predictor.tta_margin))
 
 
-def measure(args: argparse.Namespace, faces) -> dict:
+def measure(args: argparse.Namespace, faces: Faces) -> dict:
     cropper = FaceCropper()
     runs = {(m, t): load(m, t) for m in args.model for t in args.margins}
     ms: dict = {k: [] for k in runs}
