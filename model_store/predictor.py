@@ -130,6 +130,10 @@ def merge_mirror(x: np.ndarray, n: int) -> np.ndarray:
     return (x[:n] + x[n:]) / 2
 
 
+# up to this many faces in a batch, their mirror images ride in the first call (its fixed cost outweighs the rows)
+MIRROR_IN_ONE_CALL = 1
+
+
 def average_rows(x: np.ndarray, rows: np.ndarray, mirrors: np.ndarray, n: int) -> np.ndarray:
     """``x`` with ``rows`` averaged with ``mirrors`` (their mirror images' outputs, in order), as ``merge_mirror``
     averages; an output that is not one float row per face (``n`` of them) is left as the first pass gave it."""
@@ -247,17 +251,36 @@ class Predictor:
         ``tta_margin`` below 1, the faces the first pass is unsure of go through a second pass as their mirror
         images, and their rows of every output become the average of both passes (what ``paired`` rows give).
         ``eligible`` (a row mask) keeps the other rows as the model gave them (a client's own tensors)."""
-        outputs = self.runner(x)
         if not self.tta or self.paired or not len(x):
-            return outputs
+            return self.runner(x)
+        if len(x) <= MIRROR_IN_ONE_CALL and (eligible is None or eligible.all()):
+            return self._run_with_mirrors(x)
+        outputs = self.runner(x)
         unsure = self.margins(outputs) < self.tta_margin
         unsure = np.flatnonzero(unsure if eligible is None else unsure & eligible)
         if not len(unsure):
             return outputs
-        if self.on_mirror_pass is not None:
-            self.on_mirror_pass(len(unsure))
+        self._count_mirrored(len(unsure))
         mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
         return {k: average_rows(v, unsure, mirrors[k], len(x)) for k, v in outputs.items()}
+
+    def _run_with_mirrors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """``run``'s answer for a few faces from one call over them and their mirror images: one call of two rows
+        costs less than two calls of one, and the answer is the same (sure faces keep their first pass)."""
+        n, both = len(x), self.runner(np.concatenate([x, x[..., ::-1]]))
+        first = {k: v[:n] if v.ndim and len(v) == 2 * n else v for k, v in both.items()}
+        unsure = np.flatnonzero(self.margins(first) < self.tta_margin)
+        if len(unsure):
+            self._count_mirrored(len(unsure))
+        out = {}
+        for k, v in both.items():
+            per_face = v.ndim and len(v) == 2 * n
+            out[k] = average_rows(v[:n], unsure, v[n:][unsure], n) if per_face else v
+        return out
+
+    def _count_mirrored(self, faces: int) -> None:
+        if self.on_mirror_pass is not None:
+            self.on_mirror_pass(faces)
 
     def margins(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Each row's calibrated top-two probability margin (how sure the model is), from its raw outputs."""

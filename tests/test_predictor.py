@@ -250,6 +250,21 @@ def test_adaptive_mirror_tta_runs_a_second_pass_only_for_unsure_faces():
         np.testing.assert_array_equal(outputs[key][[0, 2]], plain[key][[0, 2]])  # the first pass's rows
 
 
+@pytest.mark.parametrize("left", [9.0, 0.3])  # a sure face, an unsure one
+def test_a_lone_face_takes_its_mirror_in_the_same_call_with_the_same_answer(left):
+    """One call of two rows costs less than two calls of one: a lone face's mirror rides along, and its answer is
+    what the second pass would give (plain when sure, averaged when not)."""
+    x = edge_faces([left], [0.0])
+    runner, counted = EdgeRunner(), []
+    predictor = Predictor(manifest(), runner, tta_margin=0.4)
+    predictor.on_mirror_pass = counted.append
+    alone = predictor.run(x)
+    assert len(runner.calls) == 1 and len(runner.calls[0]) == 2  # the face and its mirror image, one call
+    two_calls = Predictor(manifest(), EdgeRunner(), tta_margin=0.4).run(np.concatenate([x, edge_faces([0.3], [0.0])]))
+    np.testing.assert_allclose(alone["logits"], two_calls["logits"][:1])
+    assert counted == ([] if left == 9.0 else [1])
+
+
 def test_rows_that_are_not_eligible_keep_the_first_pass():
     """A client's own tensors (``/v2``) batched beside faces: only eligible unsure rows get the mirror pass, and an
     output that is not one float row per face is left as the first pass gave it."""
