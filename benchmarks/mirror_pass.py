@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import find_entry, pyplot, service_settings
+from benchmarks import find_entry, pyplot, served_predictor, service_settings
 from benchmarks.eval_photos import read_photos, service_detector
 from model_store import Predictor
 from service.detection.align import FaceCropper
@@ -61,10 +61,12 @@ def photo_faces(limit: int | None = None) -> Faces:
     return found
 
 
-def load(model: str, margin: float) -> Predictor:
-    s = service_settings()
-    predictor = Predictor.load(find_entry(model), s.backend, threads=s.inference_threads, tta_margin=margin)
+def load(model: str, margin: float, mirrored: list[int]) -> Predictor:
+    """The model as served at ``margin``; each second pass's face count goes into ``mirrored``."""
+    settings = service_settings().model_copy(update={"tta_margin": margin})
+    predictor = served_predictor(find_entry(model), settings)
     predictor.warmup()
+    predictor.on_mirror_pass = mirrored.append  # after the warm-up's zeros, which are not faces
     return predictor
 
 
@@ -75,16 +77,10 @@ def one_face(predictor: Predictor, cropper: FaceCropper, image: np.ndarray, box:
     return (time.perf_counter() - started) * 1000, preds.dominant[0]
 
 
-def second_pass_share(predictor: Predictor, cropper: FaceCropper, faces: Faces) -> float:
-    """The share of ``faces`` whose plain pass is unsure (margin under the predictor's ``tta_margin``)."""
-    plain = Predictor(predictor.manifest, predictor.runner, tta=False)
-    prepared = plain.prepare([cropper.crop(image, box, predictor.manifest.input) for image, box in faces])
-    return float(np.mean(predictor.margins(plain.run(prepared.x)) < predictor.tta_margin))
-
-
 def measure(args: argparse.Namespace, faces: Faces) -> dict:
     cropper = FaceCropper()
-    runs = {(m, t): load(m, t) for m in args.model for t in args.margins}
+    mirrored: dict = {(m, t): [] for m in args.model for t in args.margins}  # the predictor's own count
+    runs = {k: load(*k, mirrored[k]) for k in mirrored}
     ms: dict = {k: [] for k in runs}
     labels: dict = {k: [] for k in runs}
     for i, (image, box) in enumerate(tqdm(faces, desc="per face", unit="face")):
@@ -102,7 +98,7 @@ def measure(args: argparse.Namespace, faces: Faces) -> dict:
             out[f"{model} {t:g}"] = {
                 "model": model,
                 "tta_margin": t,
-                "second_pass_share": second_pass_share(runs[k], cropper, faces) if t < 1 else 1.0,
+                "second_pass_share": sum(mirrored[k]) / len(faces) if t < 1 else 1.0,
                 "labels_as_full_tta": float(np.mean(np.array(labels[k]) == np.array(full))),
                 "ms_per_face_median": statistics.median(ms[k]),
                 "ms_per_face_mean": statistics.fmean(ms[k]),
