@@ -256,11 +256,9 @@ class Predictor:
         if len(x) <= MIRROR_IN_ONE_CALL and (eligible is None or eligible.all()):
             return self._run_with_mirrors(x)
         outputs = self.runner(x)
-        unsure = self.margins(outputs) < self.tta_margin
-        unsure = np.flatnonzero(unsure if eligible is None else unsure & eligible)
+        unsure = self._unsure(outputs, eligible)
         if not len(unsure):
             return outputs
-        self._count_mirrored(len(unsure))
         mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
         return {k: average_rows(v, unsure, mirrors[k], len(x)) for k, v in outputs.items()}
 
@@ -269,18 +267,20 @@ class Predictor:
         costs less than two calls of one, and the answer is the same (sure faces keep their first pass)."""
         n, both = len(x), self.runner(np.concatenate([x, x[..., ::-1]]))
         first = {k: v[:n] if v.ndim and len(v) == 2 * n else v for k, v in both.items()}
-        unsure = np.flatnonzero(self.margins(first) < self.tta_margin)
-        if len(unsure):
-            self._count_mirrored(len(unsure))
+        unsure = self._unsure(first)
         out = {}
         for k, v in both.items():
             per_face = v.ndim and len(v) == 2 * n
             out[k] = average_rows(v[:n], unsure, v[n:][unsure], n) if per_face else v
         return out
 
-    def _count_mirrored(self, faces: int) -> None:
-        if self.on_mirror_pass is not None:
-            self.on_mirror_pass(faces)
+    def _unsure(self, outputs: dict[str, np.ndarray], eligible: np.ndarray | None = None) -> np.ndarray:
+        """The rows (of those ``eligible``) whose first pass is under the margin, counted for ``on_mirror_pass``."""
+        unsure = self.margins(outputs) < self.tta_margin
+        rows = np.flatnonzero(unsure if eligible is None else unsure & eligible)
+        if len(rows) and self.on_mirror_pass is not None:
+            self.on_mirror_pass(len(rows))
+        return rows
 
     def margins(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Each row's calibrated top-two probability margin (how sure the model is), from its raw outputs."""
