@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from benchmarks.eval_photos import (
     balanced_accuracy,
+    inside_bars,
     largest_face_crops,
     read_photos,
     service_detector,
@@ -107,6 +108,7 @@ def spec_key(spec: InputSpec) -> str:
 def photo_faces(args) -> tuple[list[np.ndarray], list[str], list]:
     """The shared photos, their labels and the faces ``/predict/image`` finds in each (detected once for all)."""
     photos, labels = read_photos()
+    photos = inside_bars(photos)
     photos, labels = photos[: args.photo_limit], labels[: args.photo_limit]
     detector = service_detector(args.detector)
     faces = [detector.detect(image) for image in tqdm(photos, desc="detect", unit="photo", leave=False)]

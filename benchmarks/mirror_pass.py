@@ -31,6 +31,7 @@ from benchmarks import find_entry, pyplot, served_predictor, service_settings
 from benchmarks.eval_photos import read_photos, service_detector
 from model_store import Predictor
 from service.detection.align import FaceCropper
+from service.detection.bars import Picture
 from service.options import resolve_options
 from service.pipelines.face import FacePipeline
 
@@ -56,8 +57,9 @@ def photo_faces(limit: int | None = None) -> Faces:
     opts, found = resolve_options(settings), []
     for image in tqdm(read_photos()[0][:limit], desc="detect", unit="photo"):
         faces = pipeline.find(image, opts)
-        if faces:
-            found.append((image, faces[0].box))
+        if faces:  # the face as the service cuts it: inside the photo's flat bars
+            picture = Picture.of(image, opts.find_bars)
+            found.append((picture.view, picture.to_view(faces[0].box)))
     return found
 
 

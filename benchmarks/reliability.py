@@ -48,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import add_model_argument, find_entry, served_predictor, service_settings
-from benchmarks.eval_photos import read_photos, service_detector, service_fallbacks
+from benchmarks.eval_photos import inside_bars, read_photos, service_detector, service_fallbacks
 from model_store import Predictor
 from model_store.preprocess import to_uint8_face
 from model_store.routing import gray_rows
@@ -147,7 +147,7 @@ def rafdb_faces(predictor: Predictor, detector: FaceDetector, limit: int | None)
 def photo_faces(predictor: Predictor, detector: FaceDetector, limit: int | None) -> FaceSet:
     """The largest face of each labelled photo, found, cut and judged as ``/predict/image`` does."""
     photos, names = read_photos()
-    photos, names = photos[:limit], names[:limit]
+    photos, names = inside_bars(photos[:limit]), names[:limit]
     found = [detector.detect(image) for image in tqdm(photos, desc="photos", unit="photo", leave=False)]
     found = service_fallbacks(photos, found, {}, detector)
     cropper, spec, labels = FaceCropper(), predictor.manifest.input, predictor.labels

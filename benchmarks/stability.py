@@ -54,6 +54,7 @@ from benchmarks import add_model_argument, find_entry, service_settings
 from benchmarks.eval_photos import read_photos
 from model_store import InputSpec, crop_face, expand_box, to_uint8_face
 from service.config import Settings
+from service.detection.bars import Picture
 from service.imaging import decode_image
 from service.metrics import Metrics
 from service.options import resolve_options
@@ -233,20 +234,25 @@ class Served:
         """Faces as ``/predict/image`` finds them, largest first."""
         return self.pipelines.face.find(image, resolve_options(self.settings))
 
-    def crop(self, image: np.ndarray, box, offset: float = 0.0, clipped: bool = False) -> np.ndarray:
+    def crop(self, image: np.ndarray, box, offset: float = 0.0, clipped: bool = False, bars: bool = True) -> np.ndarray:
         """The face cut as served, its margin moved by ``offset``; ``clipped``: as served before the square crop
         (``model_store.crop_face`` now fills what lies outside the image from its border; this cuts it off, so the
-        crop is no longer square and the resize stretches it)."""
+        crop is no longer square and the resize stretches it); ``bars``: inside the image's flat bars, as the photo
+        path cuts (off for the val sets' padded copies: the benchmark's own, where a flat edge line repeated by the
+        padding would read as a bar, and the service never cuts a face crop)."""
         spec = self.spec
         if offset:
             spec = spec.model_copy(update={"face_margin": round(spec.face_margin + offset, 4)})
-        if clipped:
+        if clipped:  # the old crop of the photo itself (the photos have no bars that matter here)
             x, y, w, h = expand_box(box, spec.face_margin, (image.shape[1], image.shape[0]))
             return image[y : y + h, x : x + w]
-        cropper = self.pipelines.face.cropper
-        if spec.framing == "box" and not cropper.level:  # float boxes (jitter, val crops) round where crop_face does
+        face = self.pipelines.face
+        # faces are cut inside the picture's flat bars, as served
+        picture = Picture.of(image, bars and resolve_options(self.settings).find_bars)
+        image, box = picture.view, picture.to_view(box)
+        if spec.framing == "box" and not face.cropper.level:  # float boxes (jitter, val crops): rounded by crop_face
             return crop_face(image, box, spec)
-        return cropper.crop(image, tuple(round(v) for v in box), spec)
+        return face.cropper.crop(image, tuple(round(v) for v in box), spec)
 
 
 class Classifier:
@@ -438,15 +444,18 @@ def val_views(face: ValFace, margin: float, draws: np.ndarray) -> dict[str, tupl
     return views
 
 
-def classify_views(clf: Classifier, served: Served, key: tuple, views: dict, offsets, tta_devs) -> None:
-    """Every view cut at the model's margin; the margin views also at ``offsets`` and moved by ``tta_devs``."""
+def classify_views(
+    clf: Classifier, served: Served, key: tuple, views: dict, offsets, tta_devs, bars: bool = True
+) -> None:
+    """Every view cut at the model's margin; the margin views also at ``offsets`` and moved by ``tta_devs``;
+    ``bars``: cut inside flat bars (``Served.crop``)."""
     for view, (image, box, *_) in views.items():
-        clf.add((*key, view, 0.0, 0), served.crop(image, box))
+        clf.add((*key, view, 0.0, 0), served.crop(image, box, bars=bars))
         if base(view) in MARGIN_VIEWS:
             for offset in offsets:
-                clf.add((*key, view, offset, 0), served.crop(image, box, offset))
+                clf.add((*key, view, offset, 0), served.crop(image, box, offset, bars=bars))
             for t, dev in enumerate(tta_devs, 1):
-                clf.add((*key, view, 0.0, t), served.crop(image, moved(box, dev)))
+                clf.add((*key, view, 0.0, t), served.crop(image, moved(box, dev), bars=bars))
 
 
 def probs(clf: Classifier, key: tuple, view: str, offset: float = 0.0, tta: bool = False) -> np.ndarray | None:
@@ -604,7 +613,7 @@ def run_val(clf, served, name: str, faces: list[ValFace], pool, args, set_no: in
     keys = []
     for i, face in enumerate(tqdm(faces, desc=f"{name}: classify", unit="face", leave=False)):
         views = val_views(face, margin, jitter_draws(pool, args, set_no, i))
-        classify_views(clf, served, (name, i), views, args.margins, tta)
+        classify_views(clf, served, (name, i), views, args.margins, tta, bars=False)
         keys.append((name, i))
     return keys, [f.label for f in faces]
 

@@ -27,7 +27,6 @@ from benchmarks import add_model_argument, find_entry, served_predictor
 from benchmarks.synth import photo_on_canvas
 from service.config import Settings
 from service.detection import DlibHogDetector, create_detector
-from service.detection.align import FaceCropper
 from service.imaging import decode_image
 from service.main import create_app
 from service.options import resolve_options
@@ -81,12 +80,12 @@ def stage_breakdown(
     predictor = served_predictor(find_entry(model, version), settings)
     predictor.warmup()
     pipeline = FacePipeline(create_detector(settings.detector), settings.limits.max_image_pixels)
-    cropper, opts, spec = FaceCropper(), resolve_options(settings), predictor.manifest.input
+    opts, spec = resolve_options(settings), predictor.manifest.input
     model_id, max_pixels = ModelId.of(predictor.manifest), settings.limits.max_image_pixels
 
     image = decode_image(photo, max_pixels)
     faces = pipeline.find(image, opts)
-    prepared = predictor.prepare([cropper.crop(image, f.box, spec) for f in faces])
+    prepared = predictor.prepare([pipeline.cut(image, f.box, spec, opts) for f in faces])
     preds = predictor.postprocess(predictor.run(prepared.x), prepared)
     result = ImageResult(
         model_id, image.shape[1], image.shape[0], [DetectedFace(*p) for p in zip(faces, preds, strict=True)], image
@@ -95,7 +94,7 @@ def stage_breakdown(
         "decode": median_ms(lambda: decode_image(photo, max_pixels), repeats),
         "detect": median_ms(lambda: pipeline.find(image, opts), repeats),
         "crop_preprocess": median_ms(
-            lambda: predictor.prepare([cropper.crop(image, f.box, spec) for f in faces]), repeats
+            lambda: predictor.prepare([pipeline.cut(image, f.box, spec, opts) for f in faces]), repeats
         ),
         "model": median_ms(lambda: predictor.postprocess(predictor.run(prepared.x), prepared), repeats),
         "quality": median_ms(lambda: judge_faces(image, faces, preds.probabilities, settings), repeats),

@@ -46,6 +46,7 @@ class Options:
     min_readable_share: float = 0.5  # of a video's analysed span that must decode, else InvalidInput
     cut_threshold: float | None = 0.75  # share of a sample that is new for a hard cut (ends every track); None: off
     steady_boxes: bool = True  # a track's face cut from its smoothed box (``service.video.boxes``), not each raw one
+    find_bars: bool = True  # faces found and cut inside flat bars at the image's edges (``service.detection.bars``)
 
 
 @dataclass(frozen=True)
@@ -98,4 +99,5 @@ def resolve_options(
         min_readable_share=video.min_readable_share,
         cut_threshold=video.cut_threshold if video.shot_cuts else None,
         steady_boxes=video.steady_boxes,
+        find_bars=settings.detector.find_bars,
     )

@@ -491,3 +491,46 @@ def test_docs_and_openapi_are_counted_under_their_routes(client):
     assert 'emotion_requests_total{method="GET",route="/openapi.json",status="200"}' in text
     assert 'emotion_requests_total{method="GET",route="/docs",status="200"}' in text
     assert 'emotion_requests_total{method="GET",route="unmatched",status="404"}' in text
+
+
+def _on_plain_canvas(image: np.ndarray, side: int = 360) -> tuple[bytes, float, int, int]:
+    """The photo resized to ``side`` px in the middle of a plain gray 640 x 480 canvas (PNG), with its scale and
+    place: the stability benchmark's canvas (issue 30)."""
+    scale = side / max(image.shape[:2])
+    small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+    canvas = np.full((480, 640, 3), 127, np.uint8)
+    x, y = (640 - small.shape[1]) // 2, (480 - small.shape[0]) // 2
+    canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+    return cv2.imencode(".png", canvas)[1].tobytes(), scale, x, y
+
+
+def _box_iou(a: dict, b: tuple[float, float, float, float]) -> float:
+    ax, ay, aw, ah = a["x"], a["y"], a["width"], a["height"]
+    bx, by, bw, bh = b
+    w, h = min(ax + aw, bx + bw) - max(ax, bx), min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0.0, w) * max(0.0, h)
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def test_a_photo_on_a_plain_canvas_gets_the_photos_box_and_answer(make_client, photo_paths):
+    """Faces are found and cut inside flat bars (``EMOTION_DETECTOR__FIND_BARS``, on by default): on a plain canvas
+    the face gets the box and crop of the photo alone, reported in the canvas's pixels; off, the detector draws
+    another box there and the answer moves more."""
+    clients = {on: make_client(detector={"find_bars": on}) for on in (True, False)}
+    ious, moved = {True: [], False: []}, {True: [], False: []}
+    for path in photo_paths[:8]:
+        image = cv2.imread(str(path))
+        canvas, scale, x, y = _on_plain_canvas(image)
+        for on, client in clients.items():
+            (alone,) = client.post("/predict/image", files=upload(path.read_bytes())).json()["faces"][:1]
+            placed = client.post("/predict/image", files=upload(canvas, "c.png")).json()["faces"][0]
+            b = alone["box"]
+            ious[on].append(
+                _box_iou(
+                    placed["box"], (x + b["x"] * scale, y + b["y"] * scale, b["width"] * scale, b["height"] * scale)
+                )
+            )
+            p, q = (np.array([f["emotions"][k] for k in LABELS]) for f in (alone, placed))
+            moved[on].append(0.5 * np.abs(p - q).sum())
+    assert min(ious[True]) > 0.9 and np.mean(ious[True]) > np.mean(ious[False])
+    assert np.mean(moved[True]) < np.mean(moved[False])

@@ -1,16 +1,19 @@
 """Steady classification crops (issue 30): ``FaceFollower`` cuts a tracked face from its track's smoothed box while
-the face still reports the detector's box; the setting that turns it off; the square crop at the image's edge.
+the face still reports the detector's box; the setting that turns it off; the square crop at the image's edge; faces
+found and cut inside flat bars.
 
 Unit level: a stub detector that returns scripted boxes on a plain frame (no models, no files)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import httpx
 import numpy as np
 import pytest
 
 from benchmarks.synth import Appearance, write_clip
-from model_store import InputSpec, crop_face
+from model_store import InputSpec, crop_face, to_uint8_face
 from service.config import Settings
 from service.detection import Detection
 from service.options import Options, resolve_options
@@ -158,3 +161,38 @@ def test_a_still_face_in_a_clip_keeps_its_label_and_its_scores_steady(face_photo
     assert [p["box"] for p in track["timeline"]] == [p["box"] for p in raw_track["timeline"]]  # the detector's boxes
     assert len({tuple(p["box"].values()) for p in track["timeline"]}) > 1  # which move from sample to sample
     assert spread_of(track) < spread_of(raw_track) / 2  # one crop: only the mp4's own noise moves the scores
+
+
+class CornerDetector:
+    """Finds one face at the top-left corner of whatever image it is given, and notes each image's size."""
+
+    name = "corner"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
+        self.seen.append(image.shape[:2])
+        return [Detection(0, 0, 60, 60, 0.9)]
+
+    def smallest_face(self, scale: float = 1.0) -> float:
+        return 20.0 / scale
+
+
+@pytest.mark.parametrize("find_bars", [True, False])
+def test_a_letterboxed_frames_faces_are_found_and_cut_inside_its_bars(find_bars: bool):
+    """``opts.find_bars``: the detector sees the picture inside the bars, the box comes back in the frame's pixels,
+    and a face at the picture's edge is cut as from the picture alone (its border repeated, not the bar's colour)."""
+    picture = np.random.default_rng(2).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    letterboxed = np.zeros((360, 480, 3), np.uint8)
+    letterboxed[80:280, 90:390] = picture
+    opts = Options(max_faces=10, min_face_size=None, whole_image_fallback_max_side=0, steady_boxes=False)
+    detector = CornerDetector()
+    follower = FaceFollower(detector, BoxCropper(), SPEC, replace(opts, find_bars=find_bars))
+    (face,) = follower.follow(letterboxed, 0.0, every=1)
+    alone = to_uint8_face(crop_face(picture, (0, 0, 60, 60), SPEC), SPEC)
+    if find_bars:
+        assert detector.seen == [(200, 300)] and face.detection.box == (90, 80, 60, 60)
+        assert np.array_equal(face.face, alone)
+    else:
+        assert detector.seen == [(360, 480)] and face.detection.box == (0, 0, 60, 60)

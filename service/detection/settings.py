@@ -56,6 +56,12 @@ class DetectorSettings(_BackendGroups):  # type: ignore[misc, valid-type]
         description="dlib backends: detector objects, detections run at once; 0 = one per CPU core, <= 8 "
         "(retinaface shares one thread-safe session)",
     )
+    find_bars: bool = Field(
+        True,
+        description="photos, videos and streams: find and cut faces inside flat one-colour bars along the image's "
+        "edges (letterbox, pillarbox, a photo pasted on a plain background), so a face gets the crop the picture "
+        "alone gives it; boxes stay in the image's pixels",
+    )
     align: bool = Field(
         False,
         description="photos: level the eyes of each face before classifying it (dlib 5-point landmarks from "

@@ -16,6 +16,7 @@ from model_store import InputSpec, Predictor, Prepared
 from service.config import QualitySettings
 from service.detection import Detection, FaceDetector, close_up_faces, whole_image_if_small
 from service.detection.align import FaceCropper
+from service.detection.bars import Picture
 from service.errors import ServiceError
 from service.imaging import decode_image, header_size, image_size
 from service.metrics import Metrics
@@ -59,8 +60,13 @@ class FacePipeline:
         self.quality = quality or QualitySettings()  # the reliable rule's thresholds
 
     def find(self, image: np.ndarray, opts: Options) -> list[Detection]:
-        """Faces in a decoded photo, largest first, at least ``min_face_size`` large, at most ``max_faces``; a photo
-        with none found gets a padded second scan, then (if small) is taken whole."""
+        """Faces in a decoded photo (inside its flat bars: ``opts.find_bars``), largest first, in its pixels."""
+        picture = Picture.of(image, opts.find_bars)
+        return [picture.to_image(f) for f in self._find(picture.view, opts)]
+
+    def _find(self, image: np.ndarray, opts: Options) -> list[Detection]:
+        """Faces at least ``min_face_size`` large, at most ``max_faces``; a picture with none found gets a padded
+        second scan, then (if small) is taken whole."""
         smallest = opts.min_face_size
         found = self.detector.detect(image, smallest) or close_up_faces(
             self.detector, image, opts.close_up_padding, smallest
@@ -68,15 +74,22 @@ class FacePipeline:
         found = whole_image_if_small(image, found, opts.whole_image_fallback_max_side)
         return [f for f in found if smallest is None or min(f.width, f.height) >= smallest][: opts.max_faces]
 
+    def cut(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec, opts: Options) -> np.ndarray:
+        """One face of a photo (``box`` in its pixels) cut as ``prepare_image`` cuts it: inside the photo's bars."""
+        picture = Picture.of(image, opts.find_bars)
+        return self.cropper.crop(picture.view, picture.to_view(box), spec)
+
     def prepare_image(
         self, data: bytes, predictor: Predictor, opts: Options
     ) -> tuple[np.ndarray, list[Detection], Prepared]:
         """Decode, detect, crop (and align) with the model's margin and preprocess (the CPU-bound part, for one thread
         hop)."""
         image = decode_image(data, self.max_image_pixels)
-        faces = self.find(image, opts)
+        picture = Picture.of(image, opts.find_bars)
+        found = self._find(picture.view, opts)
         spec = predictor.manifest.input
-        return image, faces, predictor.prepare([self.cropper.crop(image, f.box, spec) for f in faces])
+        prepared = predictor.prepare([self.cropper.crop(picture.view, f.box, spec) for f in found])
+        return image, [picture.to_image(f) for f in found], prepared
 
     def prepare_face(self, data: bytes, predictor: Predictor) -> tuple[Prepared, PictureQuality]:
         """Decode a face crop and preprocess it; the whole image is the face (no detector, no landmarks)."""

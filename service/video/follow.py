@@ -7,6 +7,9 @@ alignment) and its picture quality. No model call, no timeline: what happens to 
 With ``opts.steady_boxes`` the face is cut from its track's smoothed box (``BoxSmoother``), not the detector's box of
 the sample: the detector's box of a still face moves by a few percent from sample to sample, and the label moved with
 the crop (issue 30; ``docs/stability.md``). The detector's box is still what the face reports.
+
+With ``opts.find_bars`` faces are found and cut inside the frames' flat bars (letterbox, pillarbox, a plain
+background: ``service.detection.bars``), as photos are; boxes stay in the frame's pixels.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import numpy as np
 
 from model_store import InputSpec, to_uint8_face
 from service.detection import Detection, FaceDetector
+from service.detection.bars import Picture, picture_box
 from service.options import Options
 from service.quality import PictureQuality, picture_quality
 from service.tracking import Box, IouTracker
 from service.video.boxes import BoxSmoother
 from service.video.regions import FrameDetector
 from service.video.shots import PictureContinuity, ShotDetector
+
+BARS_EVERY = 25  # samples between looks for flat bars (5 s at 5 samples a second); also at every cut
 
 if TYPE_CHECKING:  # a type only: importing service.pipelines here would import the video pipeline back
     from service.pipelines.face import Cropper
@@ -56,27 +62,43 @@ class FaceFollower:
         self.tracker = IouTracker(identity=self.continuity, keep_finished=keep_finished)
         self.smoother = BoxSmoother() if opts.steady_boxes else None
         self.frames = 0  # frames followed so far (the cadence counts them)
+        self.find_bars = opts.find_bars
+        self.bars: tuple[tuple[int, ...], Box] | None = None  # the frame size it was looked for at, the picture
 
     def follow(self, frame: np.ndarray, t: float, every: int | None = None) -> list[TrackedFace]:
         """The faces of the next sampled frame, at time ``t`` (seconds); ``every``: a full-frame pass every that many
-        frames (default: the options' ``full_detect_every``)."""
-        if self.shots.is_cut(frame, compare=bool(self.tracker.live)):
+        frames (default: the options' ``full_detect_every``). Faces are found and cut inside the frame's flat bars
+        (``opts.find_bars``), their boxes kept in the frame's pixels."""
+        cut = self.shots.is_cut(frame, compare=bool(self.tracker.live))
+        if cut:
             self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
-        live = self.tracker.live
+        picture, live = self._picture(frame, cut), self.tracker.live
         # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
         previous = [None if self._changed(tr.track_id, frame, tr.box) else tr.previous for tr in live]
-        found = self.finder.detect(frame, self.frames, [tr.box for tr in live], previous, every)
+        in_view = [None if box is None else picture.to_view(box) for box in previous]
+        found = self.finder.detect(picture.view, self.frames, [picture.to_view(tr.box) for tr in live], in_view, every)
+        found = [picture.to_image(d) for d in found]
         self.frames += 1
         ids = self.tracker.update(t, [d.box for d in found], frame)
         if self.smoother is not None:
             self.smoother.retain(tr.track_id for tr in self.tracker.live)  # ended tracks are forgotten
-        return [self._face(frame, t, det, track_id) for det, track_id in zip(found, ids, strict=True)]
+        return [self._face(picture, t, det, track_id) for det, track_id in zip(found, ids, strict=True)]
 
-    def _face(self, frame: np.ndarray, t: float, det: Detection, track_id: int) -> TrackedFace:
+    def _picture(self, frame: np.ndarray, cut: bool) -> Picture:
+        """The frame inside its bars: looked for on the first frame, at each cut and every ``BARS_EVERY`` samples
+        (a letterbox rarely changes within a shot), and when the frame's size changes."""
+        if not self.find_bars:
+            return Picture(frame)
+        if cut or self.bars is None or self.bars[0] != frame.shape or self.frames % BARS_EVERY == 0:
+            self.bars = frame.shape, picture_box(frame)
+        return Picture(frame, *self.bars[1])
+
+    def _face(self, picture: Picture, t: float, det: Detection, track_id: int) -> TrackedFace:
         """One face of the frame, cut from its track's smoothed box (or the detector's, without a smoother)."""
         box = tuple(det.box) if self.smoother is None else self.smoother.update(track_id, t, det.box)
-        face = to_uint8_face(self.cropper.crop(frame, box, self.spec), self.spec)
-        return TrackedFace(det, track_id, face, picture_quality(frame, det.box, det.landmarks, det.score), box)
+        face = to_uint8_face(self.cropper.crop(picture.view, picture.to_view(box), self.spec), self.spec)
+        picture_of_face = picture_quality(picture.image, det.box, det.landmarks, det.score)
+        return TrackedFace(det, track_id, face, picture_of_face, box)
 
     def _changed(self, track_id: int, frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
         return self.continuity is not None and self.continuity.changed(track_id, frame, box)
