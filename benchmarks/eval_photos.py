@@ -145,7 +145,7 @@ def read_photos() -> tuple[list[np.ndarray], list[str]]:
 
 def inside_bars(photos: list[np.ndarray]) -> list[np.ndarray]:
     """Each photo's picture inside its flat bars (a view), where the service finds and cuts its faces
-    (``EMOTION_DETECTOR__FIND_BARS``; 34 of the 900 shared photos have such bars)."""
+    (``EMOTION_DETECTOR__FIND_BARS``; none of the 900 shared photos has a pair of bars)."""
     find_bars = service_settings().detector.find_bars
     return [Picture.of(image, find_bars).view for image in photos]
 

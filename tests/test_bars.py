@@ -49,6 +49,14 @@ def test_thin_lines_and_lines_of_another_colour_are_picture() -> None:
     assert picture_box(two_tone)[0] == 20
 
 
+def test_a_flat_background_at_one_side_only_is_picture() -> None:
+    """A wall beside a face reaches one edge from top to bottom; bars come in pairs."""
+    walled = on_plain(textured(300, 260), 300, 300, 40, 0, (131, 131, 131))  # a 40-px wall at the left only
+    assert picture_box(walled) == (0, 0, 300, 300)
+    pillarboxed = on_plain(textured(300, 260), 340, 300, 40, 0, (131, 131, 131))
+    assert picture_box(pillarboxed) == (40, 0, 260, 300)
+
+
 def test_compression_noise_in_a_bar_is_within_the_tolerance() -> None:
     canvas = on_plain(textured(360, 360), 640, 480, 140, 60)
     noisy = canvas.astype(np.int16)
