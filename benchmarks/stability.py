@@ -243,7 +243,7 @@ class Served:
         spec = self.spec
         if offset:
             spec = spec.model_copy(update={"face_margin": round(spec.face_margin + offset, 4)})
-        if clipped:  # the old crop of the photo itself (the photos have no bars that matter here)
+        if clipped:  # the crop as served before the square crop (and before bars)
             x, y, w, h = expand_box(box, spec.face_margin, (image.shape[1], image.shape[0]))
             return image[y : y + h, x : x + w]
         face = self.pipelines.face

@@ -97,23 +97,20 @@ class Picture:
     boxes reported in the image's pixels."""
 
     image: np.ndarray
-    x: int = 0
-    y: int = 0
-    width: int | None = None
-    height: int | None = None
+    x: int
+    y: int
+    width: int
+    height: int
 
     @classmethod
     def of(cls, image: np.ndarray, find_bars: bool = True) -> Picture:
         """The picture of ``image``: inside its bars, or (``find_bars`` false) the whole image."""
-        if not find_bars:
-            return cls(image)
-        return cls(image, *picture_box(image))
+        whole = (0, 0, image.shape[1], image.shape[0])
+        return cls(image, *(picture_box(image) if find_bars else whole))
 
     @property
     def view(self) -> np.ndarray:
         """The picture's pixels (a view of the image, no copy)."""
-        if self.width is None or self.height is None:
-            return self.image
         return self.image[self.y : self.y + self.height, self.x : self.x + self.width]
 
     def to_view(self, box: Box) -> Box:
@@ -122,9 +119,8 @@ class Picture:
         return x - self.x, y - self.y, w, h
 
     def to_image(self, found: Detection) -> Detection:
-        """A detection in the view, in the image's pixels."""
+        """A detection in the view, in the image's pixels (a carried-forward box stays carried)."""
         if not (self.x or self.y):
             return found
-        marks = found.landmarks
-        moved = None if marks is None else tuple((u + self.x, v + self.y) for u, v in marks)
+        moved = found.shifted_landmarks(self.x, self.y)
         return dataclasses.replace(found, x=found.x + self.x, y=found.y + self.y, landmarks=moved)

@@ -88,7 +88,7 @@ class FaceFollower:
         """The frame inside its bars: looked for on the first frame, at each cut and every ``BARS_EVERY`` samples
         (a letterbox rarely changes within a shot), and when the frame's size changes."""
         if not self.find_bars:
-            return Picture(frame)
+            return Picture.of(frame, find_bars=False)
         if cut or self.bars is None or self.bars[0] != frame.shape or self.frames % BARS_EVERY == 0:
             self.bars = frame.shape, picture_box(frame)
         return Picture(frame, *self.bars[1])
