@@ -137,8 +137,13 @@ def test_cancelling_queued_and_running_jobs(make_client, clips, tmp_path):
     assert job_files(tmp_path / "jobs" / queued) == ["job.json"]  # the clip went at once
     stopped = client.delete(f"/jobs/{running}").json()
     assert stopped["status"] == "cancelled" and stopped["finished"] is not None
-    # The worker stops within a second: its clip is deleted, no result, and the pool runs the next job at once.
-    wait_until(lambda: job_files(tmp_path / "jobs" / running) == ["job.json"], 5, "the running job was not stopped")
+    # The worker stops within a second (or, were its scan over, as it comes to store the result): its clip is
+    # deleted, no result, and the pool runs the next job at once.
+    folder = tmp_path / "jobs" / running
+    try:
+        wait_until(lambda: job_files(folder) == ["job.json"], 5, "the running job was not stopped")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {job_files(folder)} left, {client.get(f'/jobs/{running}').json()}") from None
     after = submit(client, short_clip)
     assert wait_job(client, after, timeout=15)["status"] == "succeeded"
     final = client.get(f"/jobs/{running}").json()
@@ -146,6 +151,35 @@ def test_cancelling_queued_and_running_jobs(make_client, clips, tmp_path):
     assert client.delete(f"/jobs/{running}").status_code == 409
     assert client.get(f"/jobs/{queued}").json()["status"] == "cancelled"
     assert metric(client.get("/metrics").text, 'emotion_jobs_finished_total{status="cancelled"}') == 2
+
+
+def test_a_job_cancelled_after_its_scan_leaves_no_clip_and_no_result(make_client, clips, tmp_path, monkeypatch):
+    """Past its last sampled frame no progress call can stop a job: the runner, finding it cancelled when it
+    comes to store the result, deletes the result and the clip instead."""
+    import asyncio
+    import threading
+
+    from service.pipelines.video import VideoPipeline
+
+    scanned, cancelled = threading.Event(), threading.Event()
+    predict = VideoPipeline.predict
+
+    async def slow_predict(self, *args, **kwargs):
+        scanned.set()
+        await asyncio.to_thread(cancelled.wait, 10)
+        return await predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoPipeline, "predict", slow_predict)
+    client = make_client(jobs_dir=tmp_path / "jobs")
+    job_id = submit(client, clips("short", 3.0))
+    wait_until(scanned.is_set, 30, "the job never finished its scan")
+    assert client.delete(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    cancelled.set()
+    wait_until(lambda: job_files(tmp_path / "jobs" / job_id) == ["job.json"], 10, "the clip or a result stayed")
+    time.sleep(0.5)  # nothing comes back later
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["result"] is None, job
+    assert job_files(tmp_path / "jobs" / job_id) == ["job.json"]
 
 
 def job_files(folder) -> list[str]:

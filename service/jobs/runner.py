@@ -115,9 +115,17 @@ class JobRunner:
             return await self._retry_or_fail(job, f"{type(exc).__name__}: {exc}")
         else:
             self.store.write_result(job.id, result)
-            if not await self._end(job, "succeeded", progress=1.0):
-                self.store.remove_file(job.id, RESULT_FILE)  # cancelled in the last moment
+            await self._end(job, "succeeded", progress=1.0)
         return "done"
+
+    async def _cancelled_late(self, job: Job) -> None:
+        """The job was cancelled after its scan, while its tracks were built or its result written: no progress
+        call was left to stop it, so its result and clip go here. A job another worker took over keeps both."""
+        with contextlib.suppress(JobNotFound):
+            if (await self.store.get(job.id)).status != "cancelled":
+                return
+        self.store.remove_file(job.id, RESULT_FILE)
+        self.store.remove_file(job.id, job.upload)
 
     def _no_model(self, job: Job, exc: ModelNotFound) -> str:
         """Why a job for a model this runner's store lacks failed, and the fix (a shared queue or another store)."""
@@ -172,6 +180,7 @@ class JobRunner:
             ),
         )
         if ended is None:
+            await self._cancelled_late(job)
             return False
         self.store.remove_file(job.id, job.upload)
         seconds = (ended.finished - job.started).total_seconds() if job.started and ended.finished else None
@@ -184,7 +193,9 @@ class JobRunner:
             await self._end(job, "failed", error=f"failed {job.tries} times; last error: {reason}")
             return "done"
         back = {"status": "queued", "worker": None, "error": reason, "progress": 0.0}
-        await self.store.modify(job.id, lambda j: back if self._mine(j) else None)
+        if await self.store.modify(job.id, lambda j: back if self._mine(j) else None) is None:
+            await self._cancelled_late(job)
+            return "done"
         return "retry"
 
     async def _release(self, job: Job) -> None:
