@@ -24,9 +24,11 @@ def find_entry(name: str, version: str | None = None) -> StoreEntry:
 
 def served_predictor(entry: StoreEntry, settings: Settings | None = None) -> Predictor:
     """The entry as the service runs it (``settings``, default the environment's): its backend, runtime threads and
-    mirror TTA (``tta``, ``tta_margin``)."""
+    mirror TTA (``tta``, ``tta_margin``) and gate (``gate``)."""
     s = settings or service_settings()
-    return Predictor.load(entry, s.backend, threads=s.inference_threads, tta=s.tta, tta_margin=s.tta_margin)
+    return Predictor.load(
+        entry, s.backend, threads=s.inference_threads, tta=s.tta, tta_margin=s.tta_margin, gate=s.gate
+    )
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:

@@ -252,6 +252,21 @@ def _file_kind(value: Any) -> str:
 AnyFile = Annotated[Annotated[FileEntry, Tag("own")] | Annotated[LinkedFile, Tag("linked")], Discriminator(_file_kind)]
 
 
+class Gate(BaseModel):
+    """An ensemble member that answers alone for the faces it is sure of (``model_store.gate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(description="the graph tensor holding that member's calibrated probabilities (N x labels)")
+    margin: float = Field(
+        gt=0.0,
+        le=1.0,
+        description="faces whose top-two margin of those probabilities is at least this get the member's answer; "
+        "chosen on val so that their labels are the ensemble's (benchmarks.gate)",
+    )
+    member: str = Field(default="", description="which member it is, for people (its source)")
+
+
 class Manifest(BaseModel):
     """A model version in the store: ``model_store/<name>/<version>/manifest.json``."""
 
@@ -280,6 +295,11 @@ class Manifest(BaseModel):
         description="single-label face models with mirror_tta: only faces whose calibrated top-two margin is under "
         "this get the mirror pass (a second, smaller backend call); 1: every face, its mirror in the same call. "
         "Chosen on val as the saving that keeps accuracy (training.evaluate --tta-margin)",
+    )
+    gate: Gate | None = Field(
+        default=None,
+        description="single-label face ensembles: a member whose sure answers are served without the others "
+        "(onnxruntime backends; EMOTION_GATE=false serves every face the whole ensemble)",
     )
     logit_bias: dict[str, float] = Field(
         default_factory=dict,
@@ -345,6 +365,11 @@ class Manifest(BaseModel):
             raise ValueError(
                 f"mirror_tta_margin applies to single-label face models served with mirror_tta; {self.key} has "
                 "none to apply it to: set it to 1 or remove it"
+            )
+        if self.gate is not None and (kind.multi_label or kind.input != "face" or self.outputs != ["logits"]):
+            raise ValueError(
+                f"a gate applies to single-label face models whose one output is logits; {self.key} is not one: "
+                "remove its gate"
             )
         return self
 

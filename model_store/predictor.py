@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_store.affect import derive_valence_arousal, probabilities
+from model_store.gate import log_probs, top_margin
 from model_store.manifest import FeatureSpec, InputSpec, Manifest
 from model_store.preprocess import normalize, prepare_batch, standardize, to_uint8_face
 from model_store.runtime import Runner, create_runner
@@ -176,18 +177,40 @@ def mirror_margin(manifest: Manifest, tta: bool = True, margin: float | None = N
     return float(manifest.mirror_tta_margin if margin is None else margin)
 
 
+def gate_margin(
+    manifest: Manifest, gate: bool = True, backend: str = "onnx", tta: bool = True, tta_margin: float | None = None
+) -> float | None:
+    """The gate member's margin at or over which it answers alone, as served; None where every face gets the whole
+    model: no gate, gate off, a backend that does not cut one (torch), or every face's mirror in its one pass."""
+    if manifest.gate is None or not gate or not backend.startswith("onnx"):
+        return None
+    paired = mirrored(manifest, tta) and mirror_margin(manifest, tta, tta_margin) >= 1.0
+    return None if paired else manifest.gate.margin
+
+
 class Predictor:
     """A store entry loaded on a backend, with the manifest's preprocessing, calibration and labels."""
 
-    def __init__(self, manifest: Manifest, runner: Runner, tta: bool = True, tta_margin: float | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        runner: Runner,
+        tta: bool = True,
+        tta_margin: float | None = None,
+        gate: bool = True,
+    ) -> None:
         """``tta_margin`` (default: the manifest's) below 1: only faces whose calibrated top-two margin is under it
         get their mirror image, in a second pass of ``run`` (``paired``: every face's mirror image rides along as
-        rows of the one pass)."""
+        rows of the one pass). ``gate``: serve the manifest's gate where the runner has cut one (not with
+        ``paired`` rows, whose mirror images the gate does not see)."""
         self.manifest, self.runner = manifest, runner
         self.kind = manifest.kind
         self.tta = mirrored(manifest, tta)
         self.tta_margin = mirror_margin(manifest, tta, tta_margin)
         self.paired = self.tta and self.tta_margin >= 1.0
+        gated = getattr(runner, "gated", False)  # an onnxruntime runner that cut the gate (a plain install cuts none)
+        self.gate_margin = gate_margin(manifest, gate, runner.backend, tta, tta_margin) if gated else None
+        self.on_gate: Callable[[int, int], None] | None = None  # told (faces, answered by the gate) per gated call
         self.on_mirror_pass: Callable[[int], None] | None = None  # told how many faces each second pass takes
         multi = self.kind.multi_label
         self.thresholds = np.array([manifest.thresholds[k] for k in manifest.labels], np.float32) if multi else None
@@ -203,9 +226,10 @@ class Predictor:
         threads: int = 0,
         tta: bool = True,
         tta_margin: float | None = None,
+        gate: bool = True,
     ) -> Predictor:
         """Check the entry's file for ``backend`` (size, sha256) and load it."""
-        return cls(entry.manifest, create_runner(entry, backend, device, threads), tta, tta_margin)
+        return cls(entry.manifest, create_runner(entry, backend, device, threads), tta, tta_margin, gate)
 
     @property
     def labels(self) -> list[str]:
@@ -247,25 +271,69 @@ class Predictor:
         return Prepared(x, len(x))
 
     def run(self, x: np.ndarray, eligible: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated). With a
+        """The backend call on a prepared batch (rows of several ``Prepared`` may be concatenated). With a gate,
+        the faces its member is sure of get its answer (``model_store.gate``) and only the others go on. With a
         ``tta_margin`` below 1, the faces the first pass is unsure of go through a second pass as their mirror
         images, and their rows of every output become the average of both passes (what ``paired`` rows give).
         ``eligible`` (a row mask) keeps the other rows as the model gave them (a client's own tensors)."""
-        if not self.tta or self.paired or not len(x):
+        if self.gate_margin is None or not len(x):
+            return self._run(x, eligible)
+        n, one_call = len(x), self._one_call(x, eligible)
+        # a lone face's mirror image rides in the gate's call too: two rows cost less than two calls of one
+        probs = self.runner.gate_probs(np.concatenate([x, x[..., ::-1]]) if one_call else x)  # type: ignore[attr-defined]
+        sure = top_margin(probs[:n]) >= self.gate_margin
+        if eligible is not None:
+            sure &= eligible
+        if self.on_gate is not None:
+            self.on_gate(n, int(sure.sum()))
+        rest = np.flatnonzero(~sure)
+        known = np.concatenate([probs[:n][rest], probs[n:][rest]]) if one_call else probs[rest]
+        if not len(rest):
+            return {self.manifest.outputs[0]: log_probs(probs[:n])}
+        if len(rest) == n:
+            return self._run(x, eligible, known)
+        answer = log_probs(probs[:n][sure])
+        outputs = self._run(x[rest], None if eligible is None else eligible[rest], known)
+        merged = {}
+        for k, v in outputs.items():
+            merged[k] = np.empty((len(x), *v.shape[1:]), v.dtype)
+            merged[k][rest] = v
+            merged[k][sure] = answer
+        return merged
+
+    def _call(self, x: np.ndarray, probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One backend call; with the gate's probabilities for the first rows, the rest graph (the gate runs on the
+        others: mirror images)."""
+        if probs is None:
             return self.runner(x)
-        if len(x) <= MIRROR_IN_ONE_CALL and (eligible is None or eligible.all()):
-            return self._run_with_mirrors(x)
-        outputs = self.runner(x)
+        if len(probs) < len(x):
+            probs = np.concatenate([probs, self.runner.gate_probs(x[len(probs) :])])  # type: ignore[attr-defined]
+        return self.runner.rest(x, probs)  # type: ignore[attr-defined]
+
+    def _one_call(self, x: np.ndarray, eligible: np.ndarray | None) -> bool:
+        """Whether the faces' mirror images go in their first call (a few faces, all of them the model's)."""
+        return self.tta and not self.paired and len(x) <= MIRROR_IN_ONE_CALL and (eligible is None or eligible.all())
+
+    def _run(self, x: np.ndarray, eligible: np.ndarray | None, probs: np.ndarray | None = None) -> dict:
+        """``run`` without the gate; ``probs``: the gate's probabilities of the rows (and, when the mirror images
+        go in the same call, of theirs after them), so the rest graph runs instead of the whole."""
+        if not self.tta or self.paired or not len(x):
+            return self._call(x, probs)
+        if self._one_call(x, eligible):
+            return self._run_with_mirrors(x, probs)
+        if probs is not None and len(probs) > len(x):
+            probs = probs[: len(x)]  # mirror images' gate rows from a one-call gate: the second pass runs whole
+        outputs = self._call(x, probs)
         unsure = self._unsure(outputs, eligible)
         if not len(unsure):
             return outputs
         mirrors = self.runner(np.ascontiguousarray(x[unsure][..., ::-1]))
         return {k: average_rows(v, unsure, mirrors[k], len(x)) for k, v in outputs.items()}
 
-    def _run_with_mirrors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _run_with_mirrors(self, x: np.ndarray, probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``run``'s answer for a few faces from one call over them and their mirror images: one call of two rows
         costs less than two calls of one, and the answer is the same (sure faces keep their first pass)."""
-        n, both = len(x), self.runner(np.concatenate([x, x[..., ::-1]]))
+        n, both = len(x), self._call(np.concatenate([x, x[..., ::-1]]), probs)
         first = {k: v[:n] if v.ndim and len(v) == 2 * n else v for k, v in both.items()}
         unsure = self._unsure(first)
         out = {}

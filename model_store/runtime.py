@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from model_store.gate import gate_graph, rest_graph
 from model_store.linked import external_files, external_locations, open_program
 from model_store.manifest import FileRole, LinkedFile, Manifest
 from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
@@ -39,25 +40,38 @@ class OnnxRunner:
     """An ONNX graph on onnxruntime: ``model.onnx`` (``backend`` "onnx") or its int8 copy ("onnx-int8").
 
     A colour-routed ensemble's graph is cut into one graph per route (``model_store.routing``) and each batch is
-    split by the gray test, so no node runs on zero rows; the answers are the one graph's."""
+    split by the gray test, so no node runs on zero rows; the answers are the one graph's. An entry with a gate
+    (``model_store.gate``) also gets its gate graph and rest graphs: ``gate_probs`` and ``rest`` (``gated``)."""
 
     def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
         self.device, self.backend = device, "onnx"  # create_runner sets what it resolved ("onnx-int8": int8 graph)
         self.outputs = list(manifest.outputs)
         self.routes: RoutedGraph | None = None
-        graphs = routed_graphs(path) if manifest.routed else None
+        self.gated = False
+
+        def session(model: str | bytes, own: bool = False):
+            return self._session(model, path, manifest, threads, links, own)
+
+        model = load_graph(path) if manifest.routed or manifest.gate else None
+        graphs = routed_graphs(model) if model is not None and manifest.routed else None
+        own = model is not None and bool(external_locations(model)) and not links  # bytes: no folder to read from
         if graphs is None:
-            self.session = self._session(str(path), path, manifest, threads, links)
+            self.full = Sessions(self.outputs, (session(str(path)),))
         else:
-            self.routes, gray, colour, external = graphs
-            # a route graph is handed over as bytes, with no folder to read the entry's own weights file from
-            own = external and not links
-            self.session = self._session(gray, path, manifest, threads, links, own)  # the gray route's
-            self.colour = self._session(colour, path, manifest, threads, links, own)
-            spec = manifest.input
-            self.mean = np.asarray(spec.mean, np.float32)  # type: ignore[union-attr]
-            self.std = np.asarray(spec.std, np.float32)  # type: ignore[union-attr]
-        self.input_name = self.session.get_inputs()[0].name
+            self.routes = graphs[0]
+            self.full = Sessions(self.outputs, tuple(session(g, own) for g in graphs[1:]), self.routes, manifest)
+        self.session = self.full.sessions[0]
+        self.input_name = self.full.input_name
+        if model is not None and manifest.gate is not None:
+            gate, rest = gate_graph(model, manifest.gate.output), rest_graph(model, manifest.gate.output)
+            self.gate = Sessions([manifest.gate.output], (session(gate.SerializeToString(), own),))
+            cut = routed_graphs(rest) if self.routes is not None else None
+            graphs_of_rest = cut[1:] if cut is not None else (rest.SerializeToString(),)
+            routes = cut[0] if cut is not None else None
+            self.rest_sessions = Sessions(
+                self.outputs, tuple(session(g, own) for g in graphs_of_rest), routes, manifest, manifest.gate.output
+            )
+            self.gated = True
 
     def _session(
         self, model: str | bytes, path: Path, manifest: Manifest, threads: int, links: Links, own: bool = False
@@ -76,16 +90,52 @@ class OnnxRunner:
         return session
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = np.ascontiguousarray(batch, np.float32)
+        return self.full(np.ascontiguousarray(batch, np.float32))
+
+    def gate_probs(self, batch: np.ndarray) -> np.ndarray:
+        """The gate member's calibrated probabilities for ``batch``."""
+        return self.gate(np.ascontiguousarray(batch, np.float32))[self.gate.outputs[0]]
+
+    def rest(self, batch: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """The whole graph's outputs for ``batch`` given its rows' gate probabilities (``gate_probs``)."""
+        return self.rest_sessions(np.ascontiguousarray(batch, np.float32), np.ascontiguousarray(probs, np.float32))
+
+    def warmup(self, shape: tuple[int, ...]) -> None:
+        """One call on zeros per session (a routed graph's zeros are a colour face), so no first request pays for
+        lazy initialisation."""
+        x = np.zeros((1, *shape), np.float32)
+        self.full.warmup(x)
+        if self.gated:
+            self.rest(x, self.gate_probs(x))
+
+
+class Sessions:
+    """One graph's sessions: one, or one per route, each batch split by the gray test (``model_store.routing``).
+    ``extra`` names a second input with a row per face (a rest graph's gate probabilities), split alike."""
+
+    def __init__(
+        self, outputs: list[str], sessions: tuple, routes: RoutedGraph | None = None, manifest=None, extra=None
+    ) -> None:
+        self.outputs, self.sessions, self.routes, self.extra = outputs, sessions, routes, extra
+        self.input_name = sessions[0].get_inputs()[0].name
+        if routes is not None:
+            spec = manifest.input
+            self.mean = np.asarray(spec.mean, np.float32)
+            self.std = np.asarray(spec.std, np.float32)
+
+    def _run(self, session, batch: np.ndarray, extra: np.ndarray | None) -> list[np.ndarray]:
+        feeds = {self.input_name: batch} if extra is None else {self.input_name: batch, self.extra: extra}
+        return session.run(self.outputs, feeds)
+
+    def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self.routes is None:
-            values = self.session.run(self.outputs, {self.input_name: batch})
-            return dict(zip(self.outputs, values, strict=True))
+            return dict(zip(self.outputs, self._run(self.sessions[0], batch, extra), strict=True))
         gray = gray_rows(batch, self.mean, self.std, self.routes.spread)
         if gray.all() or not gray.any():
-            session = self.session if gray.all() else self.colour
-            return dict(zip(self.outputs, session.run(self.outputs, {self.input_name: batch}), strict=True))
-        parts = [(gray, self.session), (~gray, self.colour)]
-        values = [session.run(self.outputs, {self.input_name: batch[rows]}) for rows, session in parts]
+            session = self.sessions[0] if gray.all() else self.sessions[1]
+            return dict(zip(self.outputs, self._run(session, batch, extra), strict=True))
+        parts = [(gray, self.sessions[0]), (~gray, self.sessions[1])]
+        values = [self._run(s, batch[rows], None if extra is None else extra[rows]) for rows, s in parts]
         out = {}
         for k, name in enumerate(self.outputs):
             merged = np.empty((len(batch), *values[0][k].shape[1:]), values[0][k].dtype)
@@ -94,29 +144,30 @@ class OnnxRunner:
             out[name] = merged
         return out
 
-    def warmup(self, shape: tuple[int, ...]) -> None:
-        """One call on zeros per session (a routed graph's zeros are a colour face), so no first request pays for
-        lazy initialisation."""
-        x = np.zeros((1, *shape), np.float32)
-        for session in (self.session, self.colour) if self.routes is not None else (self.session,):
+    def warmup(self, x: np.ndarray) -> None:
+        for session in self.sessions:
             session.run(self.outputs, {self.input_name: x})
 
 
-def routed_graphs(path: Path) -> tuple[RoutedGraph, bytes, bytes, bool] | None:
-    """The gray and colour route graphs of the graph at ``path``, and whether they read external data (None when it
-    is not routed as expected, or when the ``onnx`` package that cuts them is not installed: a plain ``pip install
-    .`` has only onnxruntime, and the one graph gives the same answers)."""
+def load_graph(path: Path):
+    """The graph at ``path`` (``onnx.ModelProto``, external data not loaded), or None without the ``onnx`` package:
+    a plain ``pip install .`` has only onnxruntime, and the one graph gives the same answers (no route split, no
+    gate)."""
     try:
         import onnx
     except ImportError:
-        log.info("%s: one graph for both routes (the onnx package, which splits it per route, is not installed)", path)
+        log.info("%s: one graph, served whole (the onnx package, which cuts it, is not installed)", path)
         return None
-    model = onnx.load(str(path), load_external_data=False)
+    return onnx.load(str(path), load_external_data=False)
+
+
+def routed_graphs(model) -> tuple[RoutedGraph, bytes, bytes] | None:
+    """The gray and colour route graphs of ``model`` (None when it is not routed as expected)."""
     routes = find_routes(model.graph)
     if routes is None:
         return None
     gray, colour = (route_graph(model, routes, kind).SerializeToString() for kind in (True, False))
-    return routes, gray, colour, bool(external_locations(model))
+    return routes, gray, colour
 
 
 def hand_over(options, path: Path, manifest: Manifest, links: Links) -> tuple:

@@ -332,6 +332,11 @@ class Settings(BaseSettings):
         description="with tta, mirror only the faces whose calibrated top-two margin is under this, in a second "
         "pass; 1 = every face, in the same call; unset = each model's own (its manifest's mirror_tta_margin)",
     )
+    gate: bool = Field(
+        True,
+        description="where a model's manifest has a gate (an ensemble member that answers alone for the faces it is "
+        "sure of), serve it; false: every face gets the whole ensemble",
+    )
     api_key: SecretStr | None = Field(None, description="when set, /predict and /models need header X-API-Key")
     temp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -78,6 +78,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.gate_faces = Counter(
+            "emotion_gate_faces_total",
+            "Faces a model with a gate scored, by who answered: its gate member alone (gate) or the whole ensemble",
+            ["model", "answered_by"],
+            registry=r,
+        )
         self.faces = Counter("emotion_faces_detected_total", "Faces found by the detector", registry=r)
         self.model_loads = Counter("emotion_model_loads_total", "Successful model loads", ["model"], registry=r)
         self.model_load_failures = Counter(
@@ -173,6 +179,8 @@ class Metrics:
                 metric.labels(model=model)
             for label in labels:
                 self.attributes_present.labels(model=model, attribute=label)
+            for answered_by in ("gate", "ensemble"):
+                self.gate_faces.labels(model=model, answered_by=answered_by)
 
     def known_job_statuses(self, statuses: Iterable[str], final: Iterable[str]) -> None:
         """Zero series before the first observation: ``jobs`` for every status (the first scrape can come before
@@ -194,6 +202,17 @@ class Metrics:
     def mirror_pass_counter(self, model: str) -> Callable[[int], None]:
         """Counts the faces each of ``model``'s second, mirror passes takes (``Predictor.on_mirror_pass``)."""
         return self.mirror_passes.labels(model=model).inc
+
+    def gate_counter(self, model: str) -> Callable[[int, int], None]:
+        """Counts the faces ``model``'s gate answered and those it passed to the whole ensemble
+        (``Predictor.on_gate``: faces in the call, answered by the gate)."""
+        gate, ensemble = (self.gate_faces.labels(model=model, answered_by=a) for a in ("gate", "ensemble"))
+
+        def count(n: int, answered: int) -> None:
+            gate.inc(answered)
+            ensemble.inc(n - answered)
+
+        return count
 
     def observe_video(self, result: VideoResult, seconds: float) -> None:
         """One analysed video: frames decoded, unreadable and analysed, faces classified, and the time it took."""

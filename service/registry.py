@@ -229,7 +229,7 @@ class ModelRegistry:
     def _build(self, entry: StoreEntry) -> Predictor:
         s = self.settings  # Predictor.load raises StoreError on a missing file or checksum mismatch
         predictor = Predictor.load(
-            entry, s.backend, self.device, s.inference_threads, tta=s.tta, tta_margin=s.tta_margin
+            entry, s.backend, self.device, s.inference_threads, tta=s.tta, tta_margin=s.tta_margin, gate=s.gate
         )
         if s.warmup:
             predictor.warmup()
@@ -247,6 +247,7 @@ class ModelRegistry:
             return
         observe = self.metrics.inference_observer(key)
         predictor.on_mirror_pass = self.metrics.mirror_pass_counter(key)
+        predictor.on_gate = self.metrics.gate_counter(key)
         batching = self.settings.batching
         batcher = MicroBatcher(
             predictor.run,

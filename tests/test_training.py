@@ -158,6 +158,10 @@ def test_publish_overrides_the_crop_the_service_cuts(tiny_run, tmp_path):
     for bad in (["--framing", "square"], ["--tta-margin", "1.5"]):
         with pytest.raises(SystemExit):
             publish.get_args_parser().parse_args([*argv, *bad])
+    gated = [*argv[:5], "0.3.0", *argv[6:], "--gate-output", "member_probs", "--gate-margin", "0.9"]
+    assert publish.main(publish.get_args_parser().parse_args(gated)).manifest.gate.margin == 0.9
+    with pytest.raises(SystemExit, match="go together"):
+        publish.main(publish.get_args_parser().parse_args(gated[:-2]))
 
 
 def test_evaluate_command_reports_on_a_dataset(tiny_run, tmp_path, fer_root):

@@ -60,6 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="mirror only faces whose calibrated margin is under this (1: every face; default: the manifest's "
         "mirror_tta_margin, as served)",
     )
+    p.add_argument("--no-gate", action="store_true", help="every face gets the whole ensemble (gate off)")
     p.add_argument("--limit", type=int)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--output", type=Path, default=Path("runs/eval"))
@@ -184,7 +185,9 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     entry = StoreEntry(read_manifest(args.model), args.model)
     # first: a missing file fails fast
-    predictor = Predictor.load(entry, args.backend, tta=not args.no_tta, tta_margin=args.tta_margin)
+    predictor = Predictor.load(
+        entry, args.backend, tta=not args.no_tta, tta_margin=args.tta_margin, gate=not args.no_gate
+    )
     if entry.manifest.kind.input in EVALUATORS:
         metrics = EVALUATORS[entry.manifest.kind.input](args, entry, predictor)
         metrics.update(model=entry.manifest.key, data=str(args.data), split=args.split, backend=args.backend)
@@ -207,6 +210,7 @@ def main(args: argparse.Namespace) -> dict:
         backend=predictor.runner.backend,  # what ran: onnx-int8 falls back to fp32 where there is no int8 graph
         tta=predictor.tta,
         tta_margin=predictor.tta_margin,
+        gate_margin=predictor.gate_margin,
     )
     write_report(args.output, args.name, metrics, labels)
     log.info(

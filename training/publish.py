@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from model_store import DEFAULT_ROOT, TASKS, Manifest, StoreEntry, publish, read_manifest
+from model_store.manifest import Gate
 from training.evaluate import tta_margin
 from training.link_members import link
 from training.runs import ONNX_NAME, SLIM_NAME, TORCH_PROGRAM_NAME, load_config
@@ -72,6 +73,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         "face); choose with training.evaluate --tta-margin on both val sets and benchmarks.eval_photos",
     )
     p.add_argument(
+        "--gate-output",
+        help="an ensemble's gate: the graph tensor holding the member's calibrated probabilities (manifest gate)",
+    )
+    p.add_argument(
+        "--gate-margin",
+        type=float,
+        help="with --gate-output: the member's top-two margin from which it answers alone; choose with "
+        "benchmarks.gate (labels as the whole ensemble's on both val sets)",
+    )
+    p.add_argument(
         "--logit-bias",
         type=Path,
         help="JSON {label: bias} added to the logits when serving (benchmarks/eval_photos.py --fit-bias writes one)",
@@ -83,6 +94,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true")
     return p
+
+
+def gate(args: argparse.Namespace) -> Gate | None:
+    if (args.gate_output is None) != (args.gate_margin is None):
+        raise SystemExit("--gate-output and --gate-margin go together")
+    return None if args.gate_output is None else Gate(output=args.gate_output, margin=args.gate_margin)
 
 
 def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
@@ -107,6 +124,7 @@ def build_manifest(args: argparse.Namespace, cfg: dict) -> Manifest:
         calibration_temperature=report.get("temperature", 1.0),
         mirror_tta=not cfg["args"].get("no_tta", False),  # served as it was evaluated and calibrated
         mirror_tta_margin=args.tta_margin,
+        gate=gate(args),
         logit_bias=json.loads(args.logit_bias.read_text()) if args.logit_bias else {},
         thresholds=report.get("thresholds", {}),
         metrics={"val": {k: report[k] for k in SUMMARY_KEYS if k in report}},

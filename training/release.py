@@ -44,6 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge", choices=["clip", "replicate"], help="publish --edge")
     p.add_argument("--logit-bias", type=Path, help="publish --logit-bias")
     p.add_argument("--tta-margin", type=tta_margin, help="publish --tta-margin")
+    p.add_argument("--gate-output", help="publish --gate-output")
+    p.add_argument("--gate-margin", type=float, help="publish --gate-margin")
     p.add_argument("--valence-arousal", choices=["derived", "predicted", "none"], help="publish --valence-arousal")
     p.add_argument(
         "--quantize",
@@ -70,6 +72,8 @@ def step_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
         ("--edge", args.edge),
         ("--logit-bias", args.logit_bias),
         ("--tta-margin", args.tta_margin),
+        ("--gate-output", args.gate_output),
+        ("--gate-margin", args.gate_margin),
         ("--valence-arousal", args.valence_arousal),
     ):
         pub += [flag, str(value)] if value is not None else []

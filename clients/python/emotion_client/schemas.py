@@ -111,6 +111,11 @@ class ModelInfo(BaseModel):
         description="with mirror_tta: only faces whose calibrated top-two margin is under this get their mirror "
         "image (1: every face)",
     )
+    gate_margin: float | None = Field(
+        None,
+        description="an ensemble with a gate: faces whose top-two margin under its gate member is at least this get "
+        "that member's answer alone (labels as the whole ensemble's on val); none: every face gets the ensemble",
+    )
     state: Literal["available", "loading", "loaded", "failed"]
     error: str | None = None
     size_bytes: int

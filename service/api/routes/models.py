@@ -2,13 +2,21 @@
 
 from fastapi import APIRouter
 
-from model_store.predictor import mirror_margin, mirrored
+from model_store.predictor import gate_margin, mirror_margin, mirrored
 from model_store.runtime import resolved_backend
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
 from service.registry import ModelRecord, ModelRegistry
 from service.schemas import ErrorDetail, ModelInfo, ModelList, ReloadResponse, reload_response
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKeyDep])
+
+
+def served_gate(record: ModelRecord, registry: ModelRegistry) -> float | None:
+    """The loaded model's gate margin, or the one it will serve once loaded."""
+    if record.loaded is not None:
+        return record.loaded.predictor.gate_margin
+    s, entry = registry.settings, record.entry
+    return gate_margin(entry.manifest, s.gate, resolved_backend(entry, s.backend, registry.device), s.tta, s.tta_margin)
 
 
 def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
@@ -27,6 +35,7 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         device=registry.device,
         mirror_tta=mirrored(m, settings.tta),
         mirror_tta_margin=mirror_margin(m, settings.tta, settings.tta_margin),
+        gate_margin=served_gate(record, registry),
         state=record.state,
         error=record.error,
         size_bytes=sum(f.bytes for f in m.files),
