@@ -72,7 +72,7 @@ def test_a_variant_names_an_entry_and_the_input_fields_it_changes():
 
 
 def test_only_face_classifiers_are_compared(tmp_path, default_entry):
-    frames = {"task": "frame-attributes", "valence_arousal": "none", "mirror_tta_margin": 1.0}  # frames mirror none
+    frames = {"task": "frame-attributes", "valence_arousal": "none", "mirror_tta_margin": 1.0, "gate": None}
     other = default_entry.manifest.model_copy(update=frames)
     (tmp_path / "manifest.json").write_text(other.model_dump_json())
     with pytest.raises(ValueError, match="only face classifiers"):

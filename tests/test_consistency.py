@@ -77,7 +77,8 @@ def test_scorer_reports_a_clip_model_given_photos_per_file_and_goes_on(store_cop
 
     manifest_path = next(store_copy.glob("*/*/manifest.json"))
     manifest = json.loads(manifest_path.read_text())
-    manifest.update(task="clip-classification", input={**manifest["input"], "frames": 4}, mirror_tta_margin=1.0)
+    clip = {"input": {**manifest["input"], "frames": 4}, "mirror_tta_margin": 1.0, "gate": None}
+    manifest.update(task="clip-classification", **clip)
     manifest_path.write_text(json.dumps(manifest))
     monkeypatch.setenv("EMOTION_STORE_PATH", str(store_copy))
     monkeypatch.setenv("EMOTION_WARMUP", "false")  # a 2-D network under a clip manifest: never called here

@@ -189,7 +189,8 @@ EMOTION_TRANSFER = Recipe(
             "emotion_transfer",
             "1.1.0",
             "{store}",
-            *("--half", "--face-margin", "0.1", "--edge", "replicate", "--tta-margin", "0.5", "--quantize", "minmax"),
+            *("--half", "--face-margin", "0.1", "--edge", "replicate", "--tta-margin", "0.5"),
+            *("--gate-output", "softmax", "--gate-margin", "0.85", "--quantize", "minmax"),
             *("--calibration-data", "{work}/mix2/manifest.csv", "--description"),
             "1.3.0 on every face; dlib's face ResNet fine-tuned on FER2013 + RAF-DB (112 px) on gray faces, a "
             "150-px RAF-DB specialist on colour faces",
