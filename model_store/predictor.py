@@ -229,7 +229,7 @@ class Predictor:
         gate: bool = True,
     ) -> Predictor:
         """Check the entry's file for ``backend`` (size, sha256) and load it."""
-        return cls(entry.manifest, create_runner(entry, backend, device, threads), tta, tta_margin, gate)
+        return cls(entry.manifest, create_runner(entry, backend, device, threads, gate), tta, tta_margin, gate)
 
     @property
     def labels(self) -> list[str]:

@@ -291,8 +291,11 @@ def resolved_backend(entry: StoreEntry, backend: str, device: str = "cpu") -> st
     return backend
 
 
-def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0) -> Runner:
-    """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256."""
+def create_runner(
+    entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0, gate: bool = True
+) -> Runner:
+    """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256;
+    ``gate=False`` cuts no gate graphs (their sessions would sit unused)."""
     resolved = resolved_backend(entry, backend, device)
     role, factory = BACKENDS[resolved]
     links: Links = ()
@@ -301,6 +304,7 @@ def create_runner(entry: StoreEntry, backend: str = "onnx", device: str = "cpu",
             verify_file(entry, "weights")
         links = read_linked(entry)
     extra = (links,) if links else ()  # a backend added without link support still loads unlinked entries
-    runner = factory(verify_file(entry, role), entry.manifest, device, threads, *extra)
+    manifest = entry.manifest if gate else entry.manifest.model_copy(update={"gate": None})
+    runner = factory(verify_file(entry, role), manifest, device, threads, *extra)
     runner.backend = resolved  # what runs, for /models, /v2 and the logs
     return runner

@@ -210,3 +210,9 @@ def test_models_says_where_the_gate_is_served_and_metrics_count_its_answers(make
     assert metric(text, series % "gate") + metric(text, series % "ensemble") == 3
     off = {m["name"]: m for m in make_client(gate=False).get("/models").json()["models"]}
     assert off["emotion_transfer"]["gate_margin"] is None
+
+
+def test_with_the_gate_off_no_gate_graph_is_cut(default):
+    """``EMOTION_GATE=false`` loads the default as before: one session per route, no gate or rest sessions idle."""
+    off = Predictor.load(default, "onnx-int8", gate=False)
+    assert off.gate_margin is None and not off.runner.gated and not hasattr(off.runner, "rest_sessions")

@@ -115,7 +115,8 @@ def compare(fp32: StoreEntry, int8: Path, x: np.ndarray, temperature: float) -> 
         logits = np.concatenate([run(x[i : i + 256]) for i in range(0, len(x), 256)])
         return softmax(logits / temperature)
 
-    session, runner = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]), create_runner(fp32, "onnx")
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    runner = create_runner(fp32, "onnx", gate=False)
     a = probs(lambda rows: runner(rows)[fp32.manifest.outputs[0]])
     b = probs(lambda rows: session.run(None, {"input": rows})[0])
     return {
