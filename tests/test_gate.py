@@ -216,3 +216,11 @@ def test_with_the_gate_off_no_gate_graph_is_cut(default):
     """``EMOTION_GATE=false`` loads the default as before: one session per route, no gate or rest sessions idle."""
     off = Predictor.load(default, "onnx-int8", gate=False)
     assert off.gate_margin is None and not off.runner.gated and not hasattr(off.runner, "rest_sessions")
+
+
+def test_a_gate_on_a_tensor_the_graph_lacks_fails_the_load_and_says_which(default):
+    from model_store.runtime import OnnxRunner
+
+    manifest = default.manifest.model_copy(update={"gate": Gate(output="nope", margin=0.9)})
+    with pytest.raises(ValueError, match="no tensor 'nope' to gate on"):
+        OnnxRunner(default.path("onnx_int8"), manifest, "cpu")
