@@ -150,9 +150,9 @@ class Sessions:
 
 
 def load_graph(path: Path):
-    """The graph at ``path`` (``onnx.ModelProto``, external data not loaded), or None without the ``onnx`` package:
-    a plain ``pip install .`` has only onnxruntime, and the one graph gives the same answers (no route split, no
-    gate)."""
+    """The graph at ``path`` (``onnx.ModelProto``, external data not loaded), or None without the ``onnx`` package
+    (a dependency, but an install may lack it): the one graph then serves, with the same labels (no route split,
+    no gate)."""
     try:
         import onnx
     except ImportError:
