@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import find_entry, pyplot, served_predictor, service_settings
-from benchmarks.eval_photos import read_photos, service_detector
+from benchmarks.eval_photos import balanced_accuracy, read_photos, service_detector
 from model_store import Predictor, to_uint8_face
 from service.detection.align import FaceCropper
 from service.detection.bars import Picture
@@ -102,12 +102,11 @@ def scores(predictor: Predictor, faces: np.ndarray, targets: np.ndarray, batch: 
     )
     labels = predictor.labels
     m = classification_metrics(logits, targets, labels, predictor.manifest.calibration_temperature)
-    recalls = [c["recall"] for c in m["per_class"].values() if c["support"]]
     return {
         "pred": logits.argmax(1),
         "gate_share": sum(k for _, k in answered) / len(faces) if answered else 0.0,
         "accuracy": m["accuracy"],
-        "balanced_accuracy": float(np.mean(recalls)),
+        "balanced_accuracy": balanced_accuracy(m, min_support=1)[0],  # every label the set has
         "macro_f1": m["macro_f1"],
         "ece": m["ece"],
     }
@@ -184,7 +183,8 @@ def main(args: argparse.Namespace) -> dict:
         predictor.warmup()
     labels, spec = model.labels, model.manifest.input
     photos = photo_faces(labels)
-    crops = np.stack([to_uint8_face(FaceCropper().crop(i, b, spec), spec) for i, b, _ in photos])
+    cropper = FaceCropper()
+    crops = np.stack([to_uint8_face(cropper.crop(i, b, spec), spec) for i, b, _ in photos])
     sets = {"photos": (crops, np.array([t for *_, t in photos])), **val_sets(spec, labels, args.val_limit)}
     margins = [None, *args.margins]
     rows = label_rows(model, margins, sets)

@@ -19,7 +19,7 @@ from model_store.affect import derive_valence_arousal, probabilities
 from model_store.gate import log_probs, top_margin
 from model_store.manifest import FeatureSpec, InputSpec, Manifest
 from model_store.preprocess import normalize, prepare_batch, standardize, to_uint8_face
-from model_store.runtime import Runner, create_runner
+from model_store.runtime import Runner, create_runner, join_rows
 from model_store.store import StoreEntry
 
 
@@ -294,12 +294,7 @@ class Predictor:
             return self._run(x, eligible, known)
         answer = log_probs(probs[:n][sure])
         outputs = self._run(x[rest], None if eligible is None else eligible[rest], known)
-        merged = {}
-        for k, v in outputs.items():
-            merged[k] = np.empty((len(x), *v.shape[1:]), v.dtype)
-            merged[k][rest] = v
-            merged[k][sure] = answer
-        return merged
+        return join_rows(n, [(rest, outputs), (sure, dict.fromkeys(outputs, answer))])
 
     def _call(self, x: np.ndarray, probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One backend call; with the gate's probabilities for the first rows, the rest graph (the gate runs on the
@@ -321,8 +316,6 @@ class Predictor:
             return self._call(x, probs)
         if self._one_call(x, eligible):
             return self._run_with_mirrors(x, probs)
-        if probs is not None and len(probs) > len(x):
-            probs = probs[: len(x)]  # mirror images' gate rows from a one-call gate: the second pass runs whole
         outputs = self._call(x, probs)
         unsure = self._unsure(outputs, eligible)
         if not len(unsure):
@@ -355,8 +348,7 @@ class Predictor:
         logits = np.asarray(outputs[self.manifest.outputs[0]], np.float32)
         if self.bias is not None:
             logits = logits + self.bias
-        top = np.sort(probabilities(logits, self.manifest.calibration_temperature), axis=-1)
-        return top[:, -1] - top[:, -2] if top.shape[-1] > 1 else np.ones(len(top), np.float32)
+        return top_margin(probabilities(logits, self.manifest.calibration_temperature))
 
     def postprocess(self, outputs: dict[str, np.ndarray], prepared: Prepared) -> Predictions:
         """The backend's outputs for ``prepared`` -> mirror-merged logits, calibrated probabilities (softmax, or a

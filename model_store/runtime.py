@@ -46,32 +46,27 @@ class OnnxRunner:
     def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
         self.device, self.backend = device, "onnx"  # create_runner sets what it resolved ("onnx-int8": int8 graph)
         self.outputs = list(manifest.outputs)
-        self.routes: RoutedGraph | None = None
-        self.gated = False
-
-        def session(model: str | bytes, own: bool = False):
-            return self._session(model, path, manifest, threads, links, own)
-
         model = load_graph(path) if manifest.routed or manifest.gate else None
-        graphs = routed_graphs(model) if model is not None and manifest.routed else None
-        own = model is not None and bool(external_locations(model)) and not links  # bytes: no folder to read from
-        if graphs is None:
-            self.full = Sessions(self.outputs, (session(str(path)),))
-        else:
-            self.routes = graphs[0]
-            self.full = Sessions(self.outputs, tuple(session(g, own) for g in graphs[1:]), self.routes, manifest)
-        self.session = self.full.sessions[0]
+        own = model is not None and bool(external_locations(model)) and not links
+
+        def session(graph: str | bytes):  # a graph handed over as bytes has no folder to read its weights from
+            return self._session(graph, path, manifest, threads, links, own and isinstance(graph, bytes))
+
+        def sessions(graph, source: str | None = None, extra: str | None = None) -> Sessions:
+            """One session over ``source`` (default: ``graph`` as bytes), or one per route of ``graph``."""
+            cut = routed_graphs(graph) if graph is not None and manifest.routed else None
+            if cut is None:
+                return Sessions(self.outputs, (session(source or graph.SerializeToString()),), extra=extra)
+            return Sessions(self.outputs, tuple(map(session, cut[1:])), cut[0], manifest, extra)
+
+        self.full = sessions(model, str(path))
+        self.routes: RoutedGraph | None = self.full.routes
         self.input_name = self.full.input_name
-        if model is not None and manifest.gate is not None:
-            gate, rest = gate_graph(model, manifest.gate.output), rest_graph(model, manifest.gate.output)
-            self.gate = Sessions([manifest.gate.output], (session(gate.SerializeToString(), own),))
-            cut = routed_graphs(rest) if self.routes is not None else None
-            graphs_of_rest = cut[1:] if cut is not None else (rest.SerializeToString(),)
-            routes = cut[0] if cut is not None else None
-            self.rest_sessions = Sessions(
-                self.outputs, tuple(session(g, own) for g in graphs_of_rest), routes, manifest, manifest.gate.output
-            )
-            self.gated = True
+        self.gated = model is not None and manifest.gate is not None
+        if self.gated:
+            out = manifest.gate.output  # type: ignore[union-attr]
+            self.gate = Sessions([out], (session(gate_graph(model, out).SerializeToString()),))
+            self.rest_sessions = sessions(rest_graph(model, out), extra=out)
 
     def _session(
         self, model: str | bytes, path: Path, manifest: Manifest, threads: int, links: Links, own: bool = False
@@ -123,30 +118,35 @@ class Sessions:
             self.mean = np.asarray(spec.mean, np.float32)
             self.std = np.asarray(spec.std, np.float32)
 
-    def _run(self, session, batch: np.ndarray, extra: np.ndarray | None) -> list[np.ndarray]:
+    def _run(self, session, batch: np.ndarray, extra: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {self.input_name: batch} if extra is None else {self.input_name: batch, self.extra: extra}
-        return session.run(self.outputs, feeds)
+        return dict(zip(self.outputs, session.run(self.outputs, feeds), strict=True))
 
     def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self.routes is None:
-            return dict(zip(self.outputs, self._run(self.sessions[0], batch, extra), strict=True))
+            return self._run(self.sessions[0], batch, extra)
         gray = gray_rows(batch, self.mean, self.std, self.routes.spread)
         if gray.all() or not gray.any():
-            session = self.sessions[0] if gray.all() else self.sessions[1]
-            return dict(zip(self.outputs, self._run(session, batch, extra), strict=True))
+            return self._run(self.sessions[0] if gray.all() else self.sessions[1], batch, extra)
         parts = [(gray, self.sessions[0]), (~gray, self.sessions[1])]
-        values = [self._run(s, batch[rows], None if extra is None else extra[rows]) for rows, s in parts]
-        out = {}
-        for k, name in enumerate(self.outputs):
-            merged = np.empty((len(batch), *values[0][k].shape[1:]), values[0][k].dtype)
-            for (rows, _), v in zip(parts, values, strict=True):
-                merged[rows] = v[k]
-            out[name] = merged
-        return out
+        return join_rows(
+            len(batch), [(rows, self._run(s, batch[rows], None if extra is None else extra[rows])) for rows, s in parts]
+        )
 
     def warmup(self, x: np.ndarray) -> None:
         for session in self.sessions:
             session.run(self.outputs, {self.input_name: x})
+
+
+def join_rows(n: int, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """The outputs of ``n`` rows from parts that each scored some of them (``rows``: a mask or indices), every part
+    with the same output names."""
+    out = {}
+    for name, first in parts[0][1].items():
+        out[name] = np.empty((n, *first.shape[1:]), first.dtype)
+        for rows, values in parts:
+            out[name][rows] = values[name]
+    return out
 
 
 def load_graph(path: Path):
