@@ -4,6 +4,7 @@ with ``EMOTION_DETECTOR__BACKEND=retinaface``."""
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import cv2
@@ -22,6 +23,7 @@ from service.detection.retinaface import (
     decode,
     hog_like,
     load_weights,
+    without_small_face_level,
 )
 from tests.conftest import jpeg, upload
 from tests.test_detection_backends import face_on_canvas, iou
@@ -119,10 +121,69 @@ def test_smallest_face_is_truthful(retina, face_photo):
 def test_large_scans_run_on_their_own_session_with_the_same_answer(retina, face_photo):
     big = cv2.resize(face_photo, (700, 700))
     both = RetinaFaceDetector(RetinaFaceSettings(max_side=700, large_scan_pixels=0))  # every scan counts as large
-    assert both._large_session is not both._session
+    assert both._sessions[True, True] is not both._sessions[True, False]
     assert both.detect(big) == RetinaFaceDetector(RetinaFaceSettings(max_side=700, large_scan_threads=1)).detect(big)
     same = RetinaFaceDetector(RetinaFaceSettings(large_scan_threads=1))
-    assert same._large_session is same._session  # one thread for both: one session
+    assert sorted(same._sessions) == [(False, False), (True, False)]  # one thread for both: a session per graph
+
+
+def test_the_graph_without_its_small_face_level_gives_the_other_levels_rows_unchanged(retina):
+    """The cut graph's outputs are the whole graph's rows past the stride-8 level's, to the bit, and its priors
+    are the whole graph's past that level: the same boxes for every face the other levels find."""
+    h, w = 200, 328
+    x = (np.random.default_rng(0).random((1, 3, h, w), np.float32) * 255 - 120).astype(np.float32)
+    whole = retina._sessions[True, False].run(None, {"input": x})
+    cut = retina._sessions[False, False].run(None, {"input": x})
+    stride_8_rows = 2 * math.ceil(h / 8) * math.ceil(w / 8)
+    for full_rows, cut_rows in zip(whole, cut, strict=True):
+        assert cut_rows.shape[1] == full_rows.shape[1] - stride_8_rows
+        np.testing.assert_array_equal(cut_rows, full_rows[:, stride_8_rows:])
+    np.testing.assert_array_equal(anchors(h, w, small_faces=False), anchors(h, w)[stride_8_rows:])
+    with pytest.raises(ValueError, match="levels"):  # a graph of another shape is refused, not cut blindly
+        without_small_face_level(without_small_face_level(load_weights()))
+
+
+def levels_run(detector: RetinaFaceDetector, monkeypatch) -> list[bool]:
+    """Whether each scan from now on ran the small-face level."""
+    ran, choose = [], detector._session
+
+    def spy(pixels: int, small_faces: bool):
+        session, small = choose(pixels, small_faces)
+        ran.append(small)
+        return session, small
+
+    monkeypatch.setattr(detector, "_session", spy)
+    return ran
+
+
+def test_scans_that_seek_faces_from_the_window_up_skip_the_small_face_level(face_photo, monkeypatch):
+    """A min_face (video passes and regions, min_face_size requests) puts it at the window in the scan: the cut
+    graph, and the same face as the whole graph finds. Photos without one keep every level, unless turned off."""
+    retina = RetinaFaceDetector()
+    ran = levels_run(retina, monkeypatch)
+    (face,) = retina.detect(face_photo)
+    assert retina.detect(face_photo, min_face=face.width // 2) and ran == [True, False]
+    whole_only = RetinaFaceDetector()
+    whole_only._sessions = {k: v for k, v in whole_only._sessions.items() if k[0]}  # as without the onnx package
+    assert retina.detect(face_photo, face.width // 2) == whole_only.detect(face_photo, face.width // 2)
+    fast = RetinaFaceDetector(RetinaFaceSettings(small_faces=False))
+    ran = levels_run(fast, monkeypatch)
+    assert fast.detect(face_photo) == [face] and ran == [False]
+    # a scan capped by max_pixels leaves the face under LARGE_LEVELS_FROM: every level runs
+    capped = RetinaFaceDetector(max_pixels=20_000)
+    ran = levels_run(capped, monkeypatch)
+    capped.detect(face_photo, min_face=8)
+    assert ran == [True]
+
+
+def test_without_the_onnx_package_every_scan_runs_the_whole_graph(face_photo, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    retina = RetinaFaceDetector(RetinaFaceSettings(small_faces=False))
+    assert {small for small, _ in retina._sessions} == {True}
+    ran = levels_run(retina, monkeypatch)
+    assert len(retina.detect(face_photo, min_face=60)) == 1 and ran == [True]
 
 
 def test_no_face_in_noise_or_a_blank_image(retina):

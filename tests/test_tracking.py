@@ -290,7 +290,8 @@ def test_full_frame_every_n_samples_or_when_nothing_is_live():
 
 def test_a_steady_track_is_carried_forward_every_other_sample():
     box, before = (100, 100, 50, 50), (96, 100, 50, 50)  # IoU 0.85: steady, moving 4 px right per sample
-    fake = FakeDetector(smallest=80.0, found=[Detection(30, 30, 50, 50, 0.9)])  # = box in the region at (70, 70)
+    # = box in the region at (70, 70), enlarged 2.4x (110 px to the roi side of 264)
+    fake = FakeDetector(smallest=80.0, found=[Detection(72, 72, 120, 120, 0.9)])
     finder = FrameDetector(fake, options(full_detect_every=100))
     (found,) = finder.detect(FRAME, 1, [box], [before])  # steady, but no search found it last: searched
     assert found.box == box and len(fake.calls) == 1
@@ -315,17 +316,19 @@ def test_region_is_scaled_to_the_roi_side_and_boxes_map_back_to_the_frame():
     finder = FrameDetector(fake, options())
     assert finder.roi_side == round(2.2 * 1.5 * 20)  # 66: the 110 px region is scanned at 0.6
     found = finder.detect(FRAME, 1, [LIVE])
-    assert fake.calls == [((66, 66), None)]
+    assert fake.calls == [((66, 66), 20)]  # scanned as it is, for faces down to the detector's smallest
     assert found == [Detection(70 + 10, 70 + 20, 50, 50, 0.9)]
 
 
-def test_region_smaller_than_the_roi_side_is_not_enlarged_and_finds_the_painted_face():
+def test_region_smaller_than_the_roi_side_is_enlarged_to_it_and_finds_the_painted_face():
+    """Its track's face reaches ROI_FACE_SCALE detector windows, as in a shrunk region: the scan can seek faces
+    from one window up (RetinaFace's cheap graph) whatever the face's size in the frame."""
     frame = FRAME.copy()
     frame[110:160, 120:170] = 255  # a 50 x 50 face at (120, 110)
-    fake = FakeDetector(smallest=80.0)  # roi_side 264 > 110: scale 1
-    found = FrameDetector(fake, options()).detect(frame, 1, [LIVE])
-    assert fake.calls == [((110, 110), None)]
-    assert found == [Detection(120, 110, 50, 50, 0.9)]
+    fake = FakeDetector(smallest=80.0)  # roi_side 264 > 110: scale 2.4
+    ((x, y, w, h),) = [d.box for d in FrameDetector(fake, options()).detect(frame, 1, [LIVE])]
+    assert fake.calls == [((264, 264), 80)]
+    assert abs(x - 120) <= 1 and abs(y - 110) <= 1 and abs(w - 50) <= 1 and abs(h - 50) <= 1
 
 
 def test_regions_of_two_live_boxes_finding_the_same_face_give_it_once():
@@ -342,9 +345,9 @@ def test_region_at_the_frame_edge_is_clipped_and_offset_correctly():
     frame = FRAME.copy()
     frame[5:45, 0:40] = 255  # a face in the top-left corner
     fake = FakeDetector(smallest=80.0)
-    found = FrameDetector(fake, options()).detect(frame, 1, [(0, 0, 40, 40)])
-    assert fake.calls[0][0] == (64, 64)  # (20 - 44, 20 + 44) clipped to 0..64
-    assert found == [Detection(0, 5, 40, 40, 0.9)]
+    ((x, y, w, h),) = [d.box for d in FrameDetector(fake, options()).detect(frame, 1, [(0, 0, 40, 40)])]
+    assert fake.calls[0][0] == (264, 264)  # (20 - 44, 20 + 44) clipped to 0..64, then enlarged to the roi side
+    assert abs(x) <= 1 and abs(y - 5) <= 1 and abs(w - 40) <= 1 and abs(h - 40) <= 1
 
 
 def test_full_frame_min_face_follows_request_or_detect_max_side():
@@ -367,7 +370,7 @@ def test_min_face_size_filters_and_max_faces_caps_full_frame_results():
 
 
 def test_min_face_size_also_filters_region_results():
-    fake = FakeDetector(smallest=80.0, found=[Detection(0, 0, 20, 20, 0.9)])
+    fake = FakeDetector(smallest=80.0, found=[Detection(0, 0, 48, 48, 0.9)])  # 20 px in the frame (scanned at 2.4)
     assert FrameDetector(fake, options(min_face_size=30)).detect(FRAME, 1, [LIVE]) == []
     assert FrameDetector(fake, options()).detect(FRAME, 1, [LIVE]) == [Detection(70, 70, 20, 20, 0.9)]
 

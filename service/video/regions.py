@@ -54,15 +54,18 @@ class FrameDetector:
         return math.ceil(self.detector.smallest_face(self.opts.detect_max_side / side))
 
     def near(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
-        """Faces in the region around ``box``, in frame pixels."""
+        """Faces in the region around ``box``, in frame pixels. The region is scaled so its track's face is
+        ``ROI_FACE_SCALE`` times the detector's smallest face, and scanned as it is for faces down to that smallest
+        (which lets RetinaFace skip its small-face level)."""
         h, w = frame.shape[:2]
         x, y, rw, rh = expand_box(box, ROI_CONTEXT, (w, h))
-        scale = min(1.0, self.roi_side / max(rw, rh))
+        scale = self.roi_side / max(rw, rh)
         roi = frame[y : y + rh, x : x + rw]
-        if scale < 1.0:
+        if scale != 1.0:
             size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
             roi = cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
-        found = [d.moved(x, y, scale) for d in self.detector.detect(roi)]
+        smallest = math.ceil(self.detector.smallest_face())
+        found = [d.moved(x, y, scale) for d in self.detector.detect(roi, smallest)]
         self.counts["regions_searched"] += 1
         self.counts["regions_with_a_face"] += bool(found)
         return found
