@@ -25,8 +25,10 @@ from service.detection.retinaface import (
     load_weights,
     without_small_face_level,
 )
+from service.video.regions import FrameDetector
 from tests.conftest import jpeg, upload
 from tests.test_detection_backends import face_on_canvas, iou
+from tests.test_tracking import options
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +178,44 @@ def test_scans_that_seek_faces_from_the_window_up_skip_the_small_face_level(face
     assert ran == [True]
 
 
-def test_without_the_onnx_package_every_scan_runs_the_whole_graph(face_photo, monkeypatch):
+def test_a_videos_whole_frame_pass_and_its_regions_run_the_cut_graph(face_photo, monkeypatch):
+    """The wiring: a 720p frame's pass (its smallest face from detect_max_side) and the region around the track it
+    starts both seek faces from the window up, and find the face."""
+    retina = RetinaFaceDetector()
+    (face,) = retina.detect(face_photo)
+    frame = np.full((720, 1280, 3), 128, np.uint8)
+    small = cv2.resize(face_photo, None, fx=200 / face.width, fy=200 / face.width, interpolation=cv2.INTER_AREA)
+    h, w = min(small.shape[0], 700), min(small.shape[1], 1000)
+    frame[10 : 10 + h, 200 : 200 + w] = small[:h, :w]
+    ran = levels_run(retina, monkeypatch)
+    finder = FrameDetector(retina, options(detect_max_side=640, full_detect_every=5))
+    (whole,) = finder.detect(frame, 0, [])
+    (near,) = finder.detect(frame, 1, [whole.box])
+    assert ran == [False, False] and finder.counts["regions_searched"] == 1
+    assert iou(whole, near) > 0.8
+
+
+def test_without_the_onnx_package_every_scan_runs_the_whole_graph(face_photo, monkeypatch, caplog):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
-    retina = RetinaFaceDetector(RetinaFaceSettings(small_faces=False))
-    assert {small for small, _ in retina._sessions} == {True}
+    with caplog.at_level("INFO", logger="service.detection.retinaface"):
+        retina = RetinaFaceDetector(RetinaFaceSettings(small_faces=False))
+    assert {small for small, _ in retina._sessions} == {True} and "no onnx package" in caplog.text
     ran = levels_run(retina, monkeypatch)
     assert len(retina.detect(face_photo, min_face=60)) == 1 and ran == [True]
+
+
+def test_a_graph_laid_out_otherwise_is_served_whole_with_a_warning(monkeypatch, caplog):
+    """A store entry whose outputs are not three concatenated levels loads as before, uncut, and says why."""
+    import service.detection.retinaface as retinaface
+
+    two_levels = without_small_face_level(load_weights())
+    monkeypatch.setattr(retinaface, "load_weights", lambda settings=None: two_levels)
+    with caplog.at_level("WARNING", logger="service.detection.retinaface"):
+        retina = RetinaFaceDetector()
+    assert {small for small, _ in retina._sessions} == {True}
+    assert "joins 2 levels, not 3" in caplog.text and "whole graph" in caplog.text
 
 
 def test_no_face_in_noise_or_a_blank_image(retina):

@@ -20,6 +20,7 @@ the same face: IoU with HOG's box 0.72 before, 0.81 after).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from model_store import DEFAULT_ROOT, StoreError, find, verify_file
 from service.detection.base import Detection
 from service.detection.scaling import rescaled, scan_scale, to_detections
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = "retinaface"  # the store entry holding the graph
 # The smallest face (HOG-like box side) found reliably, in pixels of the scanned image: 30 photo faces shrunk onto
 # a gray canvas were found 9 times at 32 px, 21 at 48, 25 at 56, 29 at 64, 30 at 80 (HOG: 0, 3, 22, 26, 26; its
@@ -115,9 +117,11 @@ def without_small_face_level(graph: bytes) -> bytes:
     model = onnx.load_from_string(graph)
     made_by = {out: node for node in model.graph.node for out in node.output}
     for output in model.graph.output:
-        node = made_by[output.name]
-        while node.op_type != "Concat":  # conf: a softmax after its concatenation
-            node = made_by[node.input[0]]
+        node = made_by.get(output.name)
+        while node is not None and node.op_type != "Concat":  # conf: a softmax after its concatenation
+            node = made_by.get(node.input[0]) if node.input else None
+        if node is None:
+            raise ValueError(f"{output.name} is not a concatenation of levels: not this graph")
         if len(node.input) != len(STRIDES):
             raise ValueError(f"{output.name} joins {len(node.input)} levels, not {len(STRIDES)}: not this graph")
         del node.input[0]
@@ -193,10 +197,13 @@ class RetinaFaceDetector:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
+        graphs = {True: graph}  # runs the small-face level: the graph
         try:
-            graphs = {True: graph, False: without_small_face_level(graph)}
-        except ImportError:  # an install without the onnx package: every scan runs the whole graph
-            graphs = {True: graph}
+            graphs[False] = without_small_face_level(graph)
+        except ImportError:
+            log.info("no onnx package: every RetinaFace scan runs the whole graph, small-face level included")
+        except ValueError as exc:  # a store entry's graph laid out otherwise
+            log.warning("RetinaFace graph of %s: %s; every scan runs the whole graph", self.settings.model, exc)
         threads = {False: self.settings.threads, True: self.settings.large_scan_threads}
         if threads[False] == threads[True]:
             threads.pop(True)
