@@ -45,8 +45,9 @@ MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)  # as it was trained (its
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
-# Without the stride-8 level, faces are found from this many pixels of the scan as often as with it: 30 photo faces
-# on a gray canvas, 28 of 30 at 56 px either way, 25 against 27 at 48, 3 against 19 at 40.
+# Without the stride-8 level, faces are found from this many pixels of the scan as often as with it
+# (benchmarks.detector_levels: 30 photo faces on a 320 x 240 canvas, 27 either way at 56 px, 20 at 48, 5 against 16
+# at 40; an earlier draw of 30 faces: 28 either way at 56, 25 against 27 at 48).
 LARGE_LEVELS_FROM = 56
 TOP_K = 5000  # boxes over the threshold kept for NMS at most
 # HOG-like box from a RetinaFace box (w, h): side 0.94 * sqrt(w * h), centre moved by (-0.015 w, +0.032 h).
@@ -224,7 +225,7 @@ class RetinaFaceDetector:
         large = pixels >= self.settings.large_scan_pixels and (small_faces, True) in self._sessions
         return self._sessions[small_faces, large], small_faces
 
-    def _run(self, image: np.ndarray, small_faces: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scan(self, image: np.ndarray, small_faces: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (x0, y0, x1, y1 in ``image`` pixels), probabilities over the threshold and five landmarks per box
         (``N x 5 x 2``, same pixels), after NMS; ``small_faces=False`` skips the stride-8 level."""
         bgr = to_bgr(image)
@@ -260,7 +261,7 @@ class RetinaFaceDetector:
         )
         # faces sought from LARGE_LEVELS_FROM px of the scan up need no stride-8 level
         small_faces = own.small_faces if min_face is None else min_face * scale < LARGE_LEVELS_FROM
-        boxes, scores, points = self._run(rescaled(image, scale), small_faces)
+        boxes, scores, points = self.scan(rescaled(image, scale), small_faces)
         if own.hog_like:
             boxes = hog_like(boxes)
         faces = []
