@@ -45,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0 = all)")
     p.add_argument("--calls", type=int, default=60, help="timed scans per graph and input")
     p.add_argument("--canvas-faces", type=int, default=30, help="photo faces per size on the canvas")
+    p.add_argument("--clip-seconds", type=float, default=30.0, help="length of bench_video's clip")
     return p
 
 
@@ -114,10 +115,10 @@ def canvas_faces(detector: RetinaFaceDetector, photos: list[np.ndarray], n: int)
     return out
 
 
-def video_scans(detector: RetinaFaceDetector) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def video_scans(detector: RetinaFaceDetector, seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``bench_video``'s clip: its sampled frames scanned at 640 px, and a 211 px region around each face found."""
     with tempfile.TemporaryDirectory() as tmp:
-        cap = cv2.VideoCapture(str(make_clip(Path(tmp) / "clip.mp4", 30.0)))
+        cap = cv2.VideoCapture(str(make_clip(Path(tmp) / "clip.mp4", seconds)))
         frames, index = [], 0
         while cap.grab():
             if index % 6 == 0:  # 5 samples a second of 30 frames
@@ -168,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
         )
 
     scans = [rescaled(photo, as_served(photo)) for photo in photos]
-    passes, regions = video_scans(detector)
+    passes, regions = video_scans(detector, args.clip_seconds)
     result = {
         "cost": cost(args.calls),
         "canvas": canvas_faces(detector, photos, args.canvas_faces),

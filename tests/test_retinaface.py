@@ -230,3 +230,18 @@ def test_service_answers_with_the_retinaface_backend(make_client, face_photo):
     box = response.json()["faces"][0]["box"]
     found = Detection(box["x"], box["y"], box["width"], box["height"], 1.0)
     assert iou(found, DlibHogDetector().detect(face_photo)[0]) > 0.6
+
+
+def test_the_levels_benchmark_finds_the_same_boxes_and_a_cheaper_scan(tmp_path):
+    """``benchmarks.detector_levels`` on a few photos and a short clip: what the docs' figures rest on."""
+    from benchmarks import detector_levels
+
+    args = detector_levels.get_args_parser().parse_args(
+        ["--output", str(tmp_path), "--limit", "40", "--calls", "3", "--canvas-faces", "1", "--clip-seconds", "5"]
+    )
+    result = detector_levels.main(args)
+    for key in ("photos", "video_passes", "video_regions"):
+        assert result[key]["scans_differing"] == 0 and result[key]["worst_iou"] == 1.0
+    assert result["video_regions"]["scans"] > 0 and result["photos"]["boxes_whole"] > 0
+    assert set(result["canvas"]) == set(detector_levels.SIZES)
+    assert (tmp_path / "detector_levels.json").is_file()
