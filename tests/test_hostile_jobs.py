@@ -101,7 +101,8 @@ def test_workers_on_one_host_share_a_metrics_port_setting_and_survive_a_kill(
     assert "emotion_jobs_finished_total" in httpx.get(f"http://127.0.0.1:{moved.group(1)}/metrics", timeout=5).text
 
     client = make_client(jobs_dir=jobs_dir, queue={"url": redis_url, "name": queue_name})
-    ids = [submit(client, clips(f"hd{i}", 8.0, size=(1280, 720), x=60 + 200 * i), "sample_fps=15") for i in range(3)]
+    # 20 s clips: a job must outlast a progress write (every 0.5 s) to be seen running, on a fast host too
+    ids = [submit(client, clips(f"hd{i}", 20.0, size=(1280, 720), x=60 + 200 * i), "sample_fps=15") for i in range(3)]
     r = redis.Redis.from_url(redis_url)
 
     def running():

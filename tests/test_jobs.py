@@ -264,7 +264,8 @@ def test_two_workers_finish_three_jobs_though_one_is_killed_mid_job(
     pool = workers(jobs_dir, lease_s=3)
     pool.start(2)
     client = make_client(**settings)
-    clip_set = [clips(f"hd{i}", 10.0, size=(1280, 720), x=60 + 200 * i) for i in range(3)]
+    # 20 s clips: a job must outlast a progress write (every 0.5 s) to be seen running, on a fast host too
+    clip_set = [clips(f"hd{i}", 20.0, size=(1280, 720), x=60 + 200 * i) for i in range(3)]
     ids = [submit(client, clip, LONG) for clip in clip_set]  # three at once, two workers
 
     def running_somewhere():
