@@ -4,8 +4,11 @@ environment, so two configurations compare back to back."""
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from model_store import Predictor, StoreEntry, find
 from service.config import Settings
@@ -50,3 +53,13 @@ def pyplot(path: Path) -> ModuleType | None:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_report(folder: Path, name: str, data: Any, plot: Callable[[Path], None] | None = None) -> Path:
+    """``name``.json in ``folder`` (made if need be) and, with ``plot``, ``name``.png drawn by it; the JSON's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    if plot is not None:
+        plot(folder / f"{name}.png")
+    return path

@@ -16,7 +16,6 @@ Writes ``detector_levels.json`` and ``detector_levels.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import pyplot
+from benchmarks import pyplot, save_report
 from benchmarks.bench_video import make_clip
 from benchmarks.eval_photos import PHOTOS
 from model_store import expand_box
@@ -187,9 +186,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     for key in ("photos", "video_passes", "video_regions"):
         print(f"{key:14s} {result[key]}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "detector_levels.json").write_text(json.dumps(result, indent=2))
-    plot(result, args.output / "detector_levels.png")
+    save_report(args.output, "detector_levels", result, lambda path: plot(result, path))
     return result
 
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks import save_report
 from benchmarks.eval_photos import PHOTOS, faceless_images
 from service.config import DetectorSettings
 from service.detection import DETECTORS, FaceDetector, create_detector
@@ -121,9 +122,7 @@ def main(args: argparse.Namespace) -> dict:
         },
         "misses": {b: [names[i] for i, n in enumerate(found[b]) if n == 0] for b in args.detectors},
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "detectors.json").write_text(json.dumps(report, indent=2))
-    plot(results, args.output / "detectors.png")
+    save_report(args.output, "detectors", report, lambda path: plot(results, path))
     print(json.dumps(report[f"photos_{base}_misses"]["found_by"]), "of", len(missed), f"photos {base} misses")
     return report
 

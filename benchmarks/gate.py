@@ -18,7 +18,6 @@ Writes ``gate.json`` and ``gate.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import find_entry, pyplot, served_predictor, service_settings
+from benchmarks import find_entry, pyplot, save_report, served_predictor, service_settings
 from benchmarks.eval_photos import balanced_accuracy, read_photos, service_detector
 from model_store import Predictor, to_uint8_face
 from service.detection.align import FaceCropper
@@ -203,9 +202,7 @@ def main(args: argparse.Namespace) -> dict:
         mean, median, ratio = c["ms_per_face_mean"], c["ms_per_face_median"], c["ratio_to_base"]
         print(f"{name:32s} {mean:.2f} ms mean ({median:.2f} median) x{ratio:.2f}")
     out = {"model": args.model, "shipped_margin": shipped, "backend": settings.backend, "labels": rows, "cost": cost}
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "gate.json").write_text(json.dumps(out, indent=2))
-    plot(rows, cost, args.output / "gate.png")
+    save_report(args.output, "gate", out, lambda path: plot(rows, cost, path))
     return out
 
 

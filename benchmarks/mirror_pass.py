@@ -19,7 +19,6 @@ Accuracy on the val sets is ``training.evaluate --tta-margin``; the photos' is `
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import find_entry, pyplot, served_predictor, service_settings
+from benchmarks import find_entry, pyplot, save_report, served_predictor, service_settings
 from benchmarks.eval_photos import read_photos, service_detector
 from model_store import Predictor
 from service.detection.align import FaceCropper
@@ -138,9 +137,7 @@ def main(args: argparse.Namespace) -> dict:
             f"{r['ms_per_face_mean']:.2f} ms mean ({r['ms_per_face_median']:.2f} median)  "
             f"x{r['ratio_to_base_same_margin']:.2f} base same margin, x{r['ratio_to_base_full_tta']:.2f} base full TTA"
         )
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "mirror_pass.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, args.output / "mirror_pass.png")
+    save_report(args.output, "mirror_pass", rows, lambda path: plot(rows, path))
     return rows
 
 
