@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import pyplot, save_report
+from benchmarks import pyplot, save_report, service_settings
 from benchmarks.bench_video import make_clip
 from benchmarks.eval_photos import PHOTOS
-from model_store import expand_box
-from service.detection.retinaface import RETINA_WINDOW, RetinaFaceDetector, RetinaFaceSettings
-from service.detection.scaling import rescaled, scan_scale
+from service.detection.retinaface import RetinaFaceDetector, RetinaFaceSettings
+from service.detection.scaling import rescaled
+from service.options import resolve_options
 from service.tracking import iou
-from service.video.regions import ROI_CONTEXT
+from service.video.regions import FrameDetector
 
 SIZES = (24, 32, 40, 48, 56, 64, 80, 96)
 SHAPES = {"region 211x211": (211, 211), "photo 320x240": (240, 320), "720p pass 640x360": (360, 640)}
@@ -115,7 +115,8 @@ def canvas_faces(detector: RetinaFaceDetector, photos: list[np.ndarray], n: int)
 
 
 def video_scans(detector: RetinaFaceDetector, seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``bench_video``'s clip: its sampled frames scanned at 640 px, and a 211 px region around each face found."""
+    """``bench_video``'s clip as the video pipeline scans it (``FrameDetector``, the service's options): each
+    sampled frame's whole-frame pass (640 px), and the region around each face that pass finds."""
     with tempfile.TemporaryDirectory() as tmp:
         cap = cv2.VideoCapture(str(make_clip(Path(tmp) / "clip.mp4", seconds)))
         frames, index = [], 0
@@ -123,13 +124,12 @@ def video_scans(detector: RetinaFaceDetector, seconds: float) -> tuple[list[np.n
             if index % 6 == 0:  # 5 samples a second of 30 frames
                 frames.append(cap.retrieve()[1])
             index += 1
+    finder = FrameDetector(detector, resolve_options(service_settings()))
     passes, regions = [], []
     for frame in tqdm(frames, desc="video regions", leave=False):
-        passes.append(rescaled(frame, 0.5))
-        for face in detector.detect(frame, 128):
-            x, y, w, h = expand_box(face.box, ROI_CONTEXT, (frame.shape[1], frame.shape[0]))
-            scale = 211 / max(w, h)
-            regions.append(cv2.resize(frame[y : y + h, x : x + w], None, fx=scale, fy=scale))
+        min_face = finder.full_frame_min_face(frame)
+        passes.append(rescaled(frame, detector.scale_for(*frame.shape[:2], min_face)))
+        regions += [finder.region(frame, face.box)[0] for face in detector.detect(frame, min_face)]
     return passes, regions
 
 
@@ -159,15 +159,7 @@ def main(args: argparse.Namespace) -> dict:
     detector = RetinaFaceDetector()
     paths = sorted((PHOTOS / "images").glob("*.jpg"))[: args.limit or None]
     photos = [cv2.imread(str(p)) for p in tqdm(paths, desc="reading photos", leave=False)]
-    own = detector.settings
-
-    def as_served(photo: np.ndarray) -> float:
-        h, w = photo.shape[:2]
-        return scan_scale(
-            h, w, RETINA_WINDOW, min_face=None, min_side=own.min_side, max_side=own.max_side, max_pixels=2_000_000
-        )
-
-    scans = [rescaled(photo, as_served(photo)) for photo in photos]
+    scans = [rescaled(photo, detector.scale_for(*photo.shape[:2])) for photo in photos]  # as photos are scanned
     passes, regions = video_scans(detector, args.clip_seconds)
     result = {
         "cost": cost(args.calls),

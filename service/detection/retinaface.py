@@ -247,10 +247,11 @@ class RetinaFaceDetector:
         chosen = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, self.settings.nms), int).ravel()
         return boxes[chosen], scores[chosen], points[chosen]
 
-    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
-        h, w = image.shape[:2]
+    def scale_for(self, h: int, w: int, min_face: int | None = None) -> float:
+        """The scale an ``h x w`` image is scanned at: photos at ``max_side`` (small ones enlarged to ``min_side``);
+        with ``min_face``, so that faces that large reach the window (within ``max_pixels``)."""
         own = self.settings
-        scale = scan_scale(
+        return scan_scale(
             h,
             w,
             RETINA_WINDOW,
@@ -259,6 +260,11 @@ class RetinaFaceDetector:
             max_side=own.max_side,
             max_pixels=self.max_pixels,
         )
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Detection]:
+        h, w = image.shape[:2]
+        own = self.settings
+        scale = self.scale_for(h, w, min_face)
         # faces sought from LARGE_LEVELS_FROM px of the scan up need no stride-8 level
         small_faces = own.small_faces if min_face is None else min_face * scale < LARGE_LEVELS_FROM
         boxes, scores, points = self.scan(rescaled(image, scale), small_faces)

@@ -37,6 +37,7 @@ class FrameDetector:
         self.detector, self.opts = detector, opts
         # a region's longest side: 2.2 face sizes, the face at ROI_FACE_SCALE x the smallest findable face
         self.roi_side = round((1 + 2 * ROI_CONTEXT) * ROI_FACE_SCALE * detector.smallest_face())
+        self.smallest = math.ceil(detector.smallest_face())  # what a region is searched down to
         # how the cadence played out: whole-frame passes, regions searched and regions where a face was found
         self.counts = {
             "full_frame_passes": 0,
@@ -53,10 +54,9 @@ class FrameDetector:
             return self.opts.min_face_size
         return math.ceil(self.detector.smallest_face(self.opts.detect_max_side / side))
 
-    def near(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> list[Detection]:
-        """Faces in the region around ``box``, in frame pixels. The region is scaled so its track's face is
-        ``ROI_FACE_SCALE`` times the detector's smallest face, and scanned as it is for faces down to that smallest
-        (which lets RetinaFace skip its small-face level)."""
+    def region(self, frame: np.ndarray, box: Box) -> tuple[np.ndarray, int, int, float]:
+        """The region around ``box`` as it is scanned, its top-left corner in the frame and its scale: scaled so the
+        track's face is ``ROI_FACE_SCALE`` times the detector's smallest face."""
         h, w = frame.shape[:2]
         x, y, rw, rh = expand_box(box, ROI_CONTEXT, (w, h))
         scale = self.roi_side / max(rw, rh)
@@ -64,8 +64,13 @@ class FrameDetector:
         if scale != 1.0:
             size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
             roi = cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)
-        smallest = math.ceil(self.detector.smallest_face())
-        found = [d.moved(x, y, scale) for d in self.detector.detect(roi, smallest)]
+        return roi, x, y, scale
+
+    def near(self, frame: np.ndarray, box: Box) -> list[Detection]:
+        """Faces in the region around ``box``, in frame pixels, searched down to the detector's smallest face (which
+        lets RetinaFace skip its small-face level)."""
+        roi, x, y, scale = self.region(frame, box)
+        found = [d.moved(x, y, scale) for d in self.detector.detect(roi, self.smallest)]
         self.counts["regions_searched"] += 1
         self.counts["regions_with_a_face"] += bool(found)
         return found
