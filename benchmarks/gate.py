@@ -6,8 +6,9 @@ its val), all as served (int8, mirror pass for unsure faces):
 - the share of faces the gate answers alone;
 - labels equal to the whole ensemble's; accuracy, balanced accuracy (mean recall over labels), ECE;
 - ms per face for crop + preprocess + model, one face per call as a lone photo request runs it, over the first
-  ``--faces`` photos' faces: the fast model, the default without and with its gate interleaved face by face, so
-  the machine's load hits them alike; and each one's ratio to the fast model.
+  ``--faces`` photos' faces: the fast model, the default without its gate and with it at the shipped margin and
+  at each other, interleaved face by face, so the machine's load hits them alike; and each one's ratio to the fast
+  model.
 
 The photos are development data (their labels are noisy): the margin is chosen on val and checked on them.
 Writes ``gate.json`` and ``gate.png``.
@@ -150,20 +151,28 @@ def plot(rows: dict, cost: dict, path: Path) -> None:
     plt = pyplot(path)
     if plt is None:
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     for name, by_margin in rows.items():
-        keys = list(by_margin)
+        keys, off = list(by_margin), by_margin["off"]
         left.plot(keys, [r["gate_share"] for r in by_margin.values()], marker="o", label=f"{name}: gate answers")
         left.plot(keys, [r["labels_as_off"] for r in by_margin.values()], ls="--", label=f"{name}: labels as off")
+        for metric, style in (("accuracy", "-"), ("balanced_accuracy", ":")):
+            change = [100 * (r[metric] - off[metric]) for r in by_margin.values()]
+            middle.plot(keys, change, ls=style, marker="o", label=f"{name}: {metric.replace('_', ' ')}")
     left.set_ylim(0, 1.02)
     left.set_xlabel("gate margin")
     left.set_title("share of faces the gate answers; labels as without it", fontsize=9)
     left.legend(fontsize=7)
-    right.bar(
-        [k.replace(" gate", "\ngate") for k in cost], [c["ms_per_face_mean"] for c in cost.values()], color="#4a7fb0"
-    )
+    middle.axhline(0, color="gray", lw=0.8)
+    middle.set_xlabel("gate margin")
+    middle.set_ylabel("points against the gate off")
+    middle.set_title("accuracy and balanced accuracy: what the gate costs", fontsize=9)
+    middle.legend(fontsize=7)
+    names = [k.split(" ", 1)[1] if " gate " in k else k for k in cost]  # the gated model's runs by their margin
+    right.bar(names, [c["ms_per_face_mean"] for c in cost.values()], color="#4a7fb0")
     for i, c in enumerate(cost.values()):
         right.text(i, c["ms_per_face_mean"], f"x{c['ratio_to_base']:.2f}", ha="center", va="bottom", fontsize=8)
+    right.tick_params(axis="x", labelsize=7)
     right.set_ylabel("ms per face, mean")
     right.set_title("crop + preprocess + model, one face a call (photos)", fontsize=9)
     fig.suptitle("The gate: faces its member is sure of, answered by it alone")
@@ -189,7 +198,8 @@ def main(args: argparse.Namespace) -> dict:
     rows = label_rows(model, margins, sets)
     shipped = model.gate_margin
     runs = {args.base: base, f"{args.model} gate off": with_margin(model, None)}
-    runs[f"{args.model} gate {shipped:g}"] = with_margin(model, shipped)
+    for margin in sorted({shipped, *args.margins}, reverse=True):  # the shipped margin, and what each other costs
+        runs[f"{args.model} gate {margin:g}"] = with_margin(model, margin)
     cost = timing(runs, photos, args.faces)
     print(f"backend {settings.backend}; {len(photos)} photos' faces, {min(args.faces, len(photos))} timed")
     for name, by_margin in rows.items():
