@@ -1,6 +1,8 @@
 """HTTP benchmark: face crops and 640x480 photos through a live ``python -m service`` at several concurrencies.
 
-Prints req/s, p50 and p95 per scenario, the time per stage of one request (``benchmarks.stages``), and the ratio
+Prints req/s, p50 and p95 per scenario with the server's CPU per request and the cores it kept busy (from ``/proc``,
+every thread of the server; the load generator's own CPU is not in it), the time per stage of one request
+(``benchmarks.stages``), and the ratio
 of HTTP face throughput to the raw model throughput measured in the same run (decode + ``Predictor.predict``, one
 face per call, in this process, no HTTP; taken before and after the HTTP runs, the ratio uses the higher). The load
 generator is a raw-socket keep-alive client, so it takes little of the CPU the server is measured on. The server
@@ -148,6 +150,23 @@ def server_histogram(base: str, route: str) -> dict[str, float]:
     return out
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) a process has used so far; None where ``/proc`` is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(before: float | None, after: float | None, r: dict) -> dict:
+    """The server's CPU over one scenario: per request, and in cores kept busy (the client's own CPU is not in it)."""
+    if before is None or after is None or not r["requests"]:
+        return {}
+    used, elapsed = after - before, r["requests"] / r["rps"]
+    return {"server_cpu_ms_per_request": 1000 * used / r["requests"], "server_cores_busy": used / elapsed}
+
+
 def server_share_under(before: dict, after: dict, le: str) -> float:
     """Share of the requests between two snapshots that the server finished within ``le`` seconds."""
     total = after["+Inf"] - before.get("+Inf", 0.0)
@@ -184,15 +203,18 @@ def main(args: argparse.Namespace) -> dict:
             if args.only and name not in args.only:
                 continue
             for c in args.concurrency:
-                before = server_histogram(base, route)
+                before, cpu_before = server_histogram(base, route), process_cpu_s(proc.pid)
                 query = f"?model={args.model}" + (f"&version={args.version}" if args.version else "")
                 r = asyncio.run(load(f"{base}{route}{query}", data, c, args.seconds, raw_body))
+                r.update(server_cpu(cpu_before, process_cpu_s(proc.pid), r))
                 r["server_share_within_15ms"] = server_share_under(before, server_histogram(base, route), "0.015")
                 results[f"{name}_c{c}"] = r
+                cpu = r.get("server_cpu_ms_per_request")
+                busy = "" if cpu is None else f"; server CPU {cpu:.2f} ms a request, {r['server_cores_busy']:.2f} cores"
                 print(
                     f"{name:14s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms"
                     f"  ({r['requests']} requests, {r['errors']} errors;"
-                    f" server-side {r['server_share_within_15ms']:.0%} within 15 ms)"
+                    f" server-side {r['server_share_within_15ms']:.0%} within 15 ms{busy})"
                 )
     finally:
         proc.terminate()
