@@ -2,10 +2,10 @@
 
 Prints req/s, p50 and p95 per scenario with the server's CPU per request and the cores it kept busy (from ``/proc``,
 every thread of the server; the load generator's own CPU is not in it), the time per stage of one request
-(``benchmarks.stages``), and the ratio
-of HTTP face throughput to the raw model throughput measured in the same run (decode + ``Predictor.predict``, one
-face per call, in this process, no HTTP; taken before and after the HTTP runs, the ratio uses the higher). The load
-generator is a raw-socket keep-alive client, so it takes little of the CPU the server is measured on. The server
+(``benchmarks.stages``), and the ratio of HTTP face throughput to the raw model throughput measured in the same run
+(decode + ``Predictor.predict``, one face per call, in this process, no HTTP; taken before and after the HTTP runs,
+the ratio uses the higher). The load generator is a raw-socket keep-alive client, so it takes little of the CPU the
+server is measured on. The server
 runs with this environment's settings (``EMOTION_BACKEND=onnx-int8``, ``EMOTION_DETECTOR__BACKEND=dlib-hog``, ...),
 and so do the raw and per-stage figures. The PNG plot needs matplotlib; without it only the JSON is written.
 
