@@ -32,6 +32,7 @@ from service.detection.retinaface import RetinaFaceDetector, RetinaFaceSettings
 from service.detection.scaling import rescaled
 from service.options import resolve_options
 from service.tracking import iou
+from service.video.decode import FrameSampler, Sampling
 from service.video.regions import FrameDetector
 
 SIZES = (24, 32, 40, 48, 56, 64, 80, 96)
@@ -118,12 +119,8 @@ def video_scans(detector: RetinaFaceDetector, seconds: float) -> tuple[list[np.n
     """``bench_video``'s clip as the video pipeline scans it (``FrameDetector``, the service's options): each
     sampled frame's whole-frame pass (640 px), and the region around each face that pass finds."""
     with tempfile.TemporaryDirectory() as tmp:
-        cap = cv2.VideoCapture(str(make_clip(Path(tmp) / "clip.mp4", seconds)))
-        frames, index = [], 0
-        while cap.grab():
-            if index % 6 == 0:  # 5 samples a second of 30 frames
-                frames.append(cap.retrieve()[1])
-            index += 1
+        clip = make_clip(Path(tmp) / "clip.mp4", seconds)
+        frames = [frame for _, _, frame in FrameSampler(str(clip), Sampling(5.0))]  # bench_video's samples
     finder = FrameDetector(detector, resolve_options(service_settings()))
     passes, regions = [], []
     for frame in tqdm(frames, desc="video regions", leave=False):
