@@ -29,7 +29,7 @@ import cv2
 import httpx
 import numpy as np
 
-from benchmarks import add_model_argument, find_entry, pyplot, served_predictor, service_settings
+from benchmarks import add_model_argument, find_entry, process_cpu_s, pyplot, served_predictor, service_settings
 from benchmarks.stages import print_breakdown, sample_inputs, stage_breakdown, web_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,15 +148,6 @@ def server_histogram(base: str, route: str) -> dict[str, float]:
             le = line.split('le="')[1].split('"')[0]
             out[le] = float(line.rsplit(" ", 1)[1])
     return out
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system, every thread) a process has used so far; None where ``/proc`` is not there."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu(before: float | None, after: float | None, r: dict) -> dict:

@@ -38,7 +38,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchmarks import add_model_argument, pyplot
+from benchmarks import add_model_argument, process_cpu_s, pyplot
 from benchmarks.bench_service import build_request, exchange
 from benchmarks.synth import background, paste
 from emotion_client.stream_messages import STREAM_PATH, SUBPROTOCOL, pack_frame
@@ -283,11 +283,13 @@ def proc_usage(pid: int | None) -> tuple[float, float] | None:
         return None
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
+    cpu = process_cpu_s(pid)
+    if cpu is None:
+        return None
     rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss_kb / 1024, cpu
 
 
 def usage_between(pid: int | None, before: tuple[float, float] | None, seconds: float) -> dict:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from benchmarks.bench_service import process_cpu_s, server_cpu
+from benchmarks import process_cpu_s
+from benchmarks.bench_service import server_cpu
 
 
 def test_a_process_cpu_reading_grows_while_it_works():
