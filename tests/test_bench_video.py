@@ -3,7 +3,6 @@ and the ceiling bounds the request (no speed asserted: speed figures belong to t
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("photo_paths")  # the clip is made of the s
 
 def test_a_short_run_reports_the_request_under_the_decoders_ceiling(tmp_path, capsys):
     out = tmp_path / "bench_video.json"
-    result = bench_video.main(argparse.Namespace(seconds=3.0, sample_fps=5.0, json=out, detector=None))
+    result = bench_video.main(bench_video.get_args_parser().parse_args(["--seconds", "3", "--json", str(out)]))
     assert result["frames_analyzed"] == 15 and result["timings"]["frames_decoded"] == 90
     assert 0 < result["decoder_alone_s"] < result["wall_s"]  # decoding alone is part of what a request does
     assert result["decoder_alone_cpu_s"] > 0 and result["cpu_s"] > result["decoder_alone_cpu_s"]
