@@ -129,6 +129,20 @@ def test_large_scans_run_on_their_own_session_with_the_same_answer(retina, face_
     assert sorted(same._sessions) == [(False, False), (True, False)]  # one thread for both: a session per graph
 
 
+def test_a_lone_photo_scans_on_two_threads_and_concurrent_scans_or_regions_on_one(retina):
+    """A 640x480 photo scans at 320x240 (77k pixels): the large-scan session while no other scan runs, the
+    one-thread session while another does; a video's 211-px region takes one thread either way."""
+    assert retina.scale_for(480, 640) == 0.5
+    photo = 320 * 240
+    assert retina._session(photo, True, alone=True)[0] is retina._sessions[True, True]
+    assert retina._session(photo, True, alone=False)[0] is retina._sessions[True, False]
+    assert retina._session(211 * 211, False, alone=True)[0] is retina._sessions[False, False]
+    with retina._counted() as first, retina._counted() as second:
+        assert first and not second
+    with retina._counted() as again:
+        assert again  # the count went back to zero
+
+
 def test_the_graph_without_its_small_face_level_gives_the_other_levels_rows_unchanged(retina):
     """The cut graph's outputs are the whole graph's rows past the stride-8 level's, to the bit, and its priors
     are the whole graph's past that level: the same boxes for every face the other levels find."""
@@ -149,8 +163,8 @@ def levels_run(detector: RetinaFaceDetector, monkeypatch) -> list[bool]:
     """Whether each scan from now on ran the small-face level."""
     ran, choose = [], detector._session
 
-    def spy(pixels: int, small_faces: bool):
-        session, small = choose(pixels, small_faces)
+    def spy(pixels: int, small_faces: bool, alone: bool = True):
+        session, small = choose(pixels, small_faces, alone)
         ran.append(small)
         return session, small
 

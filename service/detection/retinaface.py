@@ -22,6 +22,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,15 +68,22 @@ class RetinaFaceSettings(BaseModel):
         320, ge=64, le=4096, description="longest side photos are scanned at; faces from 1/5 of it (most from 1/6)"
     )
     min_side: int = Field(160, ge=0, le=4096, description="smaller images are enlarged to this before scanning")
-    threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per detection (requests run in parallel)")
+    threads: int = Field(
+        1, ge=1, le=64, description="onnxruntime threads per scan while others run (concurrent requests in parallel)"
+    )
     large_scan_threads: int = Field(
         2,
         ge=1,
         le=64,
-        description="threads for scans of at least large_scan_pixels (video full-frame passes, while the decoder "
-        "leaves a core half idle)",
+        description="threads for a scan of at least large_scan_pixels while no other scan runs: a lone photo or "
+        "live frame, a video's full-frame passes (the decoder leaves a core half idle)",
     )
-    large_scan_pixels: int = Field(150_000, ge=0, description="scans this large use large_scan_threads")
+    large_scan_pixels: int = Field(
+        50_000,
+        ge=0,
+        description="scans this large use large_scan_threads when alone (a 640x480 photo scans 77k pixels; a video's "
+        "regions around tracks, 44.5k, stay on one thread: two bought them nothing beside the decoder)",
+    )
     small_faces: bool = Field(
         True,
         description="photos scanned without a min_face also run the stride-8 level, which alone finds faces under "
@@ -180,7 +190,8 @@ def hog_like(boxes: np.ndarray) -> np.ndarray:
 
 class RetinaFaceDetector:
     """onnxruntime sessions shared by all requests (``run`` is thread-safe and releases the GIL): the whole graph and
-    the one without its small-face level, each with ``threads`` and, for large scans, ``large_scan_threads``."""
+    the one without its small-face level, each with ``threads`` and, for a large scan that runs alone,
+    ``large_scan_threads``."""
 
     name = "retinaface"
     Settings = RetinaFaceSettings
@@ -211,6 +222,7 @@ class RetinaFaceDetector:
         # (runs the small-face level, a large scan): its session
         self._sessions = {(small, large): session(g, n) for small, g in graphs.items() for large, n in threads.items()}
         self.max_pixels = max_pixels
+        self._scans, self._scans_lock = 0, threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> RetinaFaceDetector:
@@ -219,11 +231,25 @@ class RetinaFaceDetector:
     def smallest_face(self, scale: float = 1.0) -> float:
         return RETINA_WINDOW / scale
 
-    def _session(self, pixels: int, small_faces: bool) -> tuple[Any, bool]:
-        """The session for a scan of this many pixels, and whether it runs the small-face level."""
+    def _session(self, pixels: int, small_faces: bool, alone: bool = True) -> tuple[Any, bool]:
+        """The session for a scan of this many pixels (``alone``: no other scan running), and whether it runs the
+        small-face level."""
         small_faces = small_faces or (False, False) not in self._sessions
-        large = pixels >= self.settings.large_scan_pixels and (small_faces, True) in self._sessions
+        large = alone and pixels >= self.settings.large_scan_pixels and (small_faces, True) in self._sessions
         return self._sessions[small_faces, large], small_faces
+
+    @contextmanager
+    def _counted(self) -> Iterator[bool]:
+        """Counts the scans in flight; yields whether this one runs alone, so that a lone photo's scan gets the
+        cores concurrent ones would otherwise share (they take one thread each)."""
+        with self._scans_lock:
+            self._scans += 1
+            alone = self._scans == 1
+        try:
+            yield alone
+        finally:
+            with self._scans_lock:
+                self._scans -= 1
 
     def scan(self, image: np.ndarray, small_faces: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (x0, y0, x1, y1 in ``image`` pixels), probabilities over the threshold and five landmarks per box
@@ -231,8 +257,9 @@ class RetinaFaceDetector:
         bgr = to_bgr(image)
         # (pixel - mean) as float32, channels first: the same values as numpy's, in one pass (4x cheaper)
         x = cv2.dnn.blobFromImage(bgr, 1.0, None, MEAN_BGR.tolist(), False, False)
-        session, small_faces = self._session(bgr.shape[0] * bgr.shape[1], small_faces)
-        loc, conf, marks = session.run(None, {"input": x})
+        with self._counted() as alone:
+            session, small_faces = self._session(bgr.shape[0] * bgr.shape[1], small_faces, alone)
+            loc, conf, marks = session.run(None, {"input": x})
         scores = conf[0, :, 1]
         keep = scores >= self.settings.threshold
         if not keep.any():
