@@ -65,28 +65,15 @@ class Verdict:
         return max(values) if self.goal.at_most else min(values)
 
 
+HTTP_RAW = {FAST: 0.85, DEFAULT: 0.85}  # both models' face crops over HTTP against the model alone
 GOALS = (
     Goal("photos_per_face", "per face over the photos' faces, ÷ fast", "x", {DEFAULT: 2.5}, at_most=True, rule="every"),
     Goal("one_face", "per face, stages' one face, ÷ fast", "x", {}, at_most=True, rule="every"),
     Goal("image_scaling", "/predict/image req/s c=4 ÷ c=1", "x", {DEFAULT: 1.4}, at_most=False, rule="every"),
     Goal("image_p50", "/predict/image p50 c=1 ÷ its stages", "x", {DEFAULT: 1.15}, at_most=True, rule="every"),
     Goal("image_p50_seq", "… ÷ its stages in sequence (diagnosis)", "x", {}, at_most=True, rule="every"),
-    Goal(
-        "face_multipart",
-        "/predict/face HTTP ÷ raw, multipart",
-        "",
-        {FAST: 0.85, DEFAULT: 0.85},
-        at_most=False,
-        rule="every",
-    ),
-    Goal(
-        "face_raw_body",
-        "/predict/face HTTP ÷ raw, raw body",
-        "",
-        {FAST: 0.85, DEFAULT: 0.85},
-        at_most=False,
-        rule="every",
-    ),
+    Goal("face_multipart", "/predict/face HTTP ÷ raw, multipart", "", HTTP_RAW, at_most=False, rule="every"),
+    Goal("face_raw_body", "/predict/face HTTP ÷ raw, raw body", "", HTTP_RAW, at_most=False, rule="every"),
     Goal("video", "bench_video, real time", "x", {FAST: 45.0, DEFAULT: 30.0}, at_most=False, rule="median"),
     Goal("decoder", "decoder alone (the video's ceiling)", "x", {}, at_most=False, rule="median"),
 )
