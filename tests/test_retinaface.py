@@ -131,12 +131,14 @@ def test_large_scans_run_on_their_own_session_with_the_same_answer(retina, face_
 
 def test_a_lone_photo_scans_on_two_threads_and_concurrent_scans_or_regions_on_one(retina):
     """A 640x480 photo scans at 320x240 (77k pixels): the large-scan session while no other scan runs, the
-    one-thread session while another does; a video's 211-px region takes one thread either way."""
+    one-thread session while another does; a video's 211-px region takes one thread either way, its 640x360
+    full-frame pass two either way."""
     assert retina.scale_for(480, 640) == 0.5
     photo = 320 * 240
     assert retina._session(photo, True, alone=True)[0] is retina._sessions[True, True]
     assert retina._session(photo, True, alone=False)[0] is retina._sessions[True, False]
     assert retina._session(211 * 211, False, alone=True)[0] is retina._sessions[False, False]
+    assert retina._session(640 * 360, False, alone=False)[0] is retina._sessions[False, True]
     with retina._counted() as first, retina._counted() as second:
         assert first and not second
     with retina._counted() as again:

@@ -68,21 +68,20 @@ class RetinaFaceSettings(BaseModel):
         320, ge=64, le=4096, description="longest side photos are scanned at; faces from 1/5 of it (most from 1/6)"
     )
     min_side: int = Field(160, ge=0, le=4096, description="smaller images are enlarged to this before scanning")
-    threads: int = Field(
-        1, ge=1, le=64, description="onnxruntime threads per scan while others run (concurrent requests in parallel)"
-    )
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per detection (requests run in parallel)")
     large_scan_threads: int = Field(
         2,
         ge=1,
         le=64,
-        description="threads for a scan of at least large_scan_pixels while no other scan runs: a lone photo or "
-        "live frame, a video's full-frame passes (the decoder leaves a core half idle)",
+        description="threads for scans of at least large_scan_pixels (video full-frame passes, while the decoder "
+        "leaves a core half idle), and for a lone scan of at least lone_scan_pixels",
     )
-    large_scan_pixels: int = Field(
+    large_scan_pixels: int = Field(150_000, ge=0, description="scans this large use large_scan_threads")
+    lone_scan_pixels: int = Field(
         50_000,
         ge=0,
-        description="scans this large use large_scan_threads when alone (a 640x480 photo scans 77k pixels; a video's "
-        "regions around tracks, 44.5k, stay on one thread: two bought them nothing beside the decoder)",
+        description="scans this large use large_scan_threads while no other scan runs: a lone photo (320x240, 77k "
+        "pixels) on both cores; a video's regions (211 px, 44.5k pixels) stay on one thread",
     )
     small_faces: bool = Field(
         True,
@@ -190,8 +189,8 @@ def hog_like(boxes: np.ndarray) -> np.ndarray:
 
 class RetinaFaceDetector:
     """onnxruntime sessions shared by all requests (``run`` is thread-safe and releases the GIL): the whole graph and
-    the one without its small-face level, each with ``threads`` and, for a large scan that runs alone,
-    ``large_scan_threads``."""
+    the one without its small-face level, each with ``threads`` and, for large scans and a lone one of a photo's
+    size, ``large_scan_threads``."""
 
     name = "retinaface"
     Settings = RetinaFaceSettings
@@ -235,8 +234,9 @@ class RetinaFaceDetector:
         """The session for a scan of this many pixels (``alone``: no other scan running), and whether it runs the
         small-face level."""
         small_faces = small_faces or (False, False) not in self._sessions
-        large = alone and pixels >= self.settings.large_scan_pixels and (small_faces, True) in self._sessions
-        return self._sessions[small_faces, large], small_faces
+        own = self.settings
+        large = pixels >= own.large_scan_pixels or (alone and pixels >= own.lone_scan_pixels)
+        return self._sessions[small_faces, large and (small_faces, True) in self._sessions], small_faces
 
     @contextmanager
     def _counted(self) -> Iterator[bool]:
