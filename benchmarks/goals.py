@@ -245,10 +245,10 @@ def host() -> str:
 def main(args: argparse.Namespace) -> dict:
     role_models = {FAST: args.fast, DEFAULT: args.default}
     results = measure(role_models, args)
-    rows = verdicts(results)
-    print(f"{host()}\n{table(rows, role_models)}")
+    rows, machine = verdicts(results), host()
+    print(f"{machine}\n{table(rows, role_models)}")
     report = {
-        "host": host(),
+        "host": machine,
         "models": role_models,
         "goals": [{**asdict(v.goal), "figures": v.figures, "met": v.met} for v in rows],
         "per_face": results["per_face"],

@@ -92,16 +92,6 @@ def stage_breakdown(
     result = ImageResult(
         model_id, image.shape[1], image.shape[0], [DetectedFace(*p) for p in zip(faces, preds, strict=True)], image
     )
-    image_stages = {
-        "decode": median_ms(lambda: decode_image(photo, max_pixels), repeats),
-        "detect": median_ms(lambda: pipeline.find(image, opts), repeats),
-        "crop_preprocess": median_ms(
-            lambda: predictor.prepare([pipeline.cut(image, f.box, spec, opts) for f in faces]), repeats
-        ),
-        "model": median_ms(lambda: predictor.postprocess(predictor.run(prepared.x), prepared), repeats),
-        "quality": median_ms(lambda: judge_faces(image, faces, preds.probabilities, settings), repeats),
-        "response": median_ms(lambda: image_response(result).model_dump_json(), repeats),
-    }
     steps = {
         "decode": lambda: decode_image(photo, max_pixels),
         "detect": lambda: pipeline.find(image, opts),
@@ -110,6 +100,7 @@ def stage_breakdown(
         "quality": lambda: judge_faces(image, faces, preds.probabilities, settings),
         "response": lambda: image_response(result).model_dump_json(),
     }
+    image_stages = {name: median_ms(step, repeats) for name, step in steps.items()}  # each back to back
     crop = decode_image(face, max_pixels)
     one = predictor.prepare([crop])
     face_preds = predictor.postprocess(predictor.run(one.x), one)
