@@ -31,7 +31,13 @@ def served_predictor(entry: StoreEntry, settings: Settings | None = None) -> Pre
     mirror TTA (``tta``, ``tta_margin``) and gate (``gate``)."""
     s = settings or service_settings()
     return Predictor.load(
-        entry, s.backend, threads=s.inference_threads, tta=s.tta, tta_margin=s.tta_margin, gate=s.gate
+        entry,
+        s.backend,
+        threads=s.inference_threads,
+        tta=s.tta,
+        tta_margin=s.tta_margin,
+        gate=s.gate,
+        int8_weights=s.int8_weights,
     )
 
 

@@ -227,9 +227,12 @@ class Predictor:
         tta: bool = True,
         tta_margin: float | None = None,
         gate: bool = True,
+        int8_weights: str = "auto",
     ) -> Predictor:
-        """Check the entry's file for ``backend`` (size, sha256) and load it."""
-        return cls(entry.manifest, create_runner(entry, backend, device, threads, gate), tta, tta_margin, gate)
+        """Check the entry's file for ``backend`` (size, sha256) and load it (``int8_weights``: see
+        ``create_runner``)."""
+        runner = create_runner(entry, backend, device, threads, gate, int8_weights)
+        return cls(entry.manifest, runner, tta, tta_margin, gate)
 
     @property
     def labels(self) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from model_store.gate import gate_graph, rest_graph
+from model_store.int8 import narrow_weights, narrowed
 from model_store.linked import external_files, external_locations, open_program
 from model_store.manifest import FileRole, LinkedFile, Manifest
 from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
@@ -43,11 +44,16 @@ class OnnxRunner:
     split by the gray test, so no node runs on zero rows; the answers are the one graph's. An entry with a gate
     (``model_store.gate``) also gets its gate graph and rest graphs: ``gate_probs`` and ``rest`` (``gated``)."""
 
-    def __init__(self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = ()) -> None:
+    def __init__(
+        self, path: Path, manifest: Manifest, device: str, threads: int = 0, links: Links = (), narrow: bool = False
+    ) -> None:
         self.device, self.backend = device, "onnx"  # create_runner sets what it resolved ("onnx-int8": int8 graph)
         self.outputs = list(manifest.outputs)
-        model = load_graph(path) if manifest.routed or manifest.gate else None
+        model = load_graph(path) if manifest.routed or manifest.gate or narrow else None
         own = model is not None and bool(external_locations(model)) and not links
+        # an int8 graph's weights in 7 bits (model_store.int8): the sessions then read the narrowed copy
+        self.weight_bits = 7 if model is not None and narrow and narrow_weights(model) else 8
+        source = None if self.weight_bits == 7 else str(path)
 
         def session(graph: str | bytes):  # a graph handed over as bytes has no folder to read its weights from
             return self._session(graph, path, manifest, threads, links, own and isinstance(graph, bytes))
@@ -59,7 +65,7 @@ class OnnxRunner:
                 return Sessions(self.outputs, (session(source or graph.SerializeToString()),), extra=extra)
             return Sessions(self.outputs, tuple(map(session, cut[1:])), cut[0], manifest, extra)
 
-        self.full = sessions(model, str(path))
+        self.full = sessions(model, source)
         self.routes: RoutedGraph | None = self.full.routes
         self.input_name = self.full.input_name
         self.gated = model is not None and manifest.gate is not None
@@ -292,10 +298,16 @@ def resolved_backend(entry: StoreEntry, backend: str, device: str = "cpu") -> st
 
 
 def create_runner(
-    entry: StoreEntry, backend: str = "onnx", device: str = "cpu", threads: int = 0, gate: bool = True
+    entry: StoreEntry,
+    backend: str = "onnx",
+    device: str = "cpu",
+    threads: int = 0,
+    gate: bool = True,
+    int8_weights: str = "auto",
 ) -> Runner:
     """The runner for ``entry`` on ``backend`` (or its fallback), after checking its file's size and sha256;
-    ``gate=False`` cuts no gate graphs (their sessions would sit unused)."""
+    ``gate=False`` cuts no gate graphs (their sessions would sit unused); ``int8_weights``: an int8 graph's weight
+    bits, ``auto`` (7 where this CPU's int8 products saturate: ``model_store.int8``), ``7`` or ``8``."""
     resolved = resolved_backend(entry, backend, device)
     role, factory = BACKENDS[resolved]
     links: Links = ()
@@ -305,6 +317,7 @@ def create_runner(
         links = read_linked(entry)
     extra = (links,) if links else ()  # a backend added without link support still loads unlinked entries
     manifest = entry.manifest if gate else entry.manifest.model_copy(update={"gate": None})
-    runner = factory(verify_file(entry, role), manifest, device, threads, *extra)
+    narrow = {"narrow": True} if resolved == "onnx-int8" and narrowed(int8_weights) else {}
+    runner = factory(verify_file(entry, role), manifest, device, threads, *extra, **narrow)
     runner.backend = resolved  # what runs, for /models, /v2 and the logs
     return runner

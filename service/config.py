@@ -321,6 +321,11 @@ class Settings(BaseSettings):
         description=f"model runtime, one of: {', '.join(BACKENDS)} (onnx-int8: a model's int8 graph where it "
         "has one, published when it costs at most half a point of accuracy; its fp32 graph otherwise)",
     )
+    int8_weights: Literal["auto", "7", "8"] = Field(
+        "auto",
+        description="an int8 graph's weight bits: auto = 7 on x86 CPUs without VNNI, whose int8 products saturate "
+        "(they lost 3-5 points of accuracy with 8), else 8 as published; 7 or 8 = always",
+    )
     max_loaded_models: int = Field(3, ge=1, le=64)
     warmup: bool = True
     inference_threads: int = Field(0, ge=0, le=256, description="runtime intra-op threads; 0 = its default")

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from model_store import DEFAULT_ROOT, StoreError, find, verify_file
+from model_store.int8 import narrow_bytes, narrowed
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "dlib_face_descriptor"
@@ -100,12 +101,21 @@ def load_graph(model: str = DEFAULT_MODEL, version: str | None = None, root: Pat
 class FaceDescriber:
     """Chips and descriptors: one onnxruntime session (thread-safe), the landmark fallback loaded on first need."""
 
-    def __init__(self, int8: bool = True, threads: int = 1, root: Path | None = None, mirror: bool = False) -> None:
+    def __init__(
+        self,
+        int8: bool = True,
+        threads: int = 1,
+        root: Path | None = None,
+        mirror: bool = False,
+        int8_weights: str = "auto",
+    ) -> None:
         import onnxruntime as ort
 
         self.mirror = mirror  # each chip described with its mirror image too, the two averaged
 
         entry, graph = load_graph(int8=int8, root=root)
+        if int8 and narrowed(int8_weights):  # 7-bit weights where the CPU's int8 products saturate (model_store.int8)
+            graph = narrow_bytes(graph)
         spec = entry.manifest.input
         self.size = spec.height
         self._mean = np.array(spec.mean, np.float32) * 255.0  # the manifest's (x / 255 - mean) / std, on 0-255

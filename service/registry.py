@@ -229,7 +229,14 @@ class ModelRegistry:
     def _build(self, entry: StoreEntry) -> Predictor:
         s = self.settings  # Predictor.load raises StoreError on a missing file or checksum mismatch
         predictor = Predictor.load(
-            entry, s.backend, self.device, s.inference_threads, tta=s.tta, tta_margin=s.tta_margin, gate=s.gate
+            entry,
+            s.backend,
+            self.device,
+            s.inference_threads,
+            tta=s.tta,
+            tta_margin=s.tta_margin,
+            gate=s.gate,
+            int8_weights=s.int8_weights,
         )
         if s.warmup:
             predictor.warmup()
@@ -261,7 +268,9 @@ class ModelRegistry:
         self.metrics.model_loads.labels(model=key).inc()
         self.metrics.models_loaded.set(len(self.loaded_records()))
         runner = predictor.runner
-        log.info("loaded %s (%s on %s) in %.2fs", key, runner.backend, runner.device, time.perf_counter() - started)
+        bits = " with 7-bit weights" if getattr(runner, "weight_bits", 8) == 7 else ""  # model_store.int8
+        seconds = time.perf_counter() - started
+        log.info("loaded %s (%s%s on %s) in %.2fs", key, runner.backend, bits, runner.device, seconds)
 
     async def _evict(self, keep: ModelRecord) -> None:
         """Unload least-recently-used models over the cap, never the default one nor ``keep``."""

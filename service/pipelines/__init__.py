@@ -34,7 +34,8 @@ def person_linking(settings: Settings) -> PersonLinking | None:
     video = settings.video
     if not video.link_persons:
         return None
-    return PersonLinking(FaceDescriber(), video.person_threshold, video.person_faces)
+    describer = FaceDescriber(int8_weights=settings.int8_weights)
+    return PersonLinking(describer, video.person_threshold, video.person_faces)
 
 
 def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipelines:

@@ -116,6 +116,11 @@ class ModelInfo(BaseModel):
         description="an ensemble with a gate: faces whose top-two margin under its gate member is at least this get "
         "that member's answer alone (labels as the whole ensemble's on val); none: every face gets the ensemble",
     )
+    int8_weight_bits: int | None = Field(
+        None,
+        description="backend onnx-int8: the int8 graph's weight bits, 7 on x86 CPUs without VNNI (whose int8 products "
+        "saturate with 8), else 8; none for other backends",
+    )
     state: Literal["available", "loading", "loaded", "failed"]
     error: str | None = None
     size_bytes: int

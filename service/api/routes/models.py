@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from model_store.int8 import narrowed
 from model_store.predictor import gate_margin, mirror_margin, mirrored
 from model_store.runtime import resolved_backend
 from service.api.deps import ApiKeyDep, ModelVersion, RegistryDep
@@ -19,9 +20,19 @@ def served_gate(record: ModelRecord, registry: ModelRegistry) -> float | None:
     return gate_margin(entry.manifest, s.gate, resolved_backend(entry, s.backend, registry.device), s.tta, s.tta_margin)
 
 
+def served_weight_bits(record: ModelRecord, registry: ModelRegistry, backend: str) -> int | None:
+    """An int8 graph's weight bits (``model_store.int8``): the loaded runner's, or the ones it will load with."""
+    if backend != "onnx-int8":
+        return None
+    if record.loaded is not None:
+        return getattr(record.loaded.predictor.runner, "weight_bits", 8)
+    return 7 if narrowed(registry.settings.int8_weights) else 8
+
+
 def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
     m = record.entry.manifest
     settings = registry.settings
+    backend = resolved_backend(record.entry, settings.backend, registry.device)
     return ModelInfo(
         name=m.name,
         version=m.version,
@@ -31,11 +42,12 @@ def model_info(record: ModelRecord, registry: ModelRegistry) -> ModelInfo:
         labels=m.labels,
         input=m.input.model_dump(),
         valence_arousal=m.valence_arousal,
-        backend=resolved_backend(record.entry, settings.backend, registry.device),
+        backend=backend,
         device=registry.device,
         mirror_tta=mirrored(m, settings.tta),
         mirror_tta_margin=mirror_margin(m, settings.tta, settings.tta_margin),
         gate_margin=served_gate(record, registry),
+        int8_weight_bits=served_weight_bits(record, registry, backend),
         state=record.state,
         error=record.error,
         size_bytes=sum(f.bytes for f in m.files),
