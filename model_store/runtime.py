@@ -164,7 +164,10 @@ def load_graph(path: Path):
     except ImportError:
         log.info("%s: one graph, served whole (the onnx package, which cuts it, is not installed)", path)
         return None
-    return onnx.load(str(path), load_external_data=False)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and kin: the checksum matched, the bytes are no graph
+        raise StoreError(f"{path.name} is not a readable ONNX graph: {exc}") from exc
 
 
 def routed_graphs(model) -> tuple[RoutedGraph, bytes, bytes] | None:

@@ -162,3 +162,26 @@ def test_the_int8_weights_benchmark_writes_its_table(tmp_path, monkeypatch, fer_
     assert set(rows["fp32"]) == {"photos", "rafdb_val", "fer2013_val"}
     assert 0.0 <= rows["int8, 7-bit weights"]["fer2013_val"]["accuracy"] <= 1.0
     assert (tmp_path / "int8_weights.json").is_file() and (tmp_path / "int8_weights.png").is_file()
+
+
+def test_an_unreadable_graph_narrowed_at_load_fails_its_model_with_a_clear_message(store_copy, make_client):
+    import hashlib
+    import json
+    import shutil
+
+    src = find("fer_emotion_cnn").folder
+    broken = store_copy / "broken" / src.name
+    shutil.copytree(src, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    for spec in manifest["files"]:
+        if spec["path"].endswith(".int8.onnx"):
+            data = (broken / spec["path"]).read_bytes()[:1000]
+            (broken / spec["path"]).write_bytes(data)
+            spec["bytes"], spec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "broken"}))
+    client = make_client(store_path=store_copy, int8_weights="7")
+    response = client.post("/predict/face?model=broken", files={"file": ("x.jpg", b"\xff\xd8\xff", "image/jpeg")})
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert "broken:" in detail and "model.int8.onnx is not a readable ONNX graph" in detail
+    assert str(store_copy) not in detail
