@@ -43,7 +43,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-samples", type=int, default=1000)
     p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="percentile")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
-    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (for CPUs without VNNI)")
+    p.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights in the file (the service narrows 8-bit ones at load on CPUs without VNNI anyway)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     return p
