@@ -53,6 +53,8 @@ class OnnxRunner:
         own = model is not None and bool(external_locations(model)) and not links
         # an int8 graph's weights in 7 bits (model_store.int8): the sessions then read the narrowed copy
         self.weight_bits = 7 if model is not None and narrow and narrow_weights(model) else 8
+        if narrow and model is None:
+            log.warning("%s: int8 weights left in 8 bits on a CPU that saturates them (no onnx package)", path.name)
         source = None if self.weight_bits == 7 else str(path)
 
         def session(graph: str | bytes):  # a graph handed over as bytes has no folder to read its weights from
