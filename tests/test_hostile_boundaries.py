@@ -5,19 +5,17 @@ No server path appears in a failed model's answer."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 
 import cv2
 import pytest
 
 from benchmarks.synth import Appearance, write_clip
-from model_store import find
 from service.errors import InvalidInput
 from service.video import decode
 from service.video.decode import FrameSampler, Sampling
 from tests.conftest import upload
+from tests.factories import broken_entry
 
 SECONDS, FPS = 10.0, 25
 FRAMES = int(SECONDS * FPS)
@@ -101,21 +99,12 @@ def test_a_failed_models_answer_names_the_model_never_a_server_path(store_copy, 
     absolute path; answers, /models and readiness say ``name:version/file`` instead. (A plain, unrouted graph with
     8-bit int8 weights: the routed default, and any int8 graph narrowed on a CPU without VNNI, is parsed by the onnx
     package first, whose message names no file.)"""
-    src = find("fer_emotion_cnn").folder
-    broken = store_copy / "broken" / src.name
-    shutil.copytree(src, broken)
-    manifest = json.loads((broken / "manifest.json").read_text())
-    for spec in manifest["files"]:
-        if spec["path"].endswith(".onnx"):
-            data = (broken / spec["path"]).read_bytes()[:1000]
-            (broken / spec["path"]).write_bytes(data)
-            spec["bytes"], spec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "broken"}))
+    broken = broken_entry(store_copy)
     client = make_client(store_path=store_copy, int8_weights="8")
     response = client.post("/predict/face?model=broken", files=upload(b"\xff\xd8\xff"))
     assert response.status_code == 503, response.text
     detail = response.json()["detail"]
-    assert f"broken:{src.name}" in detail and "Protobuf" in detail
+    assert f"broken:{broken.name}" in detail and "Protobuf" in detail
     assert str(store_copy) not in detail and "/" + broken.name + "/" not in detail
     listed = client.get("/models/broken").json()
     assert listed["state"] == "failed" and str(store_copy) not in json.dumps(listed)

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from model_store import Predictor, find, to_uint8_face
 from model_store.int8 import cpu_flags, narrow_bytes, narrow_weights, narrowed, saturates
 from service.identity import FaceDescriber, load_graph
+from tests.factories import broken_entry
 
 
 def test_x86_without_vnni_saturates_and_other_cpus_do_not():
@@ -165,20 +166,7 @@ def test_the_int8_weights_benchmark_writes_its_table(tmp_path, monkeypatch, fer_
 
 
 def test_an_unreadable_graph_narrowed_at_load_fails_its_model_with_a_clear_message(store_copy, make_client):
-    import hashlib
-    import json
-    import shutil
-
-    src = find("fer_emotion_cnn").folder
-    broken = store_copy / "broken" / src.name
-    shutil.copytree(src, broken)
-    manifest = json.loads((broken / "manifest.json").read_text())
-    for spec in manifest["files"]:
-        if spec["path"].endswith(".int8.onnx"):
-            data = (broken / spec["path"]).read_bytes()[:1000]
-            (broken / spec["path"]).write_bytes(data)
-            spec["bytes"], spec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    (broken / "manifest.json").write_text(json.dumps({**manifest, "name": "broken"}))
+    broken_entry(store_copy, ".int8.onnx")
     client = make_client(store_path=store_copy, int8_weights="7")
     response = client.post("/predict/face?model=broken", files={"file": ("x.jpg", b"\xff\xd8\xff", "image/jpeg")})
     assert response.status_code == 503, response.text
