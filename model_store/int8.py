@@ -13,6 +13,7 @@ and doubles the scale, in the loaded copy. Every product is then exact on every 
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -54,7 +55,13 @@ def narrowed(setting: str = "auto") -> bool:
     """Whether int8 weights are narrowed to 7 bits under ``setting`` (one of ``CHOICES``) on this CPU."""
     if setting not in CHOICES:
         raise ValueError(f"int8 weight bits must be one of {', '.join(CHOICES)}, not {setting!r}")
-    return setting == "7" or (setting == "auto" and saturates())
+    return setting == "7" or (setting == "auto" and host_saturates())
+
+
+@functools.cache
+def host_saturates() -> bool:
+    """``saturates`` for this machine, read once: every model load and ``/models`` listing asks."""
+    return saturates()
 
 
 def narrow_weights(model) -> int:
@@ -64,43 +71,41 @@ def narrow_weights(model) -> int:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    found = [(dq, *(numpy_helper.to_array(inits[n]) for n in dq.input[:2])) for dq in _weight_dequantizers(model)]
-    if all(np.abs(values).max(initial=0) <= 64 for _, values, _ in found if values.dtype == np.int8):
+    tensors = _weight_tensors(model, inits)
+    if all(np.abs(values).max(initial=0) <= 64 for values, _ in tensors.values() if values.dtype == np.int8):
         return 0
-    changed: set[str] = set()
-    doubled: set[str] = set()  # scales (one tensor's each in the shipped graphs; doubled once if shared)
-    for dq, values, scale in found:
-        if dq.input[0] not in changed:
-            low, high = (-64, 64) if values.dtype == np.int8 else (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
-            half = np.clip(np.round(values.astype(np.float64) / 2), low, high).astype(values.dtype)
-            inits[dq.input[0]].CopyFrom(numpy_helper.from_array(half, dq.input[0]))
-            if dq.input[1] not in doubled:
-                inits[dq.input[1]].CopyFrom(numpy_helper.from_array((scale * 2).astype(scale.dtype), dq.input[1]))
-            changed.add(dq.input[0])
-            doubled.add(dq.input[1])
-    return len(changed)
+    for name in {scale for _, scales in tensors.values() for scale in scales}:  # each once, even if shared
+        scale = numpy_helper.to_array(inits[name])
+        inits[name].CopyFrom(numpy_helper.from_array((scale * 2).astype(scale.dtype), name))
+    for name, (values, _) in tensors.items():
+        low, high = (-64, 64) if values.dtype == np.int8 else (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+        half = np.clip(np.round(values.astype(np.float64) / 2), low, high).astype(values.dtype)
+        inits[name].CopyFrom(numpy_helper.from_array(half, name))
+    return len(tensors)
 
 
-def _weight_dequantizers(model) -> list:
-    """The DequantizeLinear nodes that give a Conv, Gemm or MatMul a symmetric int8 weight or int32 bias."""
+def _weight_tensors(model, inits: dict) -> dict[str, tuple[np.ndarray, set[str]]]:
+    """Each symmetric int8 weight or int32 bias a Conv, Gemm or MatMul reads through a DequantizeLinear, by name:
+    its values and the names of the scales it is read with."""
     from onnx import numpy_helper
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    found = {}
-    for node in graph.node:
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found: dict[str, tuple[np.ndarray, set[str]]] = {}
+    for node in model.graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
         for name in node.input:
             dq = producers.get(name)
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
                 continue
-            dtype = numpy_helper.to_array(inits[dq.input[0]]).dtype
+            if dq.input[0] in found:
+                found[dq.input[0]][1].add(dq.input[1])
+                continue
+            values = numpy_helper.to_array(inits[dq.input[0]])
             zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else 0
-            if dtype in (np.int8, np.int32) and not np.any(zero):  # not activations' uint8, nor asymmetric weights
-                found[dq.name or dq.output[0]] = dq
-    return list(found.values())
+            if values.dtype in (np.int8, np.int32) and not np.any(zero):  # not activations' uint8, nor asymmetric
+                found[dq.input[0]] = (values, {dq.input[1]})
+    return found
 
 
 def narrow_bytes(graph: bytes) -> bytes:
@@ -110,3 +115,8 @@ def narrow_bytes(graph: bytes) -> bytes:
     model = onnx.load_from_string(graph)
     narrow_weights(model)
     return model.SerializeToString()
+
+
+def as_served(graph: bytes, setting: str = "auto") -> bytes:
+    """A serialised int8 graph as this CPU serves it under ``setting``: narrowed where ``narrowed`` says so."""
+    return narrow_bytes(graph) if narrowed(setting) else graph

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from model_store import DEFAULT_ROOT, StoreError, find, verify_file
-from model_store.int8 import narrow_bytes, narrowed
+from model_store.int8 import as_served
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "dlib_face_descriptor"
@@ -114,8 +114,8 @@ class FaceDescriber:
         self.mirror = mirror  # each chip described with its mirror image too, the two averaged
 
         entry, graph = load_graph(int8=int8, root=root)
-        if int8 and narrowed(int8_weights):  # 7-bit weights where the CPU's int8 products saturate (model_store.int8)
-            graph = narrow_bytes(graph)
+        if int8:  # 7-bit weights where the CPU's int8 products saturate (model_store.int8)
+            graph = as_served(graph, int8_weights)
         spec = entry.manifest.input
         self.size = spec.height
         self._mean = np.array(spec.mean, np.float32) * 255.0  # the manifest's (x / 255 - mean) / std, on 0-255

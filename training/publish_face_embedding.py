@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model_store import DEFAULT_ROOT
-from model_store.int8 import narrow_bytes, narrowed
+from model_store.int8 import as_served
 from model_store.manifest import MANIFEST_NAME, FileEntry, Manifest
 from model_store.packaged import packaged_model
 from model_store.store import read_manifest, sha256_file
@@ -109,8 +109,7 @@ def against_dlib(graph: Path, chips: np.ndarray, names: list[str]) -> dict:
     recogniser = dlib.face_recognition_model_v1(str(packaged_model(DLIB_FILE, "publishing")))
     ref = np.array([np.asarray(recogniser.compute_face_descriptor(c)) for c in chips], np.float32)
     data = graph.read_bytes()
-    if graph.name == quantize.INT8_NAME and narrowed():  # as served on this CPU (model_store.int8)
-        data = narrow_bytes(data)
+    data = as_served(data) if graph.name == quantize.INT8_NAME else data  # as this CPU serves it (model_store.int8)
     got = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": model_input(chips)})[0]
     own = np.linalg.norm(ref - got, axis=1)
     iu = np.triu_indices(len(chips), 1)

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model_store import StoreEntry, create_runner, prepare_batch
-from model_store.int8 import narrow_bytes, narrowed
+from model_store.int8 import as_served, narrowed
 from model_store.linked import entry_graph
 from model_store.manifest import MANIFEST_NAME, FileEntry
 from model_store.store import read_manifest, sha256_file
@@ -121,15 +121,13 @@ def compare(fp32: StoreEntry, int8: Path, x: np.ndarray, temperature: float) -> 
         logits = np.concatenate([run(x[i : i + 256]) for i in range(0, len(x), 256)])
         return softmax(logits / temperature)
 
-    bits = 7 if narrowed() else 8
-    graph = narrow_bytes(int8.read_bytes()) if bits == 7 else int8.read_bytes()
-    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(as_served(int8.read_bytes()), providers=["CPUExecutionProvider"])
     runner = create_runner(fp32, "onnx", gate=False)
     a = probs(lambda rows: runner(rows)[fp32.manifest.outputs[0]])
     b = probs(lambda rows: session.run(None, {"input": rows})[0])
     return {
         "rows": len(x),  # faces and their mirror images
-        "weight_bits": bits,
+        "weight_bits": 7 if narrowed() else 8,
         "top1_agreement": round(float((a.argmax(1) == b.argmax(1)).mean()), 4),
         "max_probability_difference": round(float(np.abs(a - b).max()), 4),
         "mean_probability_difference": round(float(np.abs(a - b).mean()), 5),
