@@ -101,6 +101,14 @@ class VideoSettings(Group):
     full_detect_every_s: float = Field(
         1.0, ge=0.0, le=60.0, description="seconds between full-frame detections; in between only around tracks"
     )
+    quiet_passes: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="a scheduled full-frame detection is put off while nothing changed outside the tracked faces' "
+        "search regions since the last one (it would find nothing new), for at most this many cadences; needs "
+        "shot_cuts; 0 = every scheduled pass runs. Also live streams'",
+    )
     min_readable_share: float = Field(
         0.5,
         ge=0.0,

@@ -42,6 +42,7 @@ class Options:
     smoothing: float = 0.25
     max_duration: float = 600.0
     full_detect_every: int = 5  # samples; in between, only regions around live tracks are searched
+    quiet_passes: int = 3  # a whole-frame pass over a still picture waits up to this many cadences (0: never)
     detect_max_side: int = 640  # full-frame video passes scan larger frames at this longest side
     min_readable_share: float = 0.5  # of a video's analysed span that must decode, else InvalidInput
     cut_threshold: float | None = 0.75  # share of a sample that is new for a hard cut (ends every track); None: off
@@ -95,6 +96,7 @@ def resolve_options(
         smoothing=requested.smoothing,
         max_duration=caps.max_duration if capped else math.inf,
         full_detect_every=max(1, round(requested.sample_fps * video.full_detect_every_s)),
+        quiet_passes=video.quiet_passes,
         detect_max_side=video.detector_max_side,
         min_readable_share=video.min_readable_share,
         cut_threshold=video.cut_threshold if video.shot_cuts else None,

@@ -63,7 +63,10 @@ def jittered(n: int, box=(180, 100, 120, 140), most: float = 0.03, seed: int = 1
 
 
 def follow_all(scripted: list[list[tuple]], steady: bool = True) -> tuple[FaceFollower, list[list]]:
-    opts = Options(max_faces=10, min_face_size=None, whole_image_fallback_max_side=0, steady_boxes=steady)
+    # every sample a whole-frame pass, the scripted boxes: none put off over the still frame
+    opts = Options(
+        max_faces=10, min_face_size=None, whole_image_fallback_max_side=0, steady_boxes=steady, quiet_passes=0
+    )
     follower = FaceFollower(ScriptedDetector(scripted), BoxCropper(), SPEC, opts)
     image = frame()
     return follower, [follower.follow(image, i * STEP, every=1) for i in range(len(scripted))]

@@ -285,7 +285,20 @@ def test_full_frame_every_n_samples_or_when_nothing_is_live():
         "regions_searched": 3,
         "regions_with_a_face": 0,
         "regions_carried_forward": 0,
+        "full_frame_passes_put_off": 0,
     }
+
+
+def test_a_quiet_pass_is_put_off_for_the_regions_or_for_nothing():
+    fake = FakeDetector()
+    finder = FrameDetector(fake, options(full_detect_every=3))
+    assert finder.detect(FRAME, 3, [LIVE], quiet=True) == [] and not finder.full_pass
+    assert fake.calls[0][0] != FRAME.shape and len(fake.calls) == 1  # due, put off: only the track's region
+    assert finder.detect(FRAME, 4, [], quiet=True) == [] and len(fake.calls) == 1  # nothing live: nothing run
+    finder.detect(FRAME, 5, [LIVE], quiet=True)  # not due: the region, as ever, and nothing put off
+    finder.detect(FRAME, 6, [LIVE])
+    assert finder.full_pass and fake.calls[-1][0] == FRAME.shape
+    assert finder.counts["full_frame_passes_put_off"] == 2 and finder.counts["full_frame_passes"] == 1
 
 
 def test_a_steady_track_is_carried_forward_every_other_sample():

@@ -211,4 +211,6 @@ def test_faces_classified_during_the_scan_equal_those_classified_after_it(client
     once = post_video(client, clip, "sample_fps=5").json()
     assert streamed["tracks"] == once["tracks"] and len(streamed["tracks"][0]["timeline"]) == 15
     counts = streamed["detection"]
-    assert counts["full_frame_passes"] >= 3 and counts["regions_searched"] + counts["regions_carried_forward"] >= 10
+    assert counts["regions_searched"] + counts["regions_carried_forward"] >= 10
+    # a moving face over a still backdrop: the first pass runs, the scheduled ones after it are put off
+    assert counts["full_frame_passes"] == 1 and counts["full_frame_passes_put_off"] == 2

@@ -26,7 +26,8 @@ from service.options import Options
 from service.quality import PictureQuality, picture_quality
 from service.tracking import Box, IouTracker
 from service.video.boxes import BoxSmoother
-from service.video.regions import FrameDetector
+from service.video.quiet import QuietWatch
+from service.video.regions import ROI_CONTEXT, FrameDetector
 from service.video.shots import PictureContinuity, ShotDetector
 
 BARS_EVERY = 25  # samples between looks for flat bars (5 s at 5 samples a second); also at every cut
@@ -61,6 +62,9 @@ class FaceFollower:
         self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
         self.tracker = IouTracker(identity=self.continuity, keep_finished=keep_finished)
         self.smoother = BoxSmoother() if opts.steady_boxes else None
+        # a still picture's whole-frame passes put off (needs the shot detector's thumbnails)
+        self.watch = QuietWatch(ROI_CONTEXT) if opts.quiet_passes and opts.cut_threshold is not None else None
+        self.quiet_passes = opts.quiet_passes
         self.frames = 0  # frames followed so far (the cadence counts them)
         self.find_bars = opts.find_bars
         self.bars: tuple[tuple[int, ...], Box] | None = None  # the frame size it was looked for at, the picture
@@ -69,20 +73,33 @@ class FaceFollower:
         """The faces of the next sampled frame, at time ``t`` (seconds); ``every``: a full-frame pass every that many
         frames (default: the options' ``full_detect_every``). Faces are found and cut inside the frame's flat bars
         (``opts.find_bars``), their boxes kept in the frame's pixels."""
-        cut = self.shots.is_cut(frame, compare=bool(self.tracker.live))
+        cut = self.shots.is_cut(frame, compare=bool(self.tracker.live), blocks=self.watch is not None)
         if cut:
             self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
         picture, live = self._picture(frame, cut), self.tracker.live
         # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
         previous = [None if self._changed(tr.track_id, frame, tr.box) else tr.previous for tr in live]
         in_view = [None if box is None else picture.to_view(box) for box in previous]
-        found = self.finder.detect(picture.view, self.frames, [picture.to_view(tr.box) for tr in live], in_view, every)
+        boxes, quiet = [picture.to_view(tr.box) for tr in live], self._quiet(frame, cut, live, every)
+        found = self.finder.detect(picture.view, self.frames, boxes, in_view, every, quiet)
+        if self.watch is not None and self.finder.full_pass:
+            self.watch.passed()
         found = [picture.to_image(d) for d in found]
         self.frames += 1
         ids = self.tracker.update(t, [d.box for d in found], frame)
         if self.smoother is not None:
             self.smoother.retain(tr.track_id for tr in self.tracker.live)  # ended tracks are forgotten
         return [self._face(picture, t, det, track_id) for det, track_id in zip(found, ids, strict=True)]
+
+    def _quiet(self, frame: np.ndarray, cut: bool, live: list, every: int | None) -> bool:
+        """Whether a whole-frame pass due on this frame may be put off (``service.video.quiet``). Never for frames
+        small enough to be taken whole for a face crop (their pass is cheap, and its fallback is the answer)."""
+        if self.watch is None:
+            return False
+        self.watch.observe(None if cut else self.shots.changed, [tr.box for tr in live], frame.shape)
+        if max(frame.shape[:2]) <= self.finder.opts.whole_image_fallback_max_side:
+            return False
+        return self.watch.quiet((every or self.finder.opts.full_detect_every) * self.quiet_passes)
 
     def _picture(self, frame: np.ndarray, cut: bool) -> Picture:
         """The frame inside its bars: looked for on the first frame, at each cut and every ``BARS_EVERY`` samples

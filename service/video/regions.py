@@ -44,7 +44,9 @@ class FrameDetector:
             "regions_searched": 0,
             "regions_with_a_face": 0,
             "regions_carried_forward": 0,
+            "full_frame_passes_put_off": 0,
         }
+        self.full_pass = False  # whether the last sample got a whole-frame pass
         self._confirmed: set[Box] = set()  # boxes a search or a whole-frame pass found on the last sample
 
     def full_frame_min_face(self, frame: np.ndarray) -> int | None:
@@ -82,30 +84,39 @@ class FrameDetector:
         live: list[Box],
         previous: list[Box | None] | None = None,
         every: int | None = None,
+        quiet: bool = False,
     ) -> list[Detection]:
         """Faces of the ``sample``-th analysed frame at least ``min_face_size`` large, at most ``max_faces``.
 
         ``live``: the live tracks' boxes; ``previous``: each one's box before that (None for a new track), which
         lets a steady track skip a search; ``every``: a whole-frame pass every that many samples (default: the
-        options' ``full_detect_every``; a live stream derives it from its frame rate)."""
-        if not live or sample % max(1, every or self.opts.full_detect_every) == 0:
+        options' ``full_detect_every``; a live stream derives it from its frame rate); ``quiet``: a whole-frame pass
+        due now is put off (``service.video.quiet``), so only the live tracks are searched around, if any."""
+        due = not live or sample % max(1, every or self.opts.full_detect_every) == 0
+        self.full_pass = due and not quiet
+        self.counts["full_frame_passes_put_off"] += due and quiet
+        if self.full_pass:
             self.counts["full_frame_passes"] += 1
             found = self.detector.detect(frame, self.full_frame_min_face(frame))
             found = whole_image_if_small(frame, found, self.opts.whole_image_fallback_max_side)
         else:
-            searched: list[Detection] = []
-            carried: list[Detection] = []
-            for box, before in zip(live, previous or [None] * len(live), strict=True):
-                ahead = self.carried_forward(box, before)
-                if ahead is None:
-                    searched += self.near(frame, box)
-                else:
-                    carried.append(ahead)
-            found = dedupe(searched + carried)
+            found = self.around(frame, live, previous or [None] * len(live))
         # carried boxes and the whole-image fallback score 0: neither confirms a face
         self._confirmed = {d.box for d in found if d.score > 0}
         smallest = self.opts.min_face_size or 0
         return [d for d in found if min(d.width, d.height) >= smallest][: self.opts.max_faces]
+
+    def around(self, frame: np.ndarray, live: list[Box], previous: list[Box | None]) -> list[Detection]:
+        """Each live track searched around, or its box carried forward where it is steady."""
+        searched: list[Detection] = []
+        carried: list[Detection] = []
+        for box, before in zip(live, previous, strict=True):
+            ahead = self.carried_forward(box, before)
+            if ahead is None:
+                searched += self.near(frame, box)
+            else:
+                carried.append(ahead)
+        return dedupe(searched + carried)
 
     def carried_forward(self, box: Box, before: Box | None) -> Detection | None:
         """A steady track's box kept for this sample (not searched), or None when it must be searched: it is new,

@@ -68,6 +68,12 @@ def relit(before: np.ndarray, after: np.ndarray, grid: tuple[int, int]) -> float
 def new_blocks(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Per block of ``after`` (thumbnails), whether no shift of ``before`` within ``SEARCH`` explains it: a bool
     array of the block grid's shape. ``after`` is first relit to ``before``'s brightness (``relit``)."""
+    return block_changes(before, after)[0]
+
+
+def block_changes(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of ``after`` (thumbnails): whether it is new (``new_blocks``), and whether it changed where it
+    is (not even the zero shift explains it: new, or moved)."""
     height, width = after.shape
     grid = (width // BLOCK, height // BLOCK)
     after = cv2.convertScaleAbs(after, alpha=relit(before, after, grid))  # saturated to uint8
@@ -76,10 +82,14 @@ def new_blocks(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     shifts = (2 * SEARCH + 1) ** 2
     shifted = np.ascontiguousarray(sliding_window_view(padded, (height, width))).reshape(shifts * height, width)
     diffs = cv2.absdiff(shifted, np.tile(after, (shifts, 1)))
-    best = block_means(diffs, (grid[0], grid[1] * shifts)).reshape(shifts, grid[1], grid[0]).min(axis=0)
+    per_shift = block_means(diffs, (grid[0], grid[1] * shifts)).reshape(shifts, grid[1], grid[0])
     means = cv2.resize(block_means(after, grid), (width, height), interpolation=cv2.INTER_NEAREST)
     contrast = block_means(cv2.absdiff(after, means), grid)
-    return (best > RELATIVE_CHANGE * (contrast + CONTRAST_FLOOR)) & (best > MIN_CHANGE)
+
+    def differs(diff: np.ndarray) -> np.ndarray:
+        return (diff > RELATIVE_CHANGE * (contrast + CONTRAST_FLOOR)) & (diff > MIN_CHANGE)
+
+    return differs(per_shift.min(axis=0)), differs(per_shift[shifts // 2])  # the middle shift is (0, 0)
 
 
 def block_means(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -120,18 +130,21 @@ class ShotDetector:
         self.previous: np.ndarray | None = None
         self.current: np.ndarray | None = None  # the last frame's thumbnail
         self.new: np.ndarray | None = None  # its new blocks since the frame before (None for the first)
+        self.changed: np.ndarray | None = None  # its blocks that changed where they are (new, or moved)
         self.last_share = 0.0  # the share of new blocks on the last frame (0 for the first or with detection off)
         self.cuts = 0
 
-    def is_cut(self, frame: np.ndarray, compare: bool = True) -> bool:
+    def is_cut(self, frame: np.ndarray, compare: bool = True, blocks: bool = False) -> bool:
         """Whether ``frame`` (the next sampled frame) starts a new shot; the first frame never does. ``compare=False``
-        only keeps its thumbnail (nothing tracked, so a cut would change nothing): never a cut then."""
+        (nothing tracked, so a cut would change nothing): never a cut then, and only its thumbnail is kept, or with
+        ``blocks`` its new and changed blocks too (``new``, ``changed``: for ``service.video.quiet``)."""
         if self.threshold is None:
             return False
         self.previous, self.current = self.current, thumbnail(frame)
-        self.new = None if self.previous is None or not compare else new_blocks(self.previous, self.current)
+        looked = self.previous is not None and (compare or blocks)
+        self.new, self.changed = block_changes(self.previous, self.current) if looked else (None, None)
         self.last_share = 0.0 if self.new is None else float(self.new.mean())
-        cut = self.last_share >= self.threshold
+        cut = compare and self.last_share >= self.threshold
         self.cuts += cut
         return cut
 

@@ -254,7 +254,8 @@ class VideoPredictionResponse(BaseModel):
     )
     detection: dict[str, int] = Field(
         default_factory=dict,
-        description="face models: how detection ran: full_frame_passes, regions_searched (around live tracks), "
+        description="face models: how detection ran: full_frame_passes, full_frame_passes_put_off (over a picture "
+        "unchanged outside the tracked faces), regions_searched (around live tracks), "
         "regions_with_a_face, regions_carried_forward (steady tracks not searched on that sample), shot_cuts (hard "
         "cuts that ended every track), faces_replaced (tracks ended because another face took their place)",
     )
