@@ -72,7 +72,7 @@ def narrow_weights(model) -> int:
 
     inits = {i.name: i for i in model.graph.initializer}
     tensors = _weight_tensors(model, inits)
-    if all(np.abs(values).max(initial=0) <= 64 for values, _ in tensors.values() if values.dtype == np.int8):
+    if _in_7_bits(tensors):
         return 0
     for name in {scale for _, scales in tensors.values() for scale in scales}:  # each once, even if shared
         scale = numpy_helper.to_array(inits[name])
@@ -82,6 +82,19 @@ def narrow_weights(model) -> int:
         half = np.clip(np.round(values.astype(np.float64) / 2), low, high).astype(values.dtype)
         inits[name].CopyFrom(numpy_helper.from_array(half, name))
     return len(tensors)
+
+
+def weight_bits(model) -> int | None:
+    """7 where every int8 weight of ``model``'s Conv, Gemm and MatMul nodes lies in -64..64 (narrowed at load, or
+    quantised with ``--reduce-range``), 8 where one does not, None where it has none (a float graph)."""
+    tensors = _weight_tensors(model, {i.name: i for i in model.graph.initializer})
+    if not any(values.dtype == np.int8 for values, _ in tensors.values()):
+        return None
+    return 7 if _in_7_bits(tensors) else 8
+
+
+def _in_7_bits(tensors: dict[str, tuple[np.ndarray, set[str]]]) -> bool:
+    return all(np.abs(values).max(initial=0) <= 64 for values, _ in tensors.values() if values.dtype == np.int8)
 
 
 def _weight_tensors(model, inits: dict) -> dict[str, tuple[np.ndarray, set[str]]]:

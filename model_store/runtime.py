@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from model_store.gate import gate_graph, rest_graph
-from model_store.int8 import narrow_weights, narrowed
+from model_store.int8 import narrow_weights, narrowed, weight_bits
 from model_store.linked import external_files, external_locations, open_program
 from model_store.manifest import FileRole, LinkedFile, Manifest
 from model_store.routing import RoutedGraph, find_routes, gray_rows, route_graph
@@ -52,10 +52,13 @@ class OnnxRunner:
         model = load_graph(path) if manifest.routed or manifest.gate or narrow else None
         own = model is not None and bool(external_locations(model)) and not links
         # an int8 graph's weights in 7 bits (model_store.int8): the sessions then read the narrowed copy
-        self.weight_bits = 7 if model is not None and narrow and narrow_weights(model) else 8
+        changed = model is not None and narrow and narrow_weights(model) > 0
+        # what the sessions multiply with: read off the graph where it is loaded (one quantised with --reduce-range
+        # is in 7 bits already), else the published 8
+        self.weight_bits = (weight_bits(model) if model is not None else None) or 8
         if narrow and model is None:
             log.warning("%s: int8 weights left in 8 bits on a CPU that saturates them (no onnx package)", path.name)
-        source = None if self.weight_bits == 7 else str(path)
+        source = None if changed else str(path)
 
         def session(graph: str | bytes):  # a graph handed over as bytes has no folder to read its weights from
             return self._session(graph, path, manifest, threads, links, own and isinstance(graph, bytes))

@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from model_store import Predictor, find, to_uint8_face
-from model_store.int8 import cpu_flags, narrow_bytes, narrow_weights, narrowed, saturates
+from model_store.int8 import cpu_flags, narrow_bytes, narrow_weights, narrowed, saturates, weight_bits
+from model_store.runtime import OnnxRunner
 from service.identity import FaceDescriber, load_graph
 from tests.factories import broken_entry
 
@@ -94,6 +95,30 @@ def test_narrowing_halves_weights_and_keeps_what_they_compute():
     np.testing.assert_allclose(after["b_q"] * after["b_scale"], kept, atol=after["b_scale"].max())
     np.testing.assert_allclose(run(model, x), exact, atol=0.05 * np.abs(exact).max())
     assert narrow_weights(model) == 0, "weights already in 7 bits are not halved again"
+
+
+def test_the_weight_bits_are_read_off_the_graph(tmp_path):
+    """A graph quantised with --reduce-range (weights already in 7 bits) is served and reported as 7 bits, narrowed
+    or not; the stored file is what its session reads."""
+    rng = np.random.default_rng(1)
+    model = qdq_conv(rng.normal(0, 0.5, (4, 8, 3, 3)).astype(np.float32), rng.normal(0, 0.3, 4).astype(np.float32))
+    assert weight_bits(model) == 8
+    narrow_weights(model)
+    assert weight_bits(model) == 7
+    float_graph = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "relu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+    )
+    assert weight_bits(float_graph) is None
+    path = tmp_path / "model.int8.onnx"
+    path.write_bytes(model.SerializeToString())
+    manifest = find("fer_emotion_cnn").manifest.model_copy(update={"outputs": ["y"]})
+    runner = OnnxRunner(path, manifest, "cpu", narrow=True)
+    assert runner.weight_bits == 7
 
 
 @pytest.fixture(scope="module")
