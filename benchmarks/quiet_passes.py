@@ -1,11 +1,13 @@
 """What putting off whole-frame passes over a still picture (``service.video.quiet``, ``EMOTION_VIDEO__QUIET_PASSES``)
 saves and what it changes, on clips of the shared photos through ``POST /predict/video`` (the real pipeline).
 
-Clips (30 s, 1280 x 720, 30 fps, sampled at 5 a second, over a static textured backdrop unless said otherwise):
+Clips (``--seconds``, 30 by default; 1280 x 720, 30 fps, sampled at 5 a second, over a static textured backdrop
+unless said otherwise):
 - ``moving``: ``bench_video``'s clip, two people drifting across, faces changing every 5 s;
 - ``sparse``: one person in the middle third only, nothing before or after;
-- ``cuts``: a hard cut to another person every 3 s, in the same place;
-- ``arrival``: one person throughout, a second appearing beside them at 12.3 s (between two scheduled passes);
+- ``cuts``: a hard cut to another person every tenth of the clip (3 s), in the same place;
+- ``arrival``: one person throughout, a second appearing beside them at 0.41 of the clip (12.3 s: between two
+  scheduled passes);
 - ``pan``: one person while the backdrop slides by 6 px a frame (a camera pan: nothing is still).
 
 Each clip is analysed with the putting off off (``0``) and at the service's setting, the two interleaved over
@@ -14,7 +16,7 @@ searched; and against off: tracks, the largest gap between their first sightings
 (the same sample, a box overlapping it) and found with the same dominant label. Writes ``quiet_passes.json`` and
 ``quiet_passes.png``.
 
-    python -m benchmarks.quiet_passes [--rounds 3] [--output runs/quiet_passes]
+    python -m benchmarks.quiet_passes [--rounds 3] [--seconds 30] [--output runs/quiet_passes]
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from benchmarks.synth import Appearance, background, paste, write_clip
 from service.main import create_app
 from service.tracking import iou
 
-SECONDS, FPS, SIZE, SAMPLE_FPS = 30.0, 30, (1280, 720), 5
+FPS, SIZE, SAMPLE_FPS = 30, (1280, 720), 5
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=30.0, help="each clip's length (its events scale with it)")
     p.add_argument("--output", type=Path, default=Path("runs/quiet_passes"))
     return p
 
@@ -50,13 +53,13 @@ def faces(count: int) -> list[np.ndarray]:
     return [cv2.resize(cv2.imread(str(p)), (300, 300)) for p in sorted(PHOTOS.glob("*.jpg"))[: 2 * count : 2]]
 
 
-def pan_clip(path: Path, face: np.ndarray) -> Path:
+def pan_clip(path: Path, face: np.ndarray, seconds: float) -> Path:
     """A face held still in the frame while the backdrop slides under it (a pan), 6 px a frame."""
     width, height = SIZE
-    wide = background(width + int(6 * FPS * SECONDS) + 8, height, seed=3)
+    wide = background(width + int(6 * FPS * seconds) + 8, height, seed=3)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
     try:
-        for i in range(int(FPS * SECONDS)):
+        for i in range(int(FPS * seconds)):
             frame = np.ascontiguousarray(wide[:, 6 * i : 6 * i + width])
             paste(frame, face, 490, 200)
             writer.write(frame)
@@ -65,19 +68,19 @@ def pan_clip(path: Path, face: np.ndarray) -> Path:
     return path
 
 
-def clips(folder: Path) -> dict[str, Path]:
-    people = faces(10)
-    third = SECONDS / 3
-    cuts = [Appearance(people[i % 10], 3.0 * i, 3.0 * (i + 1), (490, 200)) for i in range(int(SECONDS // 3))]
-    arrival = [Appearance(people[0], 0.0, SECONDS, (200, 200)), Appearance(people[1], 12.3, SECONDS, (800, 200))]
+def clips(folder: Path, seconds: float) -> dict[str, Path]:
+    people, third, shot = faces(10), seconds / 3, seconds / 10
+    cuts = [Appearance(people[i], shot * i, shot * (i + 1), (490, 200)) for i in range(10)]
+    late = 0.41 * seconds  # between two scheduled passes
+    arrival = [Appearance(people[0], 0.0, seconds, (200, 200)), Appearance(people[1], late, seconds, (800, 200))]
     return {
-        "moving": make_clip(folder / "moving.mp4", SECONDS),
+        "moving": make_clip(folder / "moving.mp4", seconds),
         "sparse": write_clip(
-            folder / "sparse.mp4", [Appearance(people[2], third, 2 * third, (490, 200))], SECONDS, FPS, SIZE
+            folder / "sparse.mp4", [Appearance(people[2], third, 2 * third, (490, 200))], seconds, FPS, SIZE
         ),
-        "cuts": write_clip(folder / "cuts.mp4", cuts, SECONDS, FPS, SIZE),
-        "arrival": write_clip(folder / "arrival.mp4", arrival, SECONDS, FPS, SIZE),
-        "pan": pan_clip(folder / "pan.mp4", people[3]),
+        "cuts": write_clip(folder / "cuts.mp4", cuts, seconds, FPS, SIZE),
+        "arrival": write_clip(folder / "arrival.mp4", arrival, seconds, FPS, SIZE),
+        "pan": pan_clip(folder / "pan.mp4", people[3], seconds),
     }
 
 
@@ -124,7 +127,7 @@ def compared(off: dict, on: dict) -> dict:
     }
 
 
-def run(paths: dict[str, Path], settings: dict[str, int], rounds: int) -> dict:
+def run(paths: dict[str, Path], settings: dict, rounds: int, seconds: float) -> dict:
     apps = {
         name: TestClient(create_app(service_settings().model_copy(update={"video": video})))
         for name, video in settings.items()
@@ -150,7 +153,7 @@ def run(paths: dict[str, Path], settings: dict[str, int], rounds: int) -> dict:
             name: {
                 "wall_s": statistics.median(w for w, _ in runs),
                 "cpu_s": statistics.median(c for _, c in runs),
-                "realtime": SECONDS / statistics.median(w for w, _ in runs),
+                "realtime": seconds / statistics.median(w for w, _ in runs),
                 "detection": bodies[clip][name]["detection"],
                 **compared(bodies[clip]["off"], bodies[clip][name]),
             }
@@ -186,7 +189,7 @@ def main(args: argparse.Namespace) -> dict:
     video = service_settings().video
     settings = {"off": video.model_copy(update={"quiet_passes": 0}), f"quiet_passes={video.quiet_passes}": video}
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(clips(Path(tmp)), settings, args.rounds)
+        result = run(clips(Path(tmp), args.seconds), settings, args.rounds, args.seconds)
     for clip, by_setting in result.items():
         for name, r in by_setting.items():
             d = r["detection"]

@@ -21,3 +21,16 @@ def test_a_short_run_reports_the_request_under_the_decoders_ceiling(tmp_path, ca
     assert result["realtime_factor"] < result["decoder_ceiling"] == pytest.approx(3.0 / result["decoder_alone_s"])
     assert json.loads(out.read_text())["decoder_ceiling"] == pytest.approx(result["decoder_ceiling"])
     assert "decoder alone:" in capsys.readouterr().out
+
+
+def test_the_quiet_passes_benchmark_compares_the_setting_with_every_pass_run(tmp_path, capsys):
+    from benchmarks import quiet_passes
+
+    args = quiet_passes.get_args_parser().parse_args(["--seconds", "6", "--rounds", "1", "--output", str(tmp_path)])
+    result = quiet_passes.main(args)
+    off, on = result["sparse"]["off"], result["sparse"]["quiet_passes=3"]
+    assert off["detection"]["full_frame_passes_put_off"] == 0 and on["detection"]["full_frame_passes_put_off"] > 10
+    assert on["faces_found_as_off"] == 1.0 and on["tracks"] == [1, 1]  # the one face, on every sample off finds it
+    assert result["pan"]["quiet_passes=3"]["detection"]["full_frame_passes_put_off"] == 0  # nothing still in a pan
+    assert json.loads((tmp_path / "quiet_passes.json").read_text())["sparse"]["off"]["tracks"] == [1, 1]
+    assert (tmp_path / "quiet_passes.png").exists() and "labels" in capsys.readouterr().out
