@@ -94,10 +94,15 @@ def run_service(clip: Path, sample_fps: float, detector: str | None = None) -> t
     chosen = {"detector": {"backend": detector}} if detector else {}
     with TestClient(create_app(Settings(_env_file=None, log_level="warning", **chosen))) as client:
         client.post("/predict/image", files={"file": ("w.jpg", warmup)})
-        data = clip.read_bytes()
-        started, cpu = time.perf_counter(), time.process_time()
-        response = client.post(f"/predict/video?sample_fps={sample_fps}", files={"file": ("b.mp4", data, "video/mp4")})
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return post_clip(client, clip, sample_fps)
+
+
+def post_clip(client: TestClient, clip: Path, sample_fps: float) -> tuple[dict, float, float]:
+    """``POST /predict/video`` of ``clip``: the response body, the wall time and the process's CPU time meanwhile."""
+    data = clip.read_bytes()
+    started, cpu = time.perf_counter(), time.process_time()
+    response = client.post(f"/predict/video?sample_fps={sample_fps}", files={"file": ("b.mp4", data, "video/mp4")})
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     response.raise_for_status()
     return response.json(), wall, cpu
 

@@ -10,10 +10,10 @@ unless said otherwise):
   scheduled passes);
 - ``pan``: one person while the backdrop slides by 6 px a frame (a camera pan: nothing is still).
 
-Each clip is analysed with the putting off off (``0``) and at the service's setting, the two interleaved over
-``--rounds`` (one app each, warmed); per setting: median wall and CPU, whole-frame passes run and put off, regions
-searched; and against off: tracks, the largest gap between their first sightings, the share of off's faces found
-(the same sample, a box overlapping it) and found with the same dominant label. Writes ``quiet_passes.json`` and
+Each clip is analysed with the setting at 0 (``off``: every scheduled pass runs) and at the service's value, the two
+interleaved over ``--rounds`` (one app each, warmed). Per setting: median wall and CPU, whole-frame passes run and
+put off, regions searched; and against off: tracks, the largest gap between their first sightings, the share of
+off's faces found (the same sample, a box overlapping it) and found with the same dominant label. Writes ``quiet_passes.json`` and
 ``quiet_passes.png``.
 
     python -m benchmarks.quiet_passes [--rounds 3] [--seconds 30] [--output runs/quiet_passes]
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -33,7 +32,7 @@ from fastapi.testclient import TestClient
 from tqdm import tqdm
 
 from benchmarks import pyplot, save_report, service_settings
-from benchmarks.bench_video import PHOTOS, make_clip
+from benchmarks.bench_video import PHOTOS, make_clip, post_clip
 from benchmarks.synth import Appearance, background, paste, write_clip
 from service.main import create_app
 from service.tracking import iou
@@ -82,15 +81,6 @@ def clips(folder: Path, seconds: float) -> dict[str, Path]:
         "arrival": write_clip(folder / "arrival.mp4", arrival, seconds, FPS, SIZE),
         "pan": pan_clip(folder / "pan.mp4", people[3], seconds),
     }
-
-
-def analyse(client: TestClient, clip: Path) -> tuple[dict, float, float]:
-    data = clip.read_bytes()
-    started, cpu = time.perf_counter(), time.process_time()
-    response = client.post(f"/predict/video?sample_fps={SAMPLE_FPS}", files={"file": ("c.mp4", data, "video/mp4")})
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    response.raise_for_status()
-    return response.json(), wall, cpu
 
 
 def samples(body: dict) -> dict[float, list[tuple[tuple[int, int, int, int], str]]]:
@@ -142,7 +132,7 @@ def run(paths: dict[str, Path], settings: dict, rounds: int, seconds: float) -> 
         for _ in tqdm(range(rounds), desc="rounds"):
             for clip, path in paths.items():
                 for name, client in apps.items():
-                    body, wall, cpu = analyse(client, path)
+                    body, wall, cpu = post_clip(client, path, SAMPLE_FPS)
                     measured[clip][name].append((wall, cpu))
                     bodies[clip][name] = body
     finally:
