@@ -13,8 +13,8 @@ unless said otherwise):
 Each clip is analysed with the setting at 0 (``off``: every scheduled pass runs) and at the service's value, the two
 interleaved over ``--rounds`` (one app each, warmed). Per setting: median wall and CPU, whole-frame passes run and
 put off, regions searched; and against off: tracks, the largest gap between their first sightings, the share of
-off's faces found (the same sample, a box overlapping it) and found with the same dominant label. Writes ``quiet_passes.json`` and
-``quiet_passes.png``.
+off's faces found (the same sample, a box overlapping it) and found with the same dominant label. Writes
+``quiet_passes.json`` and ``quiet_passes.png``.
 
     python -m benchmarks.quiet_passes [--rounds 3] [--seconds 30] [--output runs/quiet_passes]
 """
