@@ -315,6 +315,28 @@ def test_a_steady_track_is_carried_forward_every_other_sample():
     assert len(fake.calls) == 2 and finder.counts["regions_carried_forward"] == 1
 
 
+def test_a_still_track_is_carried_twice_in_a_row_then_searched():
+    box, before = (100, 100, 50, 50), (101, 100, 50, 50)  # IoU 0.96: still
+    fake = FakeDetector(smallest=80.0, found=[Detection(72, 72, 120, 120, 0.9)])
+    finder = FrameDetector(fake, options(full_detect_every=100))
+    finder.detect(FRAME, 1, [box], [before])  # searched: not found by a search before
+    assert finder.detect(FRAME, 2, [box], [before])[0].carried
+    assert finder.detect(FRAME, 3, [box], [box])[0].carried  # carried again: it was still
+    assert not finder.detect(FRAME, 4, [box], [box])[0].carried  # two in a row: searched
+    assert len(fake.calls) == 2 and finder.counts["regions_carried_forward"] == 2
+    assert not finder.detect(FRAME, 5, [box], [None])[0].carried  # its picture changed: searched
+    assert len(fake.calls) == 3
+
+
+def test_a_steady_track_that_moves_is_carried_once():
+    box, before = (100, 100, 50, 50), (96, 100, 50, 50)  # IoU 0.85: steady, not still
+    fake = FakeDetector(smallest=80.0, found=[Detection(72, 72, 120, 120, 0.9)])
+    finder = FrameDetector(fake, options(full_detect_every=100))
+    finder.detect(FRAME, 1, [box], [before])
+    assert finder.detect(FRAME, 2, [box], [before])[0].carried
+    assert not finder.detect(FRAME, 3, [box], [box])[0].carried and len(fake.calls) == 2
+
+
 def test_a_new_moving_or_missed_track_is_searched():
     fake = FakeDetector(found=[])
     finder = FrameDetector(fake, options(full_detect_every=100))

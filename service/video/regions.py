@@ -19,6 +19,10 @@ ROI_FACE_SCALE = 1.5  # the face in a region is scaled to this many times the de
 # where it is) instead of searched, only after a search found it, so a steady face is searched every other sample
 # and a face that is gone is carried at most once.
 STEADY_IOU = 0.85
+# A track that moved even less between those two boxes is still: carried up to STILL_CARRIES samples in a row, so a
+# still face is searched every third sample (its picture changing, as a face leaving does, ends the run at once).
+STILL_IOU = 0.95
+STILL_CARRIES = 2
 
 
 def dedupe(found: list[Detection], overlap: float = 0.5) -> list[Detection]:
@@ -48,6 +52,9 @@ class FrameDetector:
         }
         self.full_pass = False  # whether the last sample got a whole-frame pass
         self._confirmed: set[Box] = set()  # boxes a search or a whole-frame pass found on the last sample
+        # boxes carried forward on the last sample: (samples carried in a row, the track's move before the first)
+        self._carried: dict[Box, tuple[int, float]] = {}
+        self._carrying: dict[Box, tuple[int, float]] = {}
 
     def full_frame_min_face(self, frame: np.ndarray) -> int | None:
         """The face size a full-frame pass searches down to: the request's, or what ``detect_max_side`` allows."""
@@ -103,6 +110,7 @@ class FrameDetector:
             found = self.around(frame, live, previous or [None] * len(live))
         # carried boxes and the whole-image fallback score 0: neither confirms a face
         self._confirmed = {d.box for d in found if d.score > 0}
+        self._carried, self._carrying = self._carrying, {}
         smallest = self.opts.min_face_size or 0
         return [d for d in found if min(d.width, d.height) >= smallest][: self.opts.max_faces]
 
@@ -120,10 +128,21 @@ class FrameDetector:
 
     def carried_forward(self, box: Box, before: Box | None) -> Detection | None:
         """A steady track's box kept for this sample (not searched), or None when it must be searched: it is new,
-        moved too much, or was not found by a search on the last sample (carried forward then, or missed). Not
-        moved on: after a carried sample its last move would be made up. Score 0, so a searched box wins
-        ``dedupe`` and a carried one never confirms itself."""
-        if before is None or box not in self._confirmed or iou(before, box) < STEADY_IOU:
+        its picture changed (``before`` None), it moved too much, or it was not found by a search on the last
+        sample (missed, or carried forward then, unless it is still and its run is short). Not moved on: after a
+        carried sample its last move would be made up. Score 0, so a searched box wins ``dedupe`` and a carried one
+        never confirms itself."""
+        if before is None:
             return None
+        if box in self._confirmed:
+            run = (1, iou(before, box))
+        elif box in self._carried:
+            carried, move = self._carried[box]
+            run = (carried + 1, move)
+        else:
+            return None
+        if run[1] < STEADY_IOU or (run[0] > 1 and (run[1] < STILL_IOU or run[0] > STILL_CARRIES)):
+            return None
+        self._carrying[box] = run
         self.counts["regions_carried_forward"] += 1
         return Detection(*box, 0.0, carried=True)
