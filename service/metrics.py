@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called with: POST /models/reload, the timer
 STREAM_OUTCOMES = ("received", "analysed", "dropped", "bad")  # what became of each frame of a live stream
+# how a video's sampled frames were searched (FrameDetector.counts): the steps the video counter charts
+VIDEO_DETECTION_STEPS = (
+    "full_frame_passes",
+    "full_frame_passes_put_off",
+    "regions_searched",
+    "regions_carried_forward",
+)
 # How live sessions end: the server's close codes (docs/stream.md; 1012: uvicorn stopping), and a client's own close
 # (1000, 1001) or a connection lost without one (1005 or 1006, as the WebSocket implementation reports it).
 STREAM_CLOSE_CODES = ("1000", "1001", "1005", "1006", "1007", "1008", "1009", "1011", "1012", "1013")
@@ -95,6 +102,15 @@ class Metrics:
         self.video_frames_unreadable = Counter(
             "emotion_video_frames_unreadable_total", "Video frames that could not be decoded (read past)", registry=r
         )
+        self.video_detection = Counter(
+            "emotion_video_detection_total",
+            "How videos' sampled frames were searched for faces, by step: whole-frame passes run and put off over a "
+            "still picture, regions searched around tracks, tracks carried forward unsearched",
+            ["step"],
+            registry=r,
+        )
+        for step in VIDEO_DETECTION_STEPS:
+            self.video_detection.labels(step)
         self.video_seconds = Histogram(
             "emotion_video_processing_seconds",
             "Time to process one video",
@@ -215,10 +231,13 @@ class Metrics:
         return count
 
     def observe_video(self, result: VideoResult, seconds: float) -> None:
-        """One analysed video: frames decoded, unreadable and analysed, faces classified, and the time it took."""
+        """One analysed video: frames decoded, unreadable and analysed, how they were searched, faces classified, and
+        the time it took."""
         self.video_frames_decoded.inc(result.frames_decoded)
         self.video_frames_unreadable.inc(result.frames_unreadable)
         self.video_frames_analyzed.inc(result.frames_analyzed)
+        for step in VIDEO_DETECTION_STEPS:
+            self.video_detection.labels(step).inc(result.detection.get(step, 0))
         self.faces.inc(result.faces)
         self.video_seconds.observe(seconds)
 

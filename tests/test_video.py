@@ -186,8 +186,10 @@ def test_video_metrics_are_exported(client, face_photo, tmp_path):
         "emotion_video_frames_decoded_total",
         "emotion_video_frames_analyzed_total",
         "emotion_video_processing_seconds_count",
+        'emotion_video_detection_total{step="full_frame_passes"}',
     ):
         assert metric(text, name) > 0, name
+    assert 'emotion_video_detection_total{step="full_frame_passes_put_off"}' in text
 
 
 def test_wide_frame_with_a_medium_face_is_tracked_by_default(client, make_client, face_photo, tmp_path):
