@@ -53,9 +53,9 @@ class OnnxRunner:
         own = model is not None and bool(external_locations(model)) and not links
         # an int8 graph's weights in 7 bits (model_store.int8): the sessions then read the narrowed copy
         changed = model is not None and narrow and narrow_weights(model) > 0
-        # what the sessions multiply with: read off the graph where it is loaded (one quantised with --reduce-range
-        # is in 7 bits already), else the published 8
-        self.weight_bits = (weight_bits(model) if model is not None else None) or 8
+        # what the sessions multiply with: 7 once narrowed; else read off the graph where it is loaded (one
+        # quantised with --reduce-range is in 7 bits already), else the published 8
+        self.weight_bits = 7 if changed else (weight_bits(model) if model is not None else None) or 8
         if narrow and model is None:
             log.warning("%s: int8 weights left in 8 bits on a CPU that saturates them (no onnx package)", path.name)
         source = None if changed else str(path)

@@ -64,7 +64,6 @@ class FaceFollower:
         self.smoother = BoxSmoother() if opts.steady_boxes else None
         # a still picture's whole-frame passes put off (needs the shot detector's thumbnails)
         self.watch = QuietWatch(ROI_CONTEXT) if opts.quiet_passes and opts.cut_threshold is not None else None
-        self.quiet_passes = opts.quiet_passes
         self.frames = 0  # frames followed so far (the cadence counts them)
         self.find_bars = opts.find_bars
         self.bars: tuple[tuple[int, ...], Box] | None = None  # the frame size it was looked for at, the picture
@@ -97,9 +96,10 @@ class FaceFollower:
         if self.watch is None:
             return False
         self.watch.observe(None if cut else self.shots.changed, [tr.box for tr in live], frame.shape)
-        if max(frame.shape[:2]) <= self.finder.opts.whole_image_fallback_max_side:
+        opts = self.finder.opts
+        if max(frame.shape[:2]) <= opts.whole_image_fallback_max_side:
             return False
-        return self.watch.quiet((every or self.finder.opts.full_detect_every) * self.quiet_passes)
+        return self.watch.quiet((every or opts.full_detect_every) * opts.quiet_passes)
 
     def _picture(self, frame: np.ndarray, cut: bool) -> Picture:
         """The frame inside its bars: looked for on the first frame, at each cut and every ``BARS_EVERY`` samples

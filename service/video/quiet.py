@@ -17,6 +17,7 @@ import numpy as np
 
 from model_store import expand_box
 from service.tracking import Box
+from service.video.shots import cell_overlaps
 
 COVERED = 0.5  # a block this much inside the live tracks' search regions is searched anyway (by area)
 
@@ -28,15 +29,8 @@ def coverage(grid: tuple[int, int], regions: list[Box], frame_shape: tuple[int, 
     height, width = frame_shape[:2]
     share = np.zeros(grid)
     for x, y, w, h in regions:
-        share += np.outer(_overlap(y, h, height, rows), _overlap(x, w, width, cols))
-    return np.minimum(share, 1.0)
-
-
-def _overlap(start: float, size: float, extent: int, count: int) -> np.ndarray:
-    """Each of ``count`` equal cells along ``extent``: the share of it inside ``[start, start + size)``."""
-    edges = np.arange(count + 1) * (extent / count)
-    inside = np.clip(np.minimum(edges[1:], start + size) - np.maximum(edges[:-1], start), 0.0, None)
-    return inside / (extent / count)
+        share += np.outer(cell_overlaps(y, h, height, rows), cell_overlaps(x, w, width, cols))
+    return np.minimum(share / ((height / rows) * (width / cols)), 1.0)
 
 
 class QuietWatch:

@@ -108,14 +108,15 @@ def box_share(new: np.ndarray, box: tuple[int, int, int, int], frame_shape: tupl
     rows, cols = new.shape
     height, width = frame_shape[:2]
     x, y, w, h = box
-
-    def overlaps(start: float, size: float, extent: int, count: int) -> np.ndarray:
-        edges = np.arange(count + 1) * (extent / count)
-        return np.clip(np.minimum(edges[1:], start + size) - np.maximum(edges[:-1], start), 0.0, None)
-
-    weights = np.outer(overlaps(y, h, height, rows), overlaps(x, w, width, cols))
+    weights = np.outer(cell_overlaps(y, h, height, rows), cell_overlaps(x, w, width, cols))
     total = float(weights.sum())
     return float((weights * new).sum()) / total if total > 0 else 0.0
+
+
+def cell_overlaps(start: float, size: float, extent: int, count: int) -> np.ndarray:
+    """Each of ``count`` equal cells along ``extent`` pixels: its pixels in ``[start, start + size)``."""
+    edges = np.arange(count + 1) * (extent / count)
+    return np.clip(np.minimum(edges[1:], start + size) - np.maximum(edges[:-1], start), 0.0, None)
 
 
 class ShotDetector:
