@@ -25,12 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import find_entry, pyplot, save_report, served_predictor, service_settings
-from benchmarks.eval_photos import balanced_accuracy
 from benchmarks.gate import Faces, one_face, photo_faces, scores, val_sets
 from model_store import Predictor, to_uint8_face
 from model_store.store import newest, scan
 from service.detection.align import FaceCropper
-from training.reports import classification_metrics
 
 VAL_TOLERANCE = 0.005  # accuracy a val set may lose against the base
 COST_BOUND = 2.5  # the default's cost per face over the fast model's, at most
@@ -62,12 +60,17 @@ def accuracy_rows(predictor: Predictor, photos: Faces, val_limit: int | None) ->
         pred = r.pop("pred")
         r["recall"] = {labels[k]: float(np.mean(pred[targets == k] == k)) for k in np.unique(targets)}
         if name == "photos":
-            one_hot = np.eye(len(labels), dtype=np.float32)[pred] * 20.0  # its labels, as logits
-            metrics = classification_metrics(one_hot, targets, labels, 1.0)
-            enough = np.bincount(targets).max() >= PHOTO_SUPPORT  # a few photos (--photos-limit): every label
-            r["balanced_accuracy"] = balanced_accuracy(metrics, PHOTO_SUPPORT if enough else 1)[0]
+            r["balanced_accuracy"] = mean_recall(pred, targets, PHOTO_SUPPORT)
         rows[name] = r
     return rows
+
+
+def mean_recall(pred: np.ndarray, targets: np.ndarray, min_support: int) -> float:
+    """Balanced accuracy as ``benchmarks.eval_photos`` counts it: the mean recall over the labels with at least
+    ``min_support`` faces (over every label present when none has that many, as with ``--photos-limit``)."""
+    counts = np.bincount(targets)
+    counted = np.flatnonzero(counts >= min(min_support, counts.max()))
+    return float(np.mean([np.mean(pred[targets == k] == k) for k in counted]))
 
 
 def cost(runs: dict[str, Predictor], photos: Faces, limit: int) -> dict[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import candidate
@@ -77,3 +78,10 @@ def test_a_copy_of_the_default_is_judged_equal_to_it(tmp_path, monkeypatch, caps
     assert out["verdict"]["rafdb_val within 0.5 point"] and out["verdict"]["photos' balanced accuracy no lower"]
     assert json.loads((tmp_path / "candidate.json").read_text())["verdict"] == out["verdict"]
     assert (tmp_path / "candidate.png").exists() and "per photo face" in capsys.readouterr().out
+
+
+def test_the_photos_balanced_accuracy_counts_labels_with_enough_photos():
+    targets = np.array([0] * 100 + [1] * 100 + [2] * 3)
+    pred = np.array([0] * 100 + [0] * 50 + [1] * 50 + [2] * 3)  # label 1 half right, label 2 all right
+    assert candidate.mean_recall(pred, targets, 100) == pytest.approx(0.75)  # label 2 has too few photos
+    assert candidate.mean_recall(pred[-6:], targets[-6:], 100) == pytest.approx(1.0)  # none has 100: every label
