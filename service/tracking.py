@@ -59,6 +59,11 @@ class AnyFace:
         return None
 
 
+# A track outlives this many of the sampling's intervals unmatched, however far apart they are: consecutive
+# samples always continue it, one missed sample only within max_gap_s.
+GAP_SAMPLES = 1.5
+
+
 @dataclass
 class _Track:
     track_id: int
@@ -71,7 +76,9 @@ class _Track:
 class IouTracker:
     """Matches each frame's boxes to live tracks by IoU (or, failing that, a close centroid), greedily by score.
 
-    A track not matched for more than ``max_gap_s`` seconds ends, and so does every track at a ``cut`` and a track
+    A track not matched for more than ``max_gap_s`` seconds ends (or, where frames come further apart, for more than
+    ``GAP_SAMPLES`` of their intervals: at 0.5 samples a second a still face stays one track), and so does every
+    track at a ``cut`` and a track
     whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later gets a new id. Ended tracks are
     kept in ``finished`` unless ``keep_finished`` is off (a live stream, which may run for hours).
     """
@@ -90,6 +97,7 @@ class IouTracker:
         self.live: list[_Track] = []
         self.finished: list[_Track] = []
         self._next_id = 1
+        self._last_t: float | None = None  # the previous update's time (the sampling's interval)
 
     def _end(self, tracks: list[_Track]) -> None:
         for track in tracks:
@@ -110,10 +118,17 @@ class IouTracker:
         distance = centroid_distance(track.box, box)
         return 1.0 - distance if distance <= self.max_centroid else 0.0
 
+    def _allowed_gap(self, t: float) -> float:
+        """Seconds a track may go unmatched: ``max_gap_s``, or ``GAP_SAMPLES`` of the interval since the last
+        update where frames come further apart than that allows (a low ``sample_fps``, a slide show)."""
+        interval = 0.0 if self._last_t is None else t - self._last_t
+        return max(self.max_gap, GAP_SAMPLES * interval)
+
     def update(self, t: float, boxes: list[Box], frame: np.ndarray | None = None) -> list[int]:
         """Assign a track id to each box of the frame at time ``t``; returns the ids in box order. ``frame`` is
         what the identity check looks at."""
-        self._end([tr for tr in self.live if t - tr.last_t > self.max_gap])
+        self._end([tr for tr in self.live if t - tr.last_t > self._allowed_gap(t)])
+        self._last_t = t
         pairs = sorted(
             ((self._score(tr, b), ti, bi) for ti, tr in enumerate(self.live) for bi, b in enumerate(boxes)),
             reverse=True,

@@ -62,9 +62,19 @@ def test_tracker_keeps_the_id_at_exactly_max_gap():
 def test_tracker_gives_a_new_id_after_a_gap_over_max_gap():
     tracker = IouTracker(max_gap_s=1.5)
     assert tracker.update(0.0, [(100, 100, 50, 50)]) == [1]
+    for t in (0.4, 0.8, 1.2):  # samples without the face
+        assert tracker.update(t, []) == []
     assert tracker.update(1.6, [(100, 100, 50, 50)]) == [2]
     assert [t.track_id for t in tracker.finished] == [1]
     assert [t.track_id for t in tracker.live] == [2]
+
+
+def test_at_a_low_sample_rate_consecutive_samples_continue_a_track_and_a_missed_one_ends_it():
+    tracker = IouTracker(max_gap_s=1.5)  # samples 2 s apart: every gap is over max_gap_s
+    assert [tracker.update(t, [(100, 100, 50, 50)]) for t in (0.0, 2.0, 4.0)] == [[1], [1], [1]]
+    assert tracker.update(6.0, []) == []  # missed once: 4 s since the face, 3 s allowed (1.5 samples)
+    assert tracker.update(8.0, [(100, 100, 50, 50)]) == [2]
+    assert [t.track_id for t in tracker.finished] == [1]
 
 
 def test_tracker_matches_by_centroid_when_iou_is_below_threshold():

@@ -74,6 +74,14 @@ def test_face_leaving_and_returning_keeps_or_reacquires_track(client, face_photo
         assert first["track_id"] != second["track_id"] and second["first_seen"] >= 1.5 + gap - 0.21
 
 
+def test_a_low_sample_rate_keeps_a_still_face_in_one_track(client, face_photo, tmp_path):
+    """Samples 2 s apart (sample_fps=0.5, as for hours of footage) are further apart than a track's 1.5 s of grace:
+    each sample was a track of its own before; consecutive samples now continue one."""
+    clip = write_clip(tmp_path / "slow.mp4", [Appearance(face_photo, 0, 8.0, (150, 80))], 8.0, fps=10)
+    tracks = post_video(client, clip, "sample_fps=0.5").json()["tracks"]
+    assert len(tracks) == 1 and [p["t"] for p in tracks[0]["timeline"]] == [0.0, 2.0, 4.0, 6.0]
+
+
 def test_two_people_get_two_tracks_ordered_by_presence(client, face_photo, tmp_path):
     small = cv2.resize(face_photo, None, fx=0.8, fy=0.8)
     clip = write_clip(

@@ -71,6 +71,16 @@ def test_an_intact_clip_has_no_gaps(clips):
     assert len(times) == 50 and info.frames_decoded == FRAMES and info.gaps == [] and info.readable_share == 1.0
 
 
+def test_a_header_rate_that_is_a_time_base_is_measured_from_the_frames(tmp_path, face_photo):
+    """A rate of 1000 and over is taken for a container's time base (browsers' WebM says 1000), so the frames'
+    own timestamps time the clip: 60 intact frames 1 ms apart are 0.06 s with no gap, not 60 frames of 0.2 s of
+    which 59 went missing (a 422 before)."""
+    path = write_clip(tmp_path / "fast.mp4", [Appearance(face_photo, 0, 0.06, (20, 20))], 0.06, fps=1000)
+    times, info = sample(path)
+    assert info.fps == 0.0 and info.frames_decoded == 60 and info.gaps == [] and info.readable_share == 1.0
+    assert times == [0.0] and info.duration == pytest.approx(0.06) and info.span_frames == 60
+
+
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
 def test_decoding_reads_past_unreadable_frames_to_the_end(clips, where):
     times, info = sample(clips(where))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ FAILED_RUN_AT_END = 50  # failed grabs in a row, past the header's frame count, 
 # FFmpeg's decoding threads per video. One: decoding runs beside the scan's detection, and FFmpeg's default (one per
 # core) spent 0.82 s of CPU on the benchmark clip's 900 frames against 0.54 s on one thread, time detection needs.
 DECODE_THREADS = 1
+MEASURED_INTERVALS = 25  # frame intervals timed from the stream when its header gives no usable frame rate
 MAX_FAILED_RUN = 10_000  # failed grabs in a row taken as the end anywhere (400 s of 25 fps video unreadable)
 
 
@@ -180,11 +182,28 @@ class FrameSampler:
         width, height = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         frame_count = int(count) if math.isfinite(count) and 0 < count < 1e9 else 0
         self.info = VideoInfo(fps, width, height, duration, frame_count)
-        self.frame_step = 1.0 / (fps or sampling.sample_fps)
+        self.intervals: list[float] = []  # between the first frames' timestamps, where the header has no rate
         self.found: list[Gap] = []  # every unreadable run met, before clipping to the analysed span
         self.last_t: float | None = None  # the last frame grabbed
         self.read_until: float | None = None  # where reading stopped short of the end (end option, frame cap)
         self.ended, self.skipped, self.sampled = False, 0, 0
+
+    @property
+    def frame_step(self) -> float:
+        """Seconds from one frame to the next: the header's rate; without one (none given, or 1000 and over: a
+        container's time base, not a frame rate), the median interval between the first frames' timestamps; before
+        any, the sampling's step."""
+        if self.info.fps:
+            return 1.0 / self.info.fps
+        if self.intervals:
+            return statistics.median(self.intervals)
+        return 1.0 / self.sampling.sample_fps
+
+    def _timed(self, t: float) -> None:
+        """Note the interval from the last frame to this one (``t``), while the rate is being measured."""
+        measuring = not self.info.fps and len(self.intervals) < MEASURED_INTERVALS
+        if measuring and not self.skipped and self.last_t is not None and t > self.last_t:
+            self.intervals.append(t - self.last_t)
 
     def _grab(self, index: int, stop: threading.Event) -> bool:
         """Advance one frame; on failure, go on past unreadable frames until one decodes, the stream has ended or
@@ -223,6 +242,7 @@ class FrameSampler:
                 if s.end is not None and t > s.end:
                     self.read_until = s.end
                     break
+                self._timed(t)
                 self.last_t = t
                 if t + 1e-6 < next_t:
                     info.decode_seconds += time.perf_counter() - started
@@ -282,7 +302,7 @@ class FrameSampler:
         if self.info.frames_decoded == 0:
             raise InvalidInput("no frame of the video could be decoded")
         info = self.info
-        info.duration = info.duration or (info.last_index + 1) / (info.fps or self.sampling.sample_fps)
+        info.duration = info.duration or (info.last_index + 1) * self.frame_step
         if self.sampled == 0 and self.sampling.start > 0 and self.sampling.start >= info.duration:
             raise past_the_end(self.sampling.start, info.duration)  # a header without a duration said nothing
         self._account()
