@@ -35,6 +35,8 @@ class Options:
     min_face_size: int | None  # also how small a face detection searches for
     whole_image_fallback_max_side: int
     close_up_padding: float = 0.0  # photos only: the second, padded scan (``detection.close_up_faces``)
+    finer_look: int = 0  # photos only: a large one with no face found is scanned again down to 1/N of its side
+    finer_look_from: int = 1280  # longest side (px) from which a photo gets that finer look
     sample_fps: float = 5.0
     max_frames: int = 3000
     start: float = 0.0
@@ -87,6 +89,8 @@ def resolve_options(
         min_face_size=requested.min_face_size or settings.detector.min_face_size,
         whole_image_fallback_max_side=settings.detector.whole_image_fallback_max_side,
         close_up_padding=settings.detector.close_up_padding,
+        finer_look=settings.detector.finer_look,
+        finer_look_from=settings.detector.finer_look_from,
         sample_fps=requested.sample_fps,
         max_frames=_capped(requested.max_frames, caps.max_frames, True)
         if capped

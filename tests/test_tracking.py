@@ -5,6 +5,7 @@ by a fake detector that records what it is asked."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -209,6 +210,19 @@ def test_close_up_scan_maps_boxes_back_and_clips_them_to_the_photo():
     assert face == Detection(0, 0, 45, 45, 0.8)  # (10 - 25, 20 - 25) clipped to the photo's corner
     assert close_up_faces(detector, image[:, :, 0], 0.25)[0] == face  # gray photos too
     assert close_up_faces(detector, image, 0.0) == [] and len(detector.seen) == 2  # 0 = off, nothing scanned
+
+
+def test_a_large_photos_close_up_scan_borders_a_shrunk_copy_and_maps_boxes_back():
+    class LargeBox(BorderSeeing):
+        def detect(self, image, min_face=None):
+            self.asked = min_face
+            return [replace(face, x=200, y=250, width=300, height=280) for face in super().detect(image)]
+
+    image = np.zeros((3000, 4096, 3), np.uint8)  # 4 times CLOSE_UP_SIDE: bordered at 750 x 1024
+    detector = LargeBox()
+    (face,) = close_up_faces(detector, image, 0.25, min_face=400)
+    assert detector.seen == [(1262, 1536, 3)] and detector.asked == 100  # a 256-pixel border; 400 px is 100 there
+    assert face == Detection(0, 0, 976, 1096, 0.8)  # ((200 - 256) * 4, (250 - 256) * 4), 1200 x 1120, clipped
 
 
 def test_close_up_scan_drops_a_box_wholly_in_the_border():

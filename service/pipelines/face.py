@@ -65,14 +65,25 @@ class FacePipeline:
         return [picture.to_image(f) for f in self._find(picture.view, opts)]
 
     def _find(self, image: np.ndarray, opts: Options) -> list[Detection]:
-        """Faces at least ``min_face_size`` large, at most ``max_faces``; a picture with none found gets a padded
-        second scan, then (if small) is taken whole."""
+        """Faces at least ``min_face_size`` large, at most ``max_faces``; a picture with none found gets a finer
+        look (if large), then a padded second scan, then (if small) is taken whole."""
         smallest = opts.min_face_size
-        found = self.detector.detect(image, smallest) or close_up_faces(
-            self.detector, image, opts.close_up_padding, smallest
+        found = (
+            self.detector.detect(image, smallest)
+            or self._finer_look(image, opts)
+            or close_up_faces(self.detector, image, opts.close_up_padding, smallest)
         )
         found = whole_image_if_small(image, found, opts.whole_image_fallback_max_side)
         return [f for f in found if smallest is None or min(f.width, f.height) >= smallest][: opts.max_faces]
+
+    def _finer_look(self, image: np.ndarray, opts: Options) -> list[Detection]:
+        """A large photo (a phone's) in which the first scan, at the detector's usual scale, found no face: scanned
+        again for faces down to 1/``finer_look`` of its longest side, which that scan is too coarse to see. Not
+        when the request set ``min_face_size``: the first scan looked that deep already."""
+        side = max(image.shape[:2])
+        if not opts.finer_look or side < opts.finer_look_from or opts.min_face_size is not None:
+            return []
+        return self.detector.detect(image, max(1, side // opts.finer_look))
 
     def cut(self, image: np.ndarray, box: tuple[int, int, int, int], spec: InputSpec, opts: Options) -> np.ndarray:
         """One face of a photo (``box`` in its pixels) cut as ``prepare_image`` cuts it: inside the photo's bars."""
