@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from service.detection.base import Detection, FaceDetector, close_up_faces, whole_image_if_small
+from service.detection.base import Detection, FaceDetector, whole_image_if_small
 from service.detection.dlib_hog import DlibHogDetector
+from service.detection.looks import close_up_faces
 from service.detection.registry import DETECTORS
 from service.detection.settings import DetectorSettings
 
