@@ -65,6 +65,7 @@ class FaceFollower:
         # a still picture's whole-frame passes put off (needs the shot detector's thumbnails)
         self.watch = QuietWatch(ROI_CONTEXT) if opts.quiet_passes and opts.cut_threshold is not None else None
         self.frames = 0  # frames followed so far (the cadence counts them)
+        self.size: tuple[int, ...] | None = None  # the last frame's height and width
         self.find_bars = opts.find_bars
         self.bars: tuple[tuple[int, ...], Box] | None = None  # the frame size it was looked for at, the picture
 
@@ -73,7 +74,9 @@ class FaceFollower:
         frames (default: the options' ``full_detect_every``). Faces are found and cut inside the frame's flat bars
         (``opts.find_bars``), their boxes kept in the frame's pixels."""
         cut = self.shots.is_cut(frame, compare=bool(self.tracker.live), blocks=self.watch is not None)
-        if cut:
+        resized, self.size = self.size is not None and frame.shape[:2] != self.size, frame.shape[:2]
+        if cut or resized:  # a stream's frames change size when a phone turns: old boxes mean nothing in the new ones
+            cut = True
             self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
         picture, live = self._picture(frame, cut), self.tracker.live
         # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
