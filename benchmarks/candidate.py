@@ -18,14 +18,12 @@ version, the fast model and the detector too (copy them from ``model_store``).
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from benchmarks import find_entry, pyplot, save_report, served_predictor, service_settings
-from benchmarks.gate import Faces, one_face, photo_faces, scores, val_sets
+from benchmarks.gate import Faces, photo_faces, scores, timing, val_sets
 from model_store import Predictor, to_uint8_face
 from model_store.store import newest, scan
 from service.detection.align import FaceCropper
@@ -74,12 +72,8 @@ def mean_recall(pred: np.ndarray, targets: np.ndarray, min_support: int) -> floa
 
 
 def cost(runs: dict[str, Predictor], photos: Faces, limit: int) -> dict[str, float]:
-    """Mean ms per photo face (crop + preprocess + model), the runs interleaved face by face."""
-    cropper, ms = FaceCropper(), {k: [] for k in runs}
-    for image, box, _ in tqdm(photos[:limit], desc="per face", unit="face"):
-        for name, predictor in runs.items():
-            ms[name].append(one_face(predictor, cropper, image, box))
-    return {name: statistics.fmean(v) for name, v in ms.items()}
+    """Mean ms per photo face (crop + preprocess + model), the runs interleaved face by face (``gate.timing``)."""
+    return {name: c["ms_per_face_mean"] for name, c in timing(runs, photos, limit).items()}
 
 
 def verdict(base: dict[str, dict], candidate: dict[str, dict], ms: dict[str, float]) -> dict[str, bool]:

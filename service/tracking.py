@@ -78,9 +78,9 @@ class IouTracker:
 
     A track not matched for more than ``max_gap_s`` seconds ends (or, where frames come further apart, for more than
     ``GAP_SAMPLES`` of their intervals: at 0.5 samples a second a still face stays one track), and so does every
-    track at a ``cut`` and a track
-    whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later gets a new id. Ended tracks are
-    kept in ``finished`` unless ``keep_finished`` is off (a live stream, which may run for hours).
+    track at a ``cut`` and a track whose match ``identity`` vetoed (see ``IdentityCheck``); a face seen again later
+    gets a new id. Ended tracks are kept in ``finished`` unless ``keep_finished`` is off (a live stream, which may run
+    for hours).
     """
 
     def __init__(

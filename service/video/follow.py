@@ -73,10 +73,11 @@ class FaceFollower:
         """The faces of the next sampled frame, at time ``t`` (seconds); ``every``: a full-frame pass every that many
         frames (default: the options' ``full_detect_every``). Faces are found and cut inside the frame's flat bars
         (``opts.find_bars``), their boxes kept in the frame's pixels."""
-        cut = self.shots.is_cut(frame, compare=bool(self.tracker.live), blocks=self.watch is not None)
-        resized, self.size = self.size is not None and frame.shape[:2] != self.size, frame.shape[:2]
-        if cut or resized:  # a stream's frames change size when a phone turns: old boxes mean nothing in the new ones
-            cut = True
+        # a stream's frames change size when a phone turns: old boxes mean nothing in the new ones, as after a cut
+        resized = self.size is not None and frame.shape[:2] != self.size
+        self.size = frame.shape[:2]
+        cut = self.shots.is_cut(frame, compare=bool(self.tracker.live), blocks=self.watch is not None) or resized
+        if cut:
             self.tracker.cut()  # nothing is live now: the frame gets a whole-frame pass
         picture, live = self._picture(frame, cut), self.tracker.live
         # a track whose picture changed is searched, not carried forward (a carried box would be no face, or another)
