@@ -72,3 +72,13 @@ def test_a_phone_photo_of_a_face_a_tenth_of_its_side_is_found(client, face_photo
     (face,) = body["faces"]
     box = face["box"]
     assert body["width"] == 4032 and box["x"] >= 1500 and box["x"] + box["width"] <= 1950 and box["width"] > 300
+
+
+@pytest.mark.parametrize(("width", "height"), [(4000, 3), (3, 4000), (9000, 16), (2, 3000)])
+def test_a_strip_keeps_a_row_through_the_block_step_and_is_answered(client, width, height):
+    """The block step took its factor from the long side alone: a 4000 x 3 strip shrunk to no rows, a 500."""
+    strip = cv2.resize(background(640, 480), (width, height), interpolation=cv2.INTER_AREA)
+    assert min(rescaled(strip, 320 / max(width, height)).shape[:2]) >= 1
+    data = cv2.imencode(".png", strip)[1].tobytes()
+    response = client.post("/predict/image", content=data, headers={"content-type": "image/png"})
+    assert response.status_code == 200 and response.json()["width"] == width

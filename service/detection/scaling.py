@@ -39,8 +39,8 @@ def rescaled(image: np.ndarray, scale: float) -> np.ndarray:
         return image
     h, w = image.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if scale < 1 / AREA_STEP_FROM:
-        step = int(1 / scale) // 2
+    step = min(int(1 / scale) // 2, h, w) if scale < 1 / AREA_STEP_FROM else 1  # a strip keeps a row
+    if step > 1:
         image = cv2.resize(image, None, fx=1 / step, fy=1 / step, interpolation=cv2.INTER_AREA)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
