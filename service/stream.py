@@ -13,6 +13,7 @@ Real time, not a queue: a one-slot ``Mailbox`` holds the newest frame not yet an
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -32,7 +33,7 @@ from emotion_client.stream_messages import (
 )
 from model_store import Predictions, Prepared
 from service.config import QualitySettings, Settings
-from service.errors import ServiceError, WrongModelKind
+from service.errors import InvalidInput, ServiceError, WrongModelKind
 from service.imaging import decode_image
 from service.metrics import Metrics
 from service.options import Options, Requested, resolve_options
@@ -58,6 +59,20 @@ from service.video.tracks import TrackState
 DEFAULT_STEP_S = 0.2  # what one sample covers in a segment before the session's frame rate is known
 RATE_WINDOW = 8  # gaps between analysed frames the frame rate is the median of
 ENDED_TRACKS_KEPT = 256  # ended tracks a summary still lists (the oldest go first): a session's memory stays bounded
+
+
+# A frame's capture time is seconds: since the epoch (1.8e9 now) or since the stream began. One far past that
+# (milliseconds sent as seconds, a garbage clock) would become every later frame's time, as times never go back.
+MAX_CAPTURE_S = 1e10
+
+
+def check_time(t: float) -> None:
+    """Refuse a capture time that cannot be seconds; the session goes on without that frame."""
+    if not (math.isfinite(t) and 0 <= t <= MAX_CAPTURE_S):
+        raise InvalidInput(
+            f"the frame's capture time {t!r} is not seconds from 0 to {MAX_CAPTURE_S:g} (time.time(), or since the "
+            "stream began); the frame was not analysed"
+        )
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,7 @@ class StreamSession:
 
     def _follow(self, frame: Frame) -> Followed:
         """Decode, follow the faces, cut and prepare them (one worker-thread hop); a frame's time never goes back."""
+        check_time(frame.t)
         image = decode_image(frame.data, self.max_pixels)
         t = round(frame.t, 3) if self.last_t is None else max(round(frame.t, 3), self.last_t)
         self.last_t = t

@@ -203,6 +203,23 @@ def test_a_bad_frame_gets_an_error_and_the_next_one_a_result(keyed, walk):
     assert summary.frames.model_dump() == {"received": 3, "analysed": 2, "bad": 1, "dropped": 0}
 
 
+@pytest.mark.parametrize("bad", [1e300, 1.7e12, -2.0, float("nan"), float("inf")])
+def test_a_capture_time_that_is_not_seconds_gets_an_error_and_later_times_stay_true(keyed, walk, bad):
+    """Times never go back, so one garbage time (or milliseconds sent as seconds) once became every later frame's."""
+    with session(keyed, key=KEY) as ws:
+        start(ws)
+        ws.send(frame_message(walk[0], 0.0))
+        result(ws)
+        ws.send(frame_message(walk[1], bad))
+        error = recv(ws)
+        assert error["type"] == "error" and error["seq"] == 1 and "capture time" in error["detail"]
+        ws.send(frame_message(walk[2], 0.4))
+        assert result(ws)["t"] == 0.4
+        send_json(ws, {"type": "summary"})
+        summary = StreamSummary.model_validate(recv(ws))
+    assert summary.frames.bad == 1 and summary.tracks[0].last_seen == 0.4
+
+
 def test_summary_and_close_controls(keyed, walk):
     with session(keyed, key=KEY) as ws:
         start(ws, smoothing=0.5)

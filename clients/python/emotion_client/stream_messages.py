@@ -37,7 +37,8 @@ CLOSE_TRY_AGAIN = 1013  # ``max_sessions`` sessions are live; try again later
 
 
 def pack_frame(image: bytes, t: float | None = None) -> bytes:
-    """A frame message: the encoded image, with its capture time (seconds, any origin) in front when given."""
+    """A frame message: the encoded image, with its capture time in front when given (seconds from 0 to 1e10:
+    ``time.time()``, or since the stream began; the server refuses a frame with any other)."""
     return image if t is None else FRAME_TIME_MAGIC + struct.pack("<d", t) + image
 
 

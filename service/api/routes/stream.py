@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 from typing import NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -213,7 +212,7 @@ class Connection:
             if message.get("bytes") is not None:
                 image, t = unpack_frame(message["bytes"])
                 session.received()
-                at = t if t is not None and math.isfinite(t) else session.clock()
+                at = session.clock() if t is None else t  # a capture time is checked with the frame
                 if mailbox.put(Frame(self.seq, image, at)):
                     session.dropped()
                 self.seq += 1
