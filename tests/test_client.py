@@ -104,6 +104,24 @@ def test_several_files_give_a_json_list_in_order_with_progress_on_stderr(server,
     assert json.loads(faces.stdout) == [api(server, "/predict/face", crop.read_bytes())] * 2
 
 
+def test_a_folder_is_its_images_recursively_and_always_a_json_list(server, photos, tmp_path):
+    """A folder of photos is the common input; the CLI sent the folder itself and failed ("Is a directory")."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.JPG").write_bytes(photos[1].read_bytes())
+    (tmp_path / "sub" / "a.jpg").write_bytes(photos[0].read_bytes())
+    (tmp_path / "notes.txt").write_text("not a photo")
+    result = cli("predict", str(tmp_path), "--json", "--url", server, "--api-key", KEY)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [api(server, "/predict/image", p.read_bytes()) for p in photos[1::-1]]
+    (tmp_path / "sub" / "a.jpg").unlink()
+    (tmp_path / "b.JPG").unlink()
+    alone = cli("face", str(tmp_path), "--json", "--url", server, "--api-key", KEY)
+    assert alone.returncode == 1 and "no images" in alone.stderr and "no image files to send" in alone.stderr
+    (tmp_path / "c.png").write_bytes(cv2.imencode(".png", cv2.imread(str(photos[0])))[1].tobytes())
+    one = cli("face", str(tmp_path), "--json", "--url", server, "--api-key", KEY)
+    assert one.returncode == 0 and isinstance(json.loads(one.stdout), list), one.stderr
+
+
 def test_table_output_names_each_face_and_its_label(server, photos, crop):
     result = cli("predict", str(photos[0]), "--url", server, "--api-key", KEY)
     assert result.returncode == 0, result.stderr

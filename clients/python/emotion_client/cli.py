@@ -1,13 +1,13 @@
 """emotion: the facial emotion service from the command line.
 
-    emotion predict PHOTO... [--json] [--url URL]     every face in photos
+    emotion predict PHOTO... [--json] [--url URL]     every face in photos (a folder: its images, recursively)
     emotion face CROP...                              already-cropped faces
     emotion video CLIP [--wait]                       timelines (--wait: as a background job, with progress)
     emotion watch SOURCE [--summary out.json]         a live session: camera index, video file or stream URL
     emotion models | emotion health
 
-A table by default; ``--json`` prints the API's JSON untouched (one object for one file, a list for several,
-error answers included). The exit status is 1 when anything failed, with the reason on stderr.
+A table by default; ``--json`` prints the API's JSON untouched (one object for one file, a list for several or
+for a folder, error answers included). The exit status is 1 when anything failed, with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = sub.add_parser("predict", parents=[common], help="detect and classify every face in photos")
-    predict.add_argument("files", nargs="+", metavar="PHOTO")
+    predict.add_argument("files", nargs="+", metavar="PHOTO", help="image files, or folders searched recursively")
     _model_options(predict)
     _face_options(predict)
     face = sub.add_parser("face", parents=[common], help="classify already-cropped faces (no detection)")
-    face.add_argument("files", nargs="+", metavar="CROP")
+    face.add_argument("files", nargs="+", metavar="CROP", help="image files, or folders searched recursively")
     _model_options(face)
     video = sub.add_parser("video", parents=[common], help="per-face emotion timelines of a clip")
     video.add_argument("clip", metavar="CLIP")
@@ -115,17 +115,40 @@ def _describe(exc: BaseException) -> str:
 
 
 def _emit(args: argparse.Namespace, answers: list[Any], render: Callable[[list[Any]], str]) -> None:
-    """The JSON (one object for one input, a list for several) or the rendered table, on stdout."""
+    """The JSON (one object for one file named, a list for several or for a folder) or the rendered table."""
     if getattr(args, "json", False):
-        print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
+        one = len(answers) == 1 and not any(Path(p).is_dir() for p in getattr(args, "files", ()))
+        print(json.dumps(answers[0] if one else answers, indent=2))
     else:
         print(render(answers))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}  # what the service decodes
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Each path as given, a folder replaced by its image files (recursively, sorted; others skipped): a folder
+    of photos is the common input, and the service would refuse the folder itself."""
+    files: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            _error(f"{path}: a folder with no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        files += found
+    return files
 
 
 def _per_file(client: EmotionClient, args: argparse.Namespace, make_call: Callable[[str], calls.Call]) -> tuple:
     """Each file's answer (the error's JSON for a refused one), in order, with a progress bar for several."""
     answers, failed = [], 0
-    for path in tqdm(args.files, desc=args.command, unit="file", file=sys.stderr, disable=len(args.files) < 2):
+    files = expand(args.files)
+    if not files:
+        raise EmotionError("no image files to send")
+    for path in tqdm(files, desc=args.command, unit="file", file=sys.stderr, disable=len(files) < 2):
         try:
             answers.append((path, client.json(make_call(path))))
         except EmotionConnectionError:
