@@ -32,9 +32,11 @@ from service.options import Requested, resolve_options
 from service.pipelines import Pipelines, build_pipelines
 from service.registry import LoadedModel, ModelRegistry
 from service.schemas import ImagePredictionResponse, VideoPredictionResponse, image_response, video_response
-from service.video.decode import sniff_video
+from service.video.decode import SNIFF_BYTES, sniff_video
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv"}
+IMAGES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEOS = {".mp4", ".mov", ".m4v", ".avi", ".webm", ".mkv", ".ts", ".mts", ".m2ts"}
+SUFFIXES = IMAGES | VIDEOS
 MAX_PLOTTED_TRACKS = 6
 
 
@@ -200,7 +202,7 @@ def summary_row(source: str, result: BaseModel | None, error: str | None) -> dic
 async def score_file(path: Path, name: str, model: LoadedModel, pipelines: Pipelines, settings: Settings, args):
     """Score one input and write its JSON, CSV and PNG; raises ServiceError or OSError on bad input."""
     with path.open("rb") as f:
-        head = f.read(16)
+        head = f.read(SNIFF_BYTES)
     result: BaseModel
     if sniff_video(head):
         result = video_response(await score_video(path, model, pipelines, settings, args))

@@ -157,6 +157,18 @@ def test_bad_video_gets_clear_4xx(client, data, status, fragment):
     assert response.status_code == status and fragment in response.json()["detail"]
 
 
+@pytest.mark.parametrize("suffix", ["ts", "m2ts"])
+def test_mpeg_ts_from_broadcast_cctv_and_camcorders_is_read_like_mp4(client, face_photo, tmp_path, suffix):
+    """MPEG-TS (188-byte packets) and camcorders' M2TS (192-byte) were refused as an unsupported container."""
+    appearances = [Appearance(face_photo, 0, 2, (100, 60))]
+    mp4 = post_video(client, write_clip(tmp_path / "c.mp4", appearances, 2.0)).json()
+    response = post_video(client, write_clip(tmp_path / f"c.{suffix}", appearances, 2.0), name=f"c.{suffix}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["duration_s"] == mp4["duration_s"] and body["frames_analyzed"] == mp4["frames_analyzed"] == 10
+    assert len(body["tracks"]) == len(mp4["tracks"]) == 1
+
+
 def test_video_limits_give_413(make_client, face_photo, tmp_path):
     clip = write_clip(tmp_path / "c.mp4", [Appearance(face_photo, 0, 3, (100, 60))], 3.0)
     too_long = make_client(max_video_duration_s=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import Request, UploadFile
 
 from service.errors import InputTooLarge, InvalidInput
-from service.video.decode import check_container
+from service.video.decode import SNIFF_BYTES, check_container
 
 CHUNK = 1 << 20
 # Set by MultipartCloseMiddleware on multipart requests: whether the body reached its closing boundary.
@@ -72,7 +72,7 @@ async def spool_upload(file: UploadFile, limit: int, directory: Path | None = No
         with os.fdopen(fd, "wb") as out:
             while chunk := await file.read(CHUNK):
                 if written == 0:
-                    check_container(chunk[:16])
+                    check_container(chunk[:SNIFF_BYTES])
                 written += len(chunk)
                 if written > limit:
                     raise InputTooLarge(f"video is larger than the {limit} byte limit")
