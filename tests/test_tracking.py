@@ -463,9 +463,9 @@ def test_faces_go_to_the_model_in_chunks_with_a_bound_on_those_in_flight(monkeyp
     scan = video.Scan(info=None)  # type: ignore[arg-type]
     scan.faces = [np.zeros((2, 2, 1), np.uint8)] * 75
     step._send(scan, whole_chunks_only=True)
-    assert sent == [32, 32] and scan.submitted == 64
+    assert sent == [32, 32] and scan.submitted == 64 and len(scan.faces) == 11  # sent faces leave the scan
     step.finish(scan)
-    assert sent == [32, 32, 11] and scan.submitted == 75 and len(scan.pending) == 3
+    assert sent == [32, 32, 11] and scan.submitted == 75 and len(scan.pending) == 3 and scan.faces == []
     monkeypatch.setattr(video, "STREAM_IN_FLIGHT", 1)
     scan.faces += [np.zeros((2, 2, 1), np.uint8)] * 32
     unfinished = scan.pending[1]  # the scan must wait for it before sending more
