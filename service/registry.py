@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -100,22 +100,22 @@ class LoadedModel:
             outputs = await asyncio.to_thread(self.predictor.run, prepared.x, eligible)
         return self.predictor.postprocess(outputs, prepared)
 
-    async def infer_faces(self, faces: np.ndarray) -> Predictions:
-        """Predictions for model-sized uint8 faces (``N x H x W x C``), normalised (and mirrored) before the model
-        call and post-processed after it in the batcher's worker thread, so the caller's thread (a video scan, which
-        is the critical path beside the decoder) pays for neither."""
-        if not len(faces):
+    async def infer_crops(self, crops: Sequence[np.ndarray]) -> Predictions:
+        """Predictions for face crops of any size, resized to the model's input, normalised (and mirrored) before
+        the model call and post-processed after it in the batcher's worker thread, so the caller's thread (a video
+        scan, which is the critical path beside the decoder) pays for none of it."""
+        if not len(crops):
             return self.predictor.empty()
         predictor, made = self.predictor, []
 
         def rows() -> np.ndarray:
-            made.append(predictor.prepare_faces(faces))
+            made.append(predictor.prepare(crops))
             return made[0].x
 
         def finish(outputs: dict[str, np.ndarray]) -> Predictions:
             return predictor.postprocess(outputs, made[0])
 
-        return await self.run_work(rows, finish, len(faces) * (2 if predictor.paired else 1))
+        return await self.run_work(rows, finish, len(crops) * (2 if predictor.paired else 1))
 
     async def run_work(self, rows: Callable[[], np.ndarray], finish: Callable[[Outputs], T], size: int) -> T:
         """``finish`` of the model's outputs for ``rows()`` (``size`` rows), both in the batcher's worker thread

@@ -380,28 +380,34 @@ def test_concurrent_first_requests_load_the_model_once(store_copy):
     assert metrics.model_loads.labels(model=models[0].manifest.key)._value.get() == 1
 
 
-def test_faces_are_prepared_in_the_models_worker_with_the_same_answers(store_copy):
-    """``LoadedModel.infer_faces`` (a video scan's chunks) normalises, mirrors and post-processes in the batcher's
-    thread: concurrent chunks answer as ``Predictor`` does, and so does a chunk sent after the batcher closed (a model
-    unloaded meanwhile)."""
+def test_crops_are_resized_and_prepared_in_the_models_worker_with_the_same_answers(store_copy):
+    """``LoadedModel.infer_crops`` (a video scan's chunks) resizes, normalises, mirrors and post-processes in the
+    batcher's thread: concurrent chunks answer as ``Predictor`` does, and so does a chunk sent after the batcher
+    closed (a model unloaded meanwhile)."""
     rng = np.random.default_rng(5)
+
+    def crops(n: int) -> list[np.ndarray]:
+        return [rng.integers(0, 256, (side, side + 3, 3), np.uint8) for side in rng.integers(40, 300, n)]
 
     async def scenario():
         registry = ModelRegistry(Settings(_env_file=None, store_path=store_copy), Metrics())
         model = await registry.get()
-        spec = model.predictor.image_spec
-        chunks = [rng.integers(0, 256, (n, spec.height, spec.width, spec.channels), np.uint8) for n in (3, 1, 2)]
-        served = await asyncio.gather(*(model.infer_faces(c) for c in chunks))
+        chunks = [crops(n) for n in (3, 1, 2)]
+        served = await asyncio.gather(*(model.infer_crops(c) for c in chunks))
         await model.batcher.close()
-        after_close = await model.infer_faces(chunks[0])
-        empty = await model.infer_faces(chunks[0][:0])
+        after_close = await model.infer_crops(chunks[0])
+        empty = await model.infer_crops([])
         await registry.close()
         return model.predictor, chunks, served, after_close, empty
 
     predictor, chunks, served, after_close, empty = asyncio.run(scenario())
     for chunk, preds in zip(chunks, served, strict=True):
-        np.testing.assert_allclose(preds.probabilities, predictor.predict_faces(chunk).probabilities, atol=1e-6)
-    np.testing.assert_allclose(after_close.probabilities, served[0].probabilities, atol=1e-6)
+        alone = predictor.predict(chunk)
+        # batched with the other chunks, a face's mirror pass may run in the whole graph instead of the gate's rest
+        # graph, which int8 quantises a little differently (model_store.gate: within 0.005, the same labels)
+        np.testing.assert_allclose(preds.probabilities, alone.probabilities, atol=5e-3)
+        assert preds.dominant == alone.dominant
+    np.testing.assert_allclose(after_close.probabilities, predictor.predict(chunks[0]).probabilities, atol=1e-6)
     assert len(empty.probabilities) == 0
 
 

@@ -443,6 +443,30 @@ def test_full_frame_pass_falls_back_to_the_whole_small_frame():
     assert FrameDetector(fake, options(whole_image_fallback_max_side=256)).detect(small, 1, [(10, 10, 50, 50)]) == []
 
 
+def test_large_crops_go_to_the_model_in_smaller_chunks(monkeypatch):
+    """Crops go as cut (the model's worker resizes them): a 4K close-up's are megabytes each, so a chunk goes once
+    STREAM_BYTES of them wait, and the chunks queued at the model stay small."""
+    from concurrent.futures import Future
+
+    import service.pipelines.video as video
+
+    sent: list[int] = []
+
+    def submit(crops: list[np.ndarray]) -> Future:
+        sent.append(len(crops))
+        future: Future = Future()
+        future.set_result(len(crops))
+        return future
+
+    step = video.FaceStep(FakeDetector(), None, None, options(), submit)  # type: ignore[arg-type]
+    scan = video.Scan(info=None)  # type: ignore[arg-type]
+    for _ in range(12):
+        scan.faces.append(np.zeros((1000, 1000, 3), np.uint8))  # 3 MB each: 16 MB is six of them
+        step._send(scan, whole_chunks_only=True)
+    assert sent == [6, 6] and scan.faces == [] and scan.submitted == 12
+    assert not step.follower.resize  # with a model to send to, faces are handed over as cut
+
+
 def test_faces_go_to_the_model_in_chunks_with_a_bound_on_those_in_flight(monkeypatch):
     """More than a chunk of faces at once is split; with STREAM_IN_FLIGHT chunks queued the scan waits for one."""
     from concurrent.futures import Future

@@ -35,6 +35,7 @@ from service.video.tracks import build_tracks
 CLASSIFY_CHUNK = 256  # samples per trip through the batcher
 STREAM_CHUNK = 32  # face models: faces sent to the model during the scan at a time (small, so the work overlaps)
 STREAM_IN_FLIGHT = 4  # chunks queued at the model at most: the scan waits rather than crowd out other requests
+STREAM_BYTES = 16 << 20  # a chunk goes early at this many bytes of crops (4K close-ups), so those queued stay small
 
 Progress = Callable[[float], None]
 
@@ -58,15 +59,16 @@ class Scan:
     people: TrackChips | None = None  # each track's best faces, for linking tracks into persons (linking on)
 
 
-Submit = Callable[[np.ndarray], Future]  # model-sized faces -> their Predictions, computed on the event loop
+Submit = Callable[[list[np.ndarray]], Future]  # face crops -> their Predictions, computed on the event loop
 
 
 class FaceStep:
     """Follow the faces of each sampled frame (``FaceFollower``: shot cuts, detection cadence, tracker, crops cut as
     the model expects) and collect them into the scan, one ``Sample`` each.
 
-    With ``submit`` (face models), every ``STREAM_CHUNK`` faces go to the model while the scan goes on, so
-    classifying overlaps decoding and detection; clip models need every face first and classify after the scan.
+    With ``submit`` (face models), faces go to the model as cut, every ``STREAM_CHUNK`` of them, while the scan goes
+    on: resizing them to the model's input, and classifying, overlap decoding and detection (the resize was a sixth
+    of the default's scan). Clip models need every face first, model-sized, and classify after the scan.
     """
 
     def __init__(
@@ -78,7 +80,8 @@ class FaceStep:
         submit: Submit | None = None,
         people: TrackChips | None = None,
     ) -> None:
-        self.follower, self.submit, self.people = FaceFollower(detector, cropper, spec, opts), submit, people
+        self.follower = FaceFollower(detector, cropper, spec, opts, resize=submit is None)  # crops go as cut
+        self.submit, self.people = submit, people
 
     def __call__(self, scan: Scan, t: float, index: int, frame: np.ndarray) -> None:
         for face in self.follower.follow(frame, t):
@@ -90,17 +93,22 @@ class FaceStep:
         self._send(scan, whole_chunks_only=True)
 
     def _send(self, scan: Scan, whole_chunks_only: bool) -> None:
-        """Faces not yet sent go to the model in chunks of at most ``STREAM_CHUNK`` and leave the scan (their
-        answers come back through ``scan.pending``; kept, the default's faces took 1.2 GB per face and hour of
-        video); with ``STREAM_IN_FLIGHT`` chunks still queued, this (the scan's) thread waits for the oldest."""
-        while self.submit is not None and len(scan.faces) >= (STREAM_CHUNK if whole_chunks_only else 1):
+        """Faces not yet sent go to the model in chunks of at most ``STREAM_CHUNK`` faces (fewer past
+        ``STREAM_BYTES``) and leave the scan: their answers come back through ``scan.pending`` (kept, the default's
+        faces took 1.2 GB per face and hour of video). With ``STREAM_IN_FLIGHT`` chunks still queued, this (the
+        scan's) thread waits for the oldest."""
+        while self.submit is not None and scan.faces and (self._full(scan.faces) or not whole_chunks_only):
             waiting = [f for f in scan.pending if not f.done()]
             if len(waiting) >= STREAM_IN_FLIGHT:
                 waiting[0].exception()  # blocks until it is done; its outcome is read after the scan
             n = min(STREAM_CHUNK, len(scan.faces))
-            scan.pending.append(self.submit(np.stack(scan.faces[:n])))
+            scan.pending.append(self.submit(scan.faces[:n]))
             del scan.faces[:n]
             scan.submitted += n
+
+    @staticmethod
+    def _full(faces: list[np.ndarray]) -> bool:
+        return len(faces) >= STREAM_CHUNK or sum(f.nbytes for f in faces) >= STREAM_BYTES
 
     def finish(self, scan: Scan) -> None:
         """The last faces go to the model (with ``submit``); the cadence's counts and the cuts go into the scan."""
@@ -178,8 +186,8 @@ class VideoPipeline:
             if model.predictor.is_clip_model:
                 return FaceStep(self.detector, self.cropper, spec, opts, people=people)
 
-            def submit(faces: np.ndarray) -> Future:  # from the scan's thread: prepared in the model's worker
-                return asyncio.run_coroutine_threadsafe(model.infer_faces(faces), loop)
+            def submit(crops: list[np.ndarray]) -> Future:  # from the scan's thread: resized in the model's worker
+                return asyncio.run_coroutine_threadsafe(model.infer_crops(crops), loop)
 
             return FaceStep(self.detector, self.cropper, spec, opts, submit, people)
 

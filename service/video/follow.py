@@ -42,7 +42,7 @@ class TrackedFace:
 
     detection: Detection
     track_id: int
-    face: np.ndarray  # uint8, the model's input size and channels
+    face: np.ndarray  # uint8, the model's input size and channels; as cut (a copy) for a follower without resize
     picture: PictureQuality
     crop_box: Box  # the box ``face`` was cut from: the track's smoothed box, or ``detection.box``
 
@@ -55,9 +55,17 @@ class FaceFollower:
     ``keep_finished=False`` (a live stream, which may run for hours) drops ended tracks instead of keeping them."""
 
     def __init__(
-        self, detector: FaceDetector, cropper: Cropper, spec: InputSpec, opts: Options, keep_finished: bool = True
+        self,
+        detector: FaceDetector,
+        cropper: Cropper,
+        spec: InputSpec,
+        opts: Options,
+        keep_finished: bool = True,
+        resize: bool = True,
     ) -> None:
-        self.finder, self.cropper, self.spec = FrameDetector(detector, opts), cropper, spec
+        """``resize=False`` hands faces over as cut, for the model's worker thread to resize: a video's scan thread
+        is its critical path, and the resize was a sixth of it for the default."""
+        self.finder, self.cropper, self.spec, self.resize = FrameDetector(detector, opts), cropper, spec, resize
         self.shots = ShotDetector(opts.cut_threshold)
         self.continuity = None if opts.cut_threshold is None else PictureContinuity(self.shots)
         self.tracker = IouTracker(identity=self.continuity, keep_finished=keep_finished)
@@ -117,7 +125,8 @@ class FaceFollower:
     def _face(self, picture: Picture, t: float, det: Detection, track_id: int) -> TrackedFace:
         """One face of the frame, cut from its track's smoothed box (or the detector's, without a smoother)."""
         box = tuple(det.box) if self.smoother is None else self.smoother.update(track_id, t, det.box)
-        face = to_uint8_face(self.cropper.crop(picture.view, picture.to_view(box), self.spec), self.spec)
+        crop = self.cropper.crop(picture.view, picture.to_view(box), self.spec)
+        face = to_uint8_face(crop, self.spec) if self.resize else np.array(crop)  # a copy: a view holds the frame
         picture_of_face = picture_quality(picture.image, det.box, det.landmarks, det.score)
         return TrackedFace(det, track_id, face, picture_of_face, box)
 
