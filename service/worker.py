@@ -14,9 +14,10 @@ import argparse
 import logging
 
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from service.config import settings_or_exit
-from service.jobs.redis_queue import build_worker
+from service.jobs.redis_queue import build_worker, shown_url
 from service.metrics import Metrics
 
 log = logging.getLogger("service.worker")
@@ -55,7 +56,13 @@ def main(args: argparse.Namespace) -> None:
     metrics = Metrics()
     if settings.queue.worker_metrics_port:
         serve_metrics(metrics, settings.queue.worker_metrics_port, settings.queue.worker_metrics_ports)
-    build_worker(settings, metrics, burst=args.burst).run()
+    try:
+        build_worker(settings, metrics, burst=args.burst).run()
+    except (RedisError, OSError) as exc:  # Redis gone before arq's retries ran out: say what to fix, not a traceback
+        raise SystemExit(
+            f"EMOTION_QUEUE_URL={shown_url(settings.queue.url)}: Redis did not answer ({exc}); start it or correct "
+            "the URL"
+        ) from exc
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ job caps in ``resolve_options``, and the store contract, checked on both stores 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -13,14 +15,16 @@ import pytest
 pytest.register_assert_rewrite("tests.jobs_support")
 
 from service.config import Settings, jobs_folder  # noqa: E402
-from service.jobs.errors import JobCancelled, JobNotFound  # noqa: E402
+from service.jobs.errors import JobCancelled, JobNotFound, QueueUnavailable  # noqa: E402
 from service.jobs.model import STATUSES, Job, new_id, utcnow, valid_id  # noqa: E402
-from service.jobs.redis_queue import LeasedWorker, build_worker  # noqa: E402
+from service.jobs.redis_queue import LeasedWorker, build_worker, connect, shown_url  # noqa: E402
 from service.jobs.redis_store import RedisJobStore  # noqa: E402
 from service.jobs.runner import Tracker  # noqa: E402
 from service.jobs.store import FileJobStore  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.options import Requested, VideoCaps, resolve_options  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+from tests.live import clean_env  # noqa: E402
 
 pytest_plugins = ("tests.jobs_support",)
 
@@ -222,3 +226,35 @@ def test_every_job_error_has_a_status():
     domain = {n: c for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, ServiceError)}
     assert {n: status_of(c("x")) for n, c in domain.items() if c is not ServiceError} == expected
     assert not issubclass(errors.JobCancelled, ServiceError)  # a signal inside the runner, never an answer
+
+
+UNREACHABLE = "redis://:s3cret@127.0.0.1:1/0"  # port 1 refuses at once; arq still retries for about 5 s
+
+
+def test_a_url_is_shown_without_its_password():
+    assert shown_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert shown_url("redis://user:pw@h/1") == "redis://user:***@h/1"
+    assert shown_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_an_unreachable_redis_says_what_to_fix_and_hides_the_password():
+    """It was redis-py's ConnectionError deep in a traceback, with the API's startup failing."""
+    settings = Settings(_env_file=None, queue={"url": UNREACHABLE})
+    with pytest.raises(QueueUnavailable) as raised:
+        asyncio.run(connect(settings))
+    message = str(raised.value)
+    assert "EMOTION_QUEUE_URL=redis://:***@127.0.0.1:1/0" in message and "s3cret" not in message
+    assert "Redis did not answer" in message and "unset" in message
+
+
+def test_a_worker_without_its_redis_exits_with_the_fix(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "service.worker"],
+        env=clean_env(EMOTION_QUEUE_URL=UNREACHABLE),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("EMOTION_QUEUE_URL=redis://:***@") and "s3cret" not in done.stderr

@@ -16,13 +16,16 @@ import logging
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from arq import ArqRedis, Retry, create_pool
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from service.config import Settings, jobs_folder
+from service.jobs.errors import QueueUnavailable
 from service.jobs.model import FINAL, worker_id
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.runner import JobRunner
@@ -46,9 +49,27 @@ def workers_key(settings: Settings) -> str:
 
 
 async def connect(settings: Settings) -> ArqRedis:
+    """The queue's Redis, after arq's retries; QueueUnavailable says what to fix when it does not answer (a
+    traceback from deep in redis-py did not)."""
     url = settings.queue.url
     assert url is not None
-    return await create_pool(RedisSettings.from_dsn(url), default_queue_name=queue_name(settings))
+    try:
+        return await create_pool(RedisSettings.from_dsn(url), default_queue_name=queue_name(settings))
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(
+            f"EMOTION_QUEUE_URL={shown_url(url)}: Redis did not answer ({exc}); start it, correct the URL, or leave "
+            "EMOTION_QUEUE_URL unset to run jobs in this process"
+        ) from exc
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 class RedisQueue:
