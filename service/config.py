@@ -95,6 +95,13 @@ class VideoSettings(Group):
     max_duration_s: float = Field(600.0, gt=0)
     max_frames: int = Field(3000, ge=1, description="frames analysed per video at most")
     timeout_s: float = Field(300.0, gt=0)
+    max_scans: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="videos scanned at once (uploads, in-process jobs, the scorer) on threads of their own; more wait "
+        "their turn. 0 = half the cores, at least 2 (a scan keeps about two cores busy)",
+    )
     detector_max_side: int = Field(
         640, ge=64, le=8192, description="longest side full-frame passes scan at (faces from 1/8 of it)"
     )

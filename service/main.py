@@ -53,6 +53,7 @@ def _lifespan(settings: Settings, app_metrics: Metrics):
         await background.start()
         yield
         await background.stop()
+        app.state.pipelines.video.close()
         warm.cancel()
         await asyncio.gather(warm, return_exceptions=True)
         await registry.close()

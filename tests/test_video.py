@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
+from threading import Event, current_thread
 
 import cv2
 import pytest
@@ -236,3 +239,38 @@ def test_faces_classified_during_the_scan_equal_those_classified_after_it(client
     assert counts["regions_searched"] + counts["regions_carried_forward"] >= 10
     # a moving face over a still backdrop: the first pass runs, the scheduled ones after it are put off
     assert counts["full_frame_passes"] == 1 and counts["full_frame_passes_put_off"] == 2
+
+
+def test_videos_scan_on_their_own_threads_and_wait_their_turn(client, face_photo, tmp_path, monkeypatch):
+    """Scans used the event loop's default executor: six long ones held every thread that photos, face crops and
+    live streams hop to (a stream's frame waited 25 s behind seven uploads)."""
+    import service.pipelines.video as video
+
+    seen: list[str] = []
+    scan = video.VideoPipeline.scan
+    monkeypatch.setattr(
+        video.VideoPipeline, "scan", lambda self, *a: (seen.append(current_thread().name), scan(self, *a))[1]
+    )
+    clip = write_clip(tmp_path / "c.mp4", [Appearance(face_photo, 0, 1, (100, 60))], 1.0)
+    assert post_video(client, clip).status_code == 200 and seen[0].startswith("video-scan")
+
+    pipeline, running, most, release = video.VideoPipeline(None, max_scans=2), [0], [0], Event()  # type: ignore[arg-type]
+
+    def long_scan() -> None:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        release.wait(10)
+        running[0] -= 1
+
+    async def scenario() -> float:
+        scans = [asyncio.create_task(pipeline._off_loop(long_scan)) for _ in range(12)]  # more than the default pool
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        await asyncio.to_thread(lambda: None)  # what a photo's or a stream frame's hop waits for
+        waited = time.perf_counter() - started
+        release.set()
+        await asyncio.gather(*scans)
+        return waited
+
+    assert asyncio.run(scenario()) < 1.0 and most[0] == 2
+    pipeline.close()

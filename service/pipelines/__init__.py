@@ -46,7 +46,7 @@ def build_pipelines(settings: Settings, metrics: Metrics | None = None) -> Pipel
     return Pipelines(
         detector,
         FacePipeline(detector, limits.max_image_pixels, metrics, cropper, settings.quality),
-        VideoPipeline(detector, metrics, cropper, settings.quality, person_linking(settings)),
+        VideoPipeline(detector, metrics, cropper, settings.quality, person_linking(settings), settings.video.max_scans),
         AttributePipeline(limits.max_image_pixels, metrics),
         FeaturePipeline(limits.max_feature_rows, limits.max_feature_values, metrics),
     )

@@ -8,10 +8,13 @@ decoding, sampling, limits, progress, timings, metrics, is one path for both.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +41,7 @@ STREAM_IN_FLIGHT = 4  # chunks queued at the model at most: the scan waits rathe
 STREAM_BYTES = 16 << 20  # a chunk goes early at this many bytes of crops (4K close-ups), so those queued stay small
 
 Progress = Callable[[float], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -150,11 +154,25 @@ class VideoPipeline:
         cropper: Cropper | None = None,
         quality: Thresholds | None = None,
         persons: PersonLinking | None = None,
+        max_scans: int = 0,
     ) -> None:
+        """``max_scans``: videos scanned at once, on threads of their own (0: half the cores, at least 2). They
+        used the event loop's default executor, where six long scans held every thread that photos, face crops and
+        live streams hop to: a stream's frame waited 25 s behind seven uploads."""
         self.detector, self.metrics = detector, metrics
         self.cropper = cropper or FaceCropper()
         self.quality = quality  # the reliable rule's thresholds (None: build_tracks' default)
         self.persons = persons  # None: tracks are not linked into persons
+        scans = max_scans or max(2, (os.cpu_count() or 2) // 2)
+        self.executor = ThreadPoolExecutor(scans, thread_name_prefix="video-scan")
+
+    def close(self) -> None:
+        """Scans waiting for a thread are dropped; running ones finish in their threads."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _off_loop(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` on the video threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
@@ -226,6 +244,7 @@ class VideoPipeline:
         made = {"tracks": tracks, "summary": summary, "clips": clips}
         if scan.people is not None and self.persons is not None:
             started = time.perf_counter()
+            # not behind other videos' scans on the video threads: a finished scan's answer would wait for them
             linked = await asyncio.to_thread(self.persons.apply, scan.people, tracks, manifest.labels, step, duration)
             made["tracks"], made["persons"] = linked
             made["persons_seconds"] = time.perf_counter() - started
@@ -238,7 +257,7 @@ class VideoPipeline:
         frame-attributes models an attribute timeline over the sampled frames."""
         model.require("face", "clip", "frame")
         started, manifest = time.perf_counter(), model.manifest
-        scan = await asyncio.to_thread(self.scan, path, self.step_for(model, opts), opts, progress)
+        scan = await self._off_loop(self.scan, path, self.step_for(model, opts), opts, progress)
         classify_started = time.perf_counter()
         preds, made = await self.predict(model, scan, opts)
         linking = made.get("persons_seconds", 0.0)
