@@ -46,9 +46,10 @@ T = TypeVar("T")
 
 @dataclass
 class Scan:
-    """What the scan of a video found: a model-sized face (or frame) and where it was, per sample. Face models and
-    frame steps classify as they go (``pending``, ``parts``) and keep only the faces not yet sent: a long video's
-    would not fit in memory. Clip models need every face (their windows) and keep them all."""
+    """What the scan of a video found: a face (or frame) and where it was, per sample. Face models and frame steps
+    classify as they go (``pending``, ``parts``) and keep only the faces not yet sent (face models' as cut, resized
+    in the model's worker): a long video's would not fit in memory. Clip models need every face, model-sized (their
+    windows), and keep them all."""
 
     info: VideoInfo
     faces: list[np.ndarray] = field(default_factory=list)
