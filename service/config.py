@@ -219,6 +219,15 @@ class QueueSettings(Group):
     )
     job_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished jobs and their files are kept this long")
     embedded_workers: int = Field(1, ge=1, le=64, description="jobs run at once inside the API process (no url)")
+    max_queued: int = Field(
+        1000, ge=1, description="jobs waiting to run at most; one more is refused with 503 + Retry-After"
+    )
+    min_free_bytes: int = Field(
+        1024 * MiB,
+        ge=0,
+        description="free space the jobs folder's disk keeps: under it a new job is refused with 507 (a full disk "
+        "fails every job and the API's own uploads); 0 = off",
+    )
     max_bytes: int = Field(4 * 1024 * MiB, ge=1024, description="largest clip a job accepts")
     max_duration_s: float = Field(6 * 3600.0, gt=0, description="longest clip a job accepts")
     max_tries: int = Field(3, ge=1, le=20, description="a job that keeps crashing its worker is failed after this")

@@ -38,3 +38,7 @@ class ModelUnavailable(ServiceError):
 
 class ModelUnloaded(ModelUnavailable):
     """The model was unloaded while this request waited for it; retry at once."""
+
+
+class StorageFull(ServiceError):
+    """The server has no room to keep the upload (its disk is full, or under the free space it keeps); retry later."""

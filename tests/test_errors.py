@@ -19,6 +19,7 @@ from service.errors import (
     ModelUnavailable,
     ModelUnloaded,
     ServiceError,
+    StorageFull,
     UnsupportedFormat,
     WrongModelKind,
 )
@@ -38,6 +39,7 @@ WEB = {"fastapi", "starlette"}
         (ModelUnavailable("x"), 503, {"Retry-After": "30"}),
         (ModelUnloaded("x"), 503, {"Retry-After": "1"}),
         (BatcherClosed(), 503, {"Retry-After": "1"}),
+        (StorageFull("x"), 507, {"Retry-After": "60"}),
     ],
 )
 def test_status_of_each_domain_error(exc, status, headers):

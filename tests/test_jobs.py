@@ -117,6 +117,15 @@ def predict_status(client, clip) -> int:
     return client.post("/predict/video", files=upload(clip.read_bytes(), clip.name, "video/mp4")).status_code
 
 
+def test_a_disk_under_min_free_bytes_refuses_new_jobs_with_507(make_client, clips, tmp_path):
+    """A full disk fails every job and the API's own uploads; a hostile client could fill it with 4 GB clips."""
+    clip = clips("short", 3.0)
+    client = make_client(jobs_dir=tmp_path / "jobs", queue={"min_free_bytes": 1 << 60})
+    answer = client.post("/jobs/video", files=upload(clip.read_bytes(), clip.name, "video/mp4"))
+    assert answer.status_code == 507 and "min_free_bytes" in answer.json()["detail"]
+    assert job_folders(tmp_path / "jobs") == []
+
+
 def test_unknown_and_malformed_ids_are_404(make_client, tmp_path):
     client = make_client(jobs_dir=tmp_path / "jobs")
     for job_id in ("0" * 32, "01a20e4a50793f34165c41d7b5156608", "01A20E4A50793F34165C41D7B5156608", "x", "%2e%2e"):
@@ -126,11 +135,14 @@ def test_unknown_and_malformed_ids_are_404(make_client, tmp_path):
 
 
 def test_cancelling_queued_and_running_jobs(make_client, clips, tmp_path):
-    client = make_client(jobs_dir=tmp_path / "jobs", queue={"embedded_workers": 1})
+    client = make_client(jobs_dir=tmp_path / "jobs", queue={"embedded_workers": 1, "max_queued": 1})
     long_clip, short_clip = clips("long", 20.0, size=(1280, 720)), clips("short", 3.0)
     running, queued = submit(client, long_clip, LONG), submit(client, short_clip)
     wait_until(lambda: client.get(f"/jobs/{running}").json()["progress"] > 0, 30, "the long job never progressed")
     assert client.get(f"/jobs/{queued}").json()["status"] == "queued"
+    full = client.post("/jobs/video", files=upload(short_clip.read_bytes(), short_clip.name, "video/mp4"))
+    assert full.status_code == 503 and full.headers["Retry-After"] == "60" and "max_queued" in full.json()["detail"]
+    assert job_folders(tmp_path / "jobs") == sorted([running, queued])  # the refused upload was not kept
 
     cancelled = client.delete(f"/jobs/{queued}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text

@@ -222,7 +222,12 @@ def test_every_job_error_has_a_status():
     from service.errors import ServiceError
     from service.jobs import errors
 
-    expected = {"JobNotFound": (404, {}), "JobFinished": (409, {}), "QueueUnavailable": (503, {"Retry-After": "5"})}
+    expected = {
+        "JobNotFound": (404, {}),
+        "JobFinished": (409, {}),
+        "QueueUnavailable": (503, {"Retry-After": "5"}),
+        "QueueFull": (503, {"Retry-After": "60"}),
+    }
     domain = {n: c for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, ServiceError)}
     assert {n: status_of(c("x")) for n, c in domain.items() if c is not ServiceError} == expected
     assert not issubclass(errors.JobCancelled, ServiceError)  # a signal inside the runner, never an answer
@@ -258,3 +263,33 @@ def test_a_worker_without_its_redis_exits_with_the_fix(tmp_path):
     )
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and last.startswith("EMOTION_QUEUE_URL=redis://:***@") and "s3cret" not in done.stderr
+
+
+def test_a_full_disk_while_spooling_is_storage_full_and_leaves_no_file(tmp_path, monkeypatch):
+    """ENOSPC while an upload was copied in was an OSError, a 500; now 507 with the partial file removed."""
+    import errno
+    import io
+    import os
+
+    from fastapi import UploadFile
+
+    import service.api.uploads as uploads
+    from service.errors import StorageFull
+
+    opened = os.fdopen
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fd: int, mode: str) -> None:
+            self.file = opened(fd, mode)
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self.file.close()
+
+    monkeypatch.setattr(uploads.os, "fdopen", FullDisk)
+    clip = UploadFile(io.BytesIO(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 5000), filename="v.mp4")
+    with pytest.raises(StorageFull, match="disk is full"):
+        asyncio.run(uploads.spool_upload(clip, 1 << 20, tmp_path))
+    assert list(tmp_path.iterdir()) == []

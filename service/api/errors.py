@@ -20,10 +20,11 @@ from service.errors import (
     ModelUnavailable,
     ModelUnloaded,
     ServiceError,
+    StorageFull,
     UnsupportedFormat,
     WrongModelKind,
 )
-from service.jobs.errors import JobFinished, JobNotFound, QueueUnavailable
+from service.jobs.errors import JobFinished, JobNotFound, QueueFull, QueueUnavailable
 
 log = logging.getLogger("service.api")
 
@@ -37,6 +38,8 @@ STATUS: list[tuple[type[ServiceError], int, dict[str, str]]] = [
     (JobNotFound, 404, {}),
     (JobFinished, 409, {}),
     (QueueUnavailable, 503, {"Retry-After": "5"}),
+    (QueueFull, 503, {"Retry-After": "60"}),
+    (StorageFull, 507, {"Retry-After": "60"}),
     (ModelUnloaded, 503, {"Retry-After": "1"}),
     (ModelUnavailable, 503, {"Retry-After": "30"}),
 ]

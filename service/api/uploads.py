@@ -3,6 +3,7 @@ job's folder): the container is checked on the first chunk and the size while st
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from fastapi import Request, UploadFile
 
-from service.errors import InputTooLarge, InvalidInput
+from service.errors import InputTooLarge, InvalidInput, StorageFull
 from service.video.decode import SNIFF_BYTES, check_container
 
 CHUNK = 1 << 20
@@ -80,6 +81,11 @@ async def spool_upload(file: UploadFile, limit: int, directory: Path | None = No
         if written == 0:
             raise InvalidInput("the uploaded file is empty")
         return path
+    except OSError as exc:
+        os.unlink(path)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the server's disk is full; the upload was not kept; retry later") from exc
+        raise
     except BaseException:
         os.unlink(path)
         raise

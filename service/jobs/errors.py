@@ -17,5 +17,9 @@ class QueueUnavailable(ServiceError):
     """The job store or queue cannot be reached (Redis down or unreachable); retrying later may help."""
 
 
+class QueueFull(ServiceError):
+    """As many jobs wait to run as the queue takes (``max_queued``); retrying later may help."""
+
+
 class JobCancelled(Exception):
     """Raised inside a running analysis once its job is cancelled, to stop it at the next sampled frame."""

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -14,8 +15,9 @@ from typing import Protocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.config import Settings
-from service.jobs.errors import JobFinished, QueueUnavailable
+from service.config import MiB, Settings
+from service.errors import StorageFull
+from service.jobs.errors import JobFinished, QueueFull, QueueUnavailable
 from service.jobs.model import FINAL, STATUSES, Job, new_id, utcnow
 from service.jobs.store import JobStore
 from service.metrics import Metrics
@@ -72,6 +74,21 @@ class JobService:
             await asyncio.gather(self.housekeeping, return_exceptions=True)
         await self.queue.stop()
         await self.store.close()
+
+    async def admit(self) -> None:
+        """Room for one more job, checked before its upload is kept: QueueFull with ``max_queued`` jobs waiting,
+        StorageFull with the jobs folder's disk under ``min_free_bytes`` free."""
+        queue = self.settings.queue
+        async with reachable():
+            waiting = (await self.store.counts()).get("queued", 0)
+        if waiting >= queue.max_queued:
+            raise QueueFull(f"{waiting} jobs are waiting to run, as many as the queue takes (max_queued); retry later")
+        free = shutil.disk_usage(self.store.root).free
+        if free < queue.min_free_bytes:
+            raise StorageFull(
+                f"the jobs folder's disk has {free / MiB:.0f} MB free, under the {queue.min_free_bytes / MiB:.0f} MB "
+                "it keeps (min_free_bytes); retry once finished jobs expire or are deleted"
+            )
 
     def new_folder(self) -> tuple[str, Path]:
         """A fresh job id and its (new, empty) folder, for the upload to be spooled into."""

@@ -34,7 +34,13 @@ JobId = Annotated[str, Path(description="the id `POST /jobs/video` returned")]
     "/video",
     status_code=202,
     response_model=JobAccepted,
-    responses={202: {"headers": LOCATION}, **ERRORS},
+    responses={
+        202: {"headers": LOCATION},
+        **ERRORS,
+        **errors(
+            _503="the queue is full (max_queued) or unreachable; see Retry-After", _507="the disk is (nearly) full"
+        ),
+    },
 )
 async def submit_video_job(
     file: UploadFile,
@@ -52,6 +58,7 @@ async def submit_video_job(
     if manifest.kind.input == "features":  # what VideoPipeline.analyse would refuse, refused before queueing
         raise WrongModelKind(f"model {manifest.name!r} {KIND_HINTS['features']}")
     resolve_options(settings, requested, caps=VideoCaps.job(settings))  # 422 on contradicting options
+    await jobs.admit()  # 503 with the queue full, 507 with the disk nearly full: before the upload is kept
     job_id, folder = jobs.new_folder()
     try:
         path = await spool_upload(file, settings.queue.max_bytes, folder)
