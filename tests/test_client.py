@@ -96,11 +96,14 @@ def test_predict_json_prints_exactly_what_predict_image_answers(server, photos):
 
 
 def test_several_files_give_a_json_list_in_order_with_progress_on_stderr(server, photos, crop):
-    result = cli("predict", str(photos[1]), str(photos[0]), "--json", "--url", server, EMOTION_API_KEY=KEY)
+    # one at a time: batched together, a face's answer may differ in the 3rd decimal from the one it gets alone
+    result = cli(
+        "predict", str(photos[1]), str(photos[0]), "--json", "--concurrency", "1", "--url", server, EMOTION_API_KEY=KEY
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [api(server, "/predict/image", p.read_bytes()) for p in photos[::-1]]
     assert "2/2" in result.stderr  # the tqdm bar
-    faces = cli("face", str(crop), str(crop), "--json", "--url", server, "--api-key", KEY)
+    faces = cli("face", str(crop), str(crop), "--json", "--concurrency", "1", "--url", server, "--api-key", KEY)
     assert json.loads(faces.stdout) == [api(server, "/predict/face", crop.read_bytes())] * 2
 
 
@@ -110,7 +113,7 @@ def test_a_folder_is_its_images_recursively_and_always_a_json_list(server, photo
     (tmp_path / "b.JPG").write_bytes(photos[1].read_bytes())
     (tmp_path / "sub" / "a.jpg").write_bytes(photos[0].read_bytes())
     (tmp_path / "notes.txt").write_text("not a photo")
-    result = cli("predict", str(tmp_path), "--json", "--url", server, "--api-key", KEY)
+    result = cli("predict", str(tmp_path), "--json", "--concurrency", "1", "--url", server, "--api-key", KEY)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [api(server, "/predict/image", p.read_bytes()) for p in photos[1::-1]]
     (tmp_path / "sub" / "a.jpg").unlink()
@@ -120,6 +123,21 @@ def test_a_folder_is_its_images_recursively_and_always_a_json_list(server, photo
     (tmp_path / "c.png").write_bytes(cv2.imencode(".png", cv2.imread(str(photos[0])))[1].tobytes())
     one = cli("face", str(tmp_path), "--json", "--url", server, "--api-key", KEY)
     assert one.returncode == 0 and isinstance(json.loads(one.stdout), list), one.stderr
+
+
+def test_files_go_several_at_once_and_answer_in_their_order(server, photo_paths, crop, tmp_path):
+    files = [str(p) for p in photo_paths[:6]] + ["missing.jpg", str(crop)]
+    result = cli("predict", *files, "--json", "--concurrency", "3", "--url", server, "--api-key", KEY)
+    assert result.returncode == 1 and "missing.jpg" in result.stderr  # one file failed; the others answered
+    answers = json.loads(result.stdout)
+    expected = [api(server, "/predict/image", Path(f).read_bytes()) for f in files if f != "missing.jpg"]
+    assert "detail" in answers.pop(6) and len(answers) == len(expected)
+    for got, alone in zip(answers, expected, strict=True):  # batched together, int8 may differ in the 3rd decimal
+        assert [(f["box"], f["dominant"]) for f in got["faces"]] == [(f["box"], f["dominant"]) for f in alone["faces"]]
+        for f, g in zip(got["faces"], alone["faces"], strict=True):
+            assert f["emotions"] == pytest.approx(g["emotions"], abs=5e-3)
+    refused = cli("face", str(crop), "--concurrency", "0", "--url", server, "--api-key", KEY)
+    assert refused.returncode == 1 and "--concurrency 0" in refused.stderr
 
 
 def test_table_output_names_each_face_and_its_label(server, photos, crop):

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,17 @@ def _face_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face-size", type=int, help="smallest face to find, in pixels")
 
 
+def _files_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="requests in flight at once (4): the service batches them, so a folder goes faster; answers keep the "
+        "files' order",
+    )
+
+
 def _watch_parser(watch: argparse.ArgumentParser) -> None:
     watch.add_argument("source", metavar="SOURCE", help="a camera index (0), a video file or a URL (rtsp://, http://)")
     watch.add_argument("--fps", type=float, help="frames sent per second at most (default: every frame)")
@@ -81,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = sub.add_parser("predict", parents=[common], help="detect and classify every face in photos")
     predict.add_argument("files", nargs="+", metavar="PHOTO", help="image files, or folders searched recursively")
+    _files_options(predict)
     _model_options(predict)
     _face_options(predict)
     face = sub.add_parser("face", parents=[common], help="classify already-cropped faces (no detection)")
     face.add_argument("files", nargs="+", metavar="CROP", help="image files, or folders searched recursively")
+    _files_options(face)
     _model_options(face)
     video = sub.add_parser("video", parents=[common], help="per-face emotion timelines of a clip")
     video.add_argument("clip", metavar="CLIP")
@@ -143,20 +157,35 @@ def expand(paths: Sequence[str]) -> list[str]:
 
 
 def _per_file(client: EmotionClient, args: argparse.Namespace, make_call: Callable[[str], calls.Call]) -> tuple:
-    """Each file's answer (the error's JSON for a refused one), in order, with a progress bar for several."""
-    answers, failed = [], 0
+    """Each file's answer (the error's JSON for a refused one), in the files' order, ``--concurrency`` requests in
+    flight, with a progress bar for several."""
     files = expand(args.files)
     if not files:
         raise EmotionError("no image files to send")
-    for path in tqdm(files, desc=args.command, unit="file", file=sys.stderr, disable=len(files) < 2):
+    if args.concurrency < 1:
+        raise EmotionError(f"--concurrency {args.concurrency}: at least 1")
+
+    def one(path: str) -> tuple[str, Any, BaseException | None]:
         try:
-            answers.append((path, client.json(make_call(path))))
+            return path, client.json(make_call(path)), None
         except EmotionConnectionError:
             raise  # the service is unreachable: every other file would fail the same way
         except (EmotionAPIError, OSError, ValueError, TypeError) as exc:
-            failed += 1
-            _error(f"{path}: {_describe(exc)}")
-            answers.append((path, {"detail": exc.detail if isinstance(exc, EmotionAPIError) else _describe(exc)}))
+            return path, None, exc
+
+    answers, failed = [], 0
+    pool = ThreadPoolExecutor(min(args.concurrency, len(files)))
+    try:
+        done = pool.map(one, files)  # in order; an unreachable service raises here
+        bar = tqdm(done, total=len(files), desc=args.command, unit="file", file=sys.stderr, disable=len(files) < 2)
+        for path, answer, exc in bar:
+            if exc is not None:
+                failed += 1
+                _error(f"{path}: {_describe(exc)}")
+                answer = {"detail": exc.detail if isinstance(exc, EmotionAPIError) else _describe(exc)}
+            answers.append((path, answer))
+    finally:
+        pool.shutdown(cancel_futures=True)  # unreachable, or Ctrl-C: the files not yet sent are not
     return answers, failed
 
 
