@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from service.config import settings_or_exit
-from service.jobs.redis_queue import build_worker, shown_url
+from service.jobs.redis_queue import build_worker, unanswered
 from service.metrics import Metrics
 
 log = logging.getLogger("service.worker")
@@ -58,11 +58,8 @@ def main(args: argparse.Namespace) -> None:
         serve_metrics(metrics, settings.queue.worker_metrics_port, settings.queue.worker_metrics_ports)
     try:
         build_worker(settings, metrics, burst=args.burst).run()
-    except (RedisError, OSError) as exc:  # Redis gone before arq's retries ran out: say what to fix, not a traceback
-        raise SystemExit(
-            f"EMOTION_QUEUE_URL={shown_url(settings.queue.url)}: Redis did not answer ({exc}); start it or correct "
-            "the URL"
-        ) from exc
+    except RedisError as exc:  # Redis gone before arq's retries ran out: say what to fix, not a traceback
+        raise SystemExit(unanswered(settings.queue.url, exc)) from exc
 
 
 if __name__ == "__main__":

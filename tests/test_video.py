@@ -263,7 +263,8 @@ def test_videos_scan_on_their_own_threads_and_wait_their_turn(client, face_photo
         running[0] -= 1
 
     async def scenario() -> float:
-        scans = [asyncio.create_task(pipeline._off_loop(long_scan)) for _ in range(12)]  # more than the default pool
+        loop = asyncio.get_running_loop()
+        scans = [loop.run_in_executor(pipeline.executor, long_scan) for _ in range(12)]  # more than the default pool
         await asyncio.sleep(0.2)
         started = time.perf_counter()
         await asyncio.to_thread(lambda: None)  # what a photo's or a stream frame's hop waits for

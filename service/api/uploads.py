@@ -81,11 +81,8 @@ async def spool_upload(file: UploadFile, limit: int, directory: Path | None = No
         if written == 0:
             raise InvalidInput("the uploaded file is empty")
         return path
-    except OSError as exc:
+    except BaseException as exc:
         os.unlink(path)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's disk is full; the upload was not kept; retry later") from exc
-        raise
-    except BaseException:
-        os.unlink(path)
         raise

@@ -55,11 +55,15 @@ async def connect(settings: Settings) -> ArqRedis:
     assert url is not None
     try:
         return await create_pool(RedisSettings.from_dsn(url), default_queue_name=queue_name(settings))
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         raise QueueUnavailable(
-            f"EMOTION_QUEUE_URL={shown_url(url)}: Redis did not answer ({exc}); start it, correct the URL, or leave "
-            "EMOTION_QUEUE_URL unset to run jobs in this process"
+            f"{unanswered(url, exc)}, or leave EMOTION_QUEUE_URL unset to run jobs in this process"
         ) from exc
+
+
+def unanswered(url: str, exc: Exception) -> str:
+    """What to fix when the queue's Redis does not answer at start (the API's and the worker's words)."""
+    return f"EMOTION_QUEUE_URL={shown_url(url)}: Redis did not answer ({exc}); start it or correct the URL"
 
 
 def shown_url(url: str) -> str:

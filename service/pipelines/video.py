@@ -8,13 +8,11 @@ decoding, sampling, limits, progress, timings, metrics, is one path for both.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
@@ -41,7 +39,6 @@ STREAM_IN_FLIGHT = 4  # chunks queued at the model at most: the scan waits rathe
 STREAM_BYTES = 16 << 20  # a chunk goes early at this many bytes of crops (4K close-ups), so those queued stay small
 
 Progress = Callable[[float], None]
-T = TypeVar("T")
 
 
 @dataclass
@@ -171,10 +168,6 @@ class VideoPipeline:
         """Scans waiting for a thread are dropped; running ones finish in their threads."""
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _off_loop(self, fn: Callable[..., T], *args) -> T:
-        """``fn(*args)`` on the video threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
-
     def scan(self, path: str, step: Step, opts: Options, progress: Progress | None = None) -> Scan:
         """Decode (in a thread of its own) while this thread runs ``step`` on each sampled frame."""
         sampling = Sampling(
@@ -258,7 +251,8 @@ class VideoPipeline:
         frame-attributes models an attribute timeline over the sampled frames."""
         model.require("face", "clip", "frame")
         started, manifest = time.perf_counter(), model.manifest
-        scan = await self._off_loop(self.scan, path, self.step_for(model, opts), opts, progress)
+        step, loop = self.step_for(model, opts), asyncio.get_running_loop()
+        scan = await loop.run_in_executor(self.executor, self.scan, path, step, opts, progress)
         classify_started = time.perf_counter()
         preds, made = await self.predict(model, scan, opts)
         linking = made.get("persons_seconds", 0.0)
