@@ -74,6 +74,13 @@ def test_embedded_job_matches_predict_video_and_moves_the_metrics(make_client, c
     assert metric(text, "emotion_job_duration_seconds_count") == 1
     assert metric(text, "emotion_job_queue_depth") == 0 and metric(text, "emotion_job_workers") == 1
 
+    # its owner deletes it (a result describes people): record, result and folder go at once
+    deleted = client.delete(f"/jobs/{accepted['id']}")
+    assert deleted.status_code == 200 and deleted.json()["status"] == "succeeded", deleted.text
+    assert client.get(f"/jobs/{accepted['id']}").status_code == 404 and not folder.exists()
+    assert client.get("/jobs").json()["total"] == 0
+    assert client.delete(f"/jobs/{accepted['id']}").status_code == 404
+
 
 @pytest.mark.parametrize(
     ("data", "status", "fragment"),
@@ -160,8 +167,12 @@ def test_cancelling_queued_and_running_jobs(make_client, clips, tmp_path):
     assert wait_job(client, after, timeout=15)["status"] == "succeeded"
     final = client.get(f"/jobs/{running}").json()
     assert final["status"] == "cancelled" and final["result"] is None and final["progress"] < 1
-    assert client.delete(f"/jobs/{running}").status_code == 409
     assert client.get(f"/jobs/{queued}").json()["status"] == "cancelled"
+    assert metric(client.get("/metrics").text, 'emotion_jobs_finished_total{status="cancelled"}') == 2
+    # once ended, DELETE deletes: the record and its folder go, and nothing counts a second cancellation
+    deleted = client.delete(f"/jobs/{running}")
+    assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled", deleted.text
+    assert client.get(f"/jobs/{running}").status_code == 404 and not (tmp_path / "jobs" / running).exists()
     assert metric(client.get("/metrics").text, 'emotion_jobs_finished_total{status="cancelled"}') == 2
 
 
@@ -340,6 +351,8 @@ def test_redis_cancellation_of_queued_and_running_jobs(make_client, clips, worke
     wait_until(lambda: not r.exists(f"arq:in-progress:{running}"), 5, "arq kept the cancelled job")
     assert client.get(f"/jobs/{running}").json()["status"] == "cancelled"
     assert r.zscore(f"{queue_name}:queue", running) is None
+    assert client.delete(f"/jobs/{after}").json()["status"] == "succeeded"  # an ended job: deleted, Redis too
+    assert client.get(f"/jobs/{after}").status_code == 404 and not list(r.scan_iter(f"*{after}*"))
     assert metric(client.get("/metrics").text, 'emotion_jobs_finished_total{status="cancelled"}') == 2
     assert metric(pool.metrics(pool.procs[0]), 'emotion_jobs_finished_total{status="succeeded"}') == 1
 

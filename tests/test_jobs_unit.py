@@ -215,6 +215,69 @@ def test_store_changes_are_atomic_under_concurrent_writers(make_store):
     assert run(read()) == 100
 
 
+class NoQueue:
+    """The queue side of ``JobService`` for tests of its store side: records what it was asked to discard."""
+
+    def __init__(self) -> None:
+        self.discarded: list[str] = []
+
+    async def discard(self, job_id: str) -> None:
+        self.discarded.append(job_id)
+
+
+def test_delete_cancels_a_live_job_and_deletes_an_ended_one_once_its_worker_stopped(make_store, tmp_path):
+    """DELETE: a queued job is cancelled (its clip deleted); an ended one is deleted with its folder; one cancelled
+    while it ran waits (JobStopping) while its clip is there and its claim fresh, then goes too."""
+    from service.jobs.errors import JobStopping
+    from service.jobs.service import JobService
+
+    async def scenario():
+        store = await make_store()
+        queue = NoQueue()
+        jobs = JobService(Settings(_env_file=None, jobs_dir=tmp_path / "jobs"), store, queue, Metrics())
+
+        async def make(**fields) -> Job:
+            job = Job(id=new_id(), model="m", version="1", upload="clip.bin", **fields)
+            store.folder(job.id).mkdir()
+            (store.folder(job.id) / "clip.bin").write_bytes(b"x")
+            await store.create(job)
+            return job
+
+        try:
+            queued = await make()
+            assert (await jobs.end(queued.id)).status == "cancelled"
+            assert not (store.folder(queued.id) / "clip.bin").exists() and (await store.get(queued.id)).final
+            assert (await jobs.end(queued.id)).status == "cancelled"  # again: now it is deleted
+            with pytest.raises(JobNotFound):
+                await store.get(queued.id)
+            assert not store.folder(queued.id).exists() and queue.discarded == [queued.id, queued.id]
+
+            done = await make(status="succeeded", finished=utcnow())
+            store.write_result(done.id, "{}")
+            assert (await jobs.end(done.id)).status == "succeeded"
+            assert not store.folder(done.id).exists()
+            with pytest.raises(JobNotFound):
+                await jobs.get(done.id)
+
+            running = await make(status="running", worker="w1")
+            assert (await jobs.end(running.id)).status == "cancelled"  # the worker deletes the clip as it stops
+            with pytest.raises(JobStopping):
+                await jobs.end(running.id)
+            assert (await store.get(running.id)).status == "cancelled"
+            (store.folder(running.id) / "clip.bin").unlink()  # the worker stopped
+            await jobs.end(running.id)
+            with pytest.raises(JobNotFound):
+                await store.get(running.id)
+
+            lapsed = await make(status="cancelled", worker="w2", finished=utcnow() - timedelta(minutes=5))
+            await jobs.end(lapsed.id)  # a worker that died: its clip is no reason to wait
+            assert not store.folder(lapsed.id).exists()
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 def test_every_job_error_has_a_status():
     import inspect
 
@@ -224,7 +287,7 @@ def test_every_job_error_has_a_status():
 
     expected = {
         "JobNotFound": (404, {}),
-        "JobFinished": (409, {}),
+        "JobStopping": (409, {"Retry-After": "1"}),
         "QueueUnavailable": (503, {"Retry-After": "5"}),
         "QueueFull": (503, {"Retry-After": "60"}),
     }

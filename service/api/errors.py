@@ -24,7 +24,7 @@ from service.errors import (
     UnsupportedFormat,
     WrongModelKind,
 )
-from service.jobs.errors import JobFinished, JobNotFound, QueueFull, QueueUnavailable
+from service.jobs.errors import JobNotFound, JobStopping, QueueFull, QueueUnavailable
 
 log = logging.getLogger("service.api")
 
@@ -36,7 +36,7 @@ STATUS: list[tuple[type[ServiceError], int, dict[str, str]]] = [
     (WrongModelKind, 422, {}),
     (ModelNotFound, 404, {}),
     (JobNotFound, 404, {}),
-    (JobFinished, 409, {}),
+    (JobStopping, 409, {"Retry-After": "1"}),
     (QueueUnavailable, 503, {"Retry-After": "5"}),
     (QueueFull, 503, {"Retry-After": "60"}),
     (StorageFull, 507, {"Retry-After": "60"}),

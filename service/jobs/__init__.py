@@ -11,7 +11,7 @@ import logging
 
 from service.config import Settings, jobs_folder
 from service.jobs.embedded import EmbeddedQueue
-from service.jobs.errors import JobCancelled, JobFinished, JobNotFound
+from service.jobs.errors import JobCancelled, JobNotFound, JobStopping
 from service.jobs.model import FINAL, STATUSES, Job, Status, worker_id
 from service.jobs.redis_queue import RedisQueue, connect
 from service.jobs.redis_store import RedisJobStore
@@ -45,9 +45,9 @@ __all__ = [
     "STATUSES",
     "Job",
     "JobCancelled",
-    "JobFinished",
     "JobNotFound",
     "JobService",
+    "JobStopping",
     "Status",
     "create_jobs",
 ]

@@ -9,8 +9,8 @@ class JobNotFound(ServiceError, LookupError):
     """No job with this id: never created, expired, or not an id at all."""
 
 
-class JobFinished(ServiceError):
-    """The job has already ended, so it cannot be cancelled."""
+class JobStopping(ServiceError):
+    """The job was cancelled while it ran and its worker has not stopped yet, so it cannot be deleted yet."""
 
 
 class QueueUnavailable(ServiceError):

@@ -1,5 +1,5 @@
 """What the API does with jobs, whichever backend runs them: take a clip in (checked before anything is queued),
-report, list, cancel, and delete jobs and their files once they expire."""
+report, list, cancel, and delete jobs and their files when asked or once they expire."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.config import MiB, Settings
 from service.errors import StorageFull
-from service.jobs.errors import JobFinished, QueueFull, QueueUnavailable
+from service.jobs.errors import JobStopping, QueueFull, QueueUnavailable
 from service.jobs.model import FINAL, STATUSES, Job, new_id, utcnow
 from service.jobs.store import JobStore
 from service.metrics import Metrics
@@ -140,13 +140,17 @@ class JobService:
         async with reachable():
             return await self.store.page(offset, limit, status)
 
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job (its clip deleted now) or a running one (its worker stops within a second and
-        deletes the clip); JobFinished for one that has ended."""
+    async def end(self, job_id: str) -> Job:
+        """``DELETE /jobs/{id}``: cancel a queued job (its clip deleted now) or a running one (its worker stops
+        within a second and deletes the clip); delete an ended one with its result and files, so a result (which
+        describes people) goes when its owner asks, not only when it expires. JobStopping while the worker of a
+        job cancelled as it ran still has its clip. Returns the job's last state."""
         async with reachable():
-            return await self._cancel(job_id)
+            cancelled = await self._cancel(job_id)
+            return cancelled if cancelled is not None else await self._delete(job_id)
 
-    async def _cancel(self, job_id: str) -> Job:
+    async def _cancel(self, job_id: str) -> Job | None:
+        """The job cancelled, or None once it has ended."""
         was: list[Job] = []
 
         def change(job: Job) -> dict | None:
@@ -158,14 +162,31 @@ class JobService:
 
         cancelled = await self.store.modify(job_id, change)
         if cancelled is None:
-            job = await self.store.get(job_id)
-            raise JobFinished(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
+            return None
         await self.queue.discard(job_id)
         if was[-1].status == "queued":
             self.store.remove_file(job_id, was[-1].upload)
         self.metrics.observe_job_finished("cancelled")
         self.changed.set()
         return cancelled
+
+    async def _delete(self, job_id: str) -> Job:
+        """An ended job deleted: record, result, folder, queue keys."""
+        job = await self.store.get(job_id)
+        if self._stopping(job):
+            raise JobStopping(f"job {job_id} was cancelled while running and its worker is still stopping; retry")
+        await self.queue.discard(job_id)
+        await self.store.delete(job_id)
+        self.changed.set()
+        return job
+
+    def _stopping(self, job: Job) -> bool:
+        """Whether the worker of a job cancelled as it ran may still write to its folder: its clip is there (the
+        worker deletes it last) and its claim has not lapsed (a worker that died leaves the clip to the sweep)."""
+        if job.status != "cancelled" or not job.upload or job.finished is None:
+            return False
+        recent = (utcnow() - job.finished).total_seconds() < self.settings.queue.lease_s
+        return recent and (self.store.folder(job.id) / job.upload).exists()
 
     async def sweep(self) -> int:
         """Delete expired jobs: record, result, upload, queue keys. Returns how many."""

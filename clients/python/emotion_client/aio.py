@@ -111,6 +111,12 @@ class AsyncEmotionClient(ClientBase):
         return await self.call(calls.job(job_id))
 
     async def cancel_job(self, job_id: str) -> JobInfo | None:
+        """Cancel a queued or running job; its last state. (The same call deletes an ended job: ``delete_job``.)"""
+        return await self.call(calls.cancel_job(job_id))
+
+    async def delete_job(self, job_id: str) -> JobInfo | None:
+        """Delete an ended job with its result and files (later calls get NotFound); its last state. A job cancelled
+        while it ran is refused for the second its worker takes to stop (a 409 ``EmotionAPIError``)."""
         return await self.call(calls.cancel_job(job_id))
 
     async def jobs(

@@ -109,6 +109,12 @@ class EmotionClient(ClientBase):
         return self.call(calls.job(job_id))
 
     def cancel_job(self, job_id: str) -> JobInfo | None:
+        """Cancel a queued or running job; its last state. (The same call deletes an ended job: ``delete_job``.)"""
+        return self.call(calls.cancel_job(job_id))
+
+    def delete_job(self, job_id: str) -> JobInfo | None:
+        """Delete an ended job with its result and files (later calls get NotFound); its last state. A job cancelled
+        while it ran is refused for the second its worker takes to stop (a 409 ``EmotionAPIError``)."""
         return self.call(calls.cancel_job(job_id))
 
     def jobs(self, *, limit: int | None = None, offset: int | None = None, status: JobStatus | None = None) -> JobPage:

@@ -81,11 +81,12 @@ async def get_job(id: JobId, jobs: JobsDep) -> JobView:
 @router.delete(
     "/{id}",
     response_model=JobInfo,
-    responses={**NOT_FOUND, **errors(_409="the job has already ended")},
+    responses={**NOT_FOUND, **errors(_409="cancelled while running, its worker still stopping; see Retry-After")},
 )
-async def cancel_job(id: JobId, jobs: JobsDep) -> JobInfo:
-    """Cancel a queued or running job (a running one stops within a second); its clip is deleted."""
-    return job_info(await jobs.cancel(id))
+async def end_job(id: JobId, jobs: JobsDep) -> JobInfo:
+    """Cancel a queued or running job (a running one stops within a second; its clip is deleted), or delete an
+    ended one with its result and files (then `GET` answers 404). The answer is the job's last state."""
+    return job_info(await jobs.end(id))
 
 
 @router.get("", response_model=JobPage, responses=errors(_401="missing or wrong API key"))
