@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
 import time
 from threading import Event, current_thread
 
@@ -146,6 +147,18 @@ def test_video_without_faces_returns_empty_tracks(client, tmp_path):
     )
 
 
+def mp4_with_tracks(*kinds: bytes) -> bytes:
+    """An mp4 whose tracks are of these kinds (``hdlr`` handler types) and hold nothing a decoder can read."""
+
+    def box(name: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + name + payload
+
+    tracks = b"".join(
+        box(b"trak", box(b"mdia", box(b"hdlr", bytes(8) + kind + bytes(12) + b"x\x00"))) for kind in kinds
+    )
+    return box(b"ftyp", b"M4A \x00\x00\x02\x00isom") + box(b"moov", tracks) + box(b"mdat", bytes(4000))
+
+
 @pytest.mark.parametrize(
     ("data", "status", "fragment"),
     [
@@ -153,6 +166,8 @@ def test_video_without_faces_returns_empty_tracks(client, tmp_path):
         (b"just some text, not a video at all", 415, "unsupported video container"),
         (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000, 422, "could not be opened"),
         (b"\x1a\x45\xdf\xa3" + b"\x13" * 4000, 422, "could not be opened"),
+        (mp4_with_tracks(b"soun"), 422, "no video stream, only sound"),  # a voice memo, an .m4a
+        (mp4_with_tracks(b"soun", b"vide"), 422, "could not be opened"),  # a video track that does not decode
     ],
 )
 def test_bad_video_gets_clear_4xx(client, data, status, fragment):

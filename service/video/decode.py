@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import statistics
 import threading
@@ -61,6 +62,35 @@ def check_container(head: bytes) -> str:
     if kind is None:
         raise UnsupportedFormat(f"unsupported video container; send {CONTAINERS}")
     return kind
+
+
+HANDLER_SCAN_BYTES = 8 << 20  # an unopened mp4's head and tail searched for its tracks' kinds
+
+
+def unopened(path: str) -> InvalidInput:
+    """Why a video did not open: an mp4/mov with sound tracks and no video track (a voice memo, an .m4a sent as
+    video) is said to be that; anything else is an unsupported codec or a corrupt file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HANDLER_SCAN_BYTES)
+            f.seek(max(len(head), os.fstat(f.fileno()).st_size - HANDLER_SCAN_BYTES))
+            tail = f.read()
+    except OSError:
+        head = tail = b""
+    kinds = track_kinds(head + tail) if sniff_video(head[:SNIFF_BYTES]) == "mp4" else set()
+    if "soun" in kinds and "vide" not in kinds:
+        return InvalidInput("the file has no video stream, only sound; send a video")
+    return InvalidInput("the video could not be opened: unsupported codec or corrupt file")
+
+
+def track_kinds(data: bytes) -> set[str]:
+    """The handler types (``vide``, ``soun``, ...) of the mp4 ``hdlr`` boxes in ``data``: each box's type is 12 bytes
+    after its name (version and flags, and a reserved word, first)."""
+    kinds, at = set(), data.find(b"hdlr")
+    while at >= 0:
+        kinds.add(data[at + 12 : at + 16].decode("latin-1"))
+        at = data.find(b"hdlr", at + 4)
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -177,7 +207,7 @@ class FrameSampler:
         self.sampling = sampling
         self.cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
         if not self.cap.isOpened():
-            raise InvalidInput("the video could not be opened: unsupported codec or corrupt file")
+            raise unopened(path)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
