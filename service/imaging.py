@@ -41,6 +41,26 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise InvalidInput("the image header is corrupt or truncated") from exc
 
 
+TIFF_SAMPLE_FORMAT, TIFF_FLOAT = 339, 3  # the SampleFormat tag, and its value for IEEE floating point
+
+
+def tiff_sample_format(data: bytes) -> int | None:
+    """The SampleFormat of a TIFF's first image (1 unsigned integers, the default; 3 floating point), read from its
+    first directory; None where that cannot be read."""
+    order = "<" if data.startswith(b"II") else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, n = struct.unpack_from(order + "HHI", data, at)
+            if tag == TIFF_SAMPLE_FORMAT and kind == 3:  # SHORTs: inline when they fit in 4 bytes
+                where = at + 8 if n <= 2 else struct.unpack_from(order + "I", data, at + 8)[0]
+                return struct.unpack_from(order + "H", data, where)[0]
+    except struct.error:
+        return None
+    return 1
+
+
 JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (C4, C8, CC are other segments)
 JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RST0..7, SOI: markers without a length
 
@@ -81,6 +101,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat("unsupported image format; send JPEG, PNG, WebP, BMP or TIFF")
+    if fmt == "tiff" and tiff_sample_format(data) == TIFF_FLOAT:  # neither PIL (colour) nor OpenCV reads them
+        raise UnsupportedFormat("floating-point TIFF is not supported; send 8- or 16-bit integer pixels")
     width, height = declared_size(data)
     if width * height > max_pixels:
         raise InputTooLarge(f"image has {width}x{height} pixels; the limit is {max_pixels} pixels")

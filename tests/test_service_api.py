@@ -217,6 +217,23 @@ def test_bad_image_gets_clear_4xx(client, route, data, status, fragment):
     assert response.status_code == status and fragment in response.json()["detail"]
 
 
+def tiff(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".tiff", image)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_floating_point_tiff_is_415_and_integer_tiff_is_read(client, face_photo, channels):
+    """A float TIFF was called corrupt (colour: PIL cannot read its header) or undecodable (gray)."""
+    face = face_photo if channels == 3 else cv2.cvtColor(face_photo, cv2.COLOR_BGR2GRAY)
+    refused = client.post("/predict/image", files=upload(tiff(face.astype(np.float32) / 255)))
+    assert refused.status_code == 415 and "floating-point TIFF" in refused.json()["detail"], refused.text
+    for pixels in (face, face.astype(np.uint16) * 257):  # 8 and 16 bits
+        read = client.post("/predict/image", files=upload(tiff(pixels)))
+        assert read.status_code == 200 and len(read.json()["faces"]) == 1, read.text
+
+
 def test_truncated_jpeg_is_422_not_500(client, face_photo):
     data = jpeg(face_photo)
     response = client.post("/predict/image", files=upload(data[: len(data) // 3]))
