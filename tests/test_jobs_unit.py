@@ -215,6 +215,30 @@ def test_store_changes_are_atomic_under_concurrent_writers(make_store):
     assert run(read()) == 100
 
 
+def test_file_store_scans_see_every_change_another_process_writes(tmp_path):
+    """Full scans keep what they parsed until a record's file changes: a second store on the same folder (another
+    process) changes, adds and removes jobs, and the first one's scans see each change."""
+
+    async def scenario():
+        mine, theirs = FileJobStore(tmp_path / "jobs"), FileJobStore(tmp_path / "jobs")
+        jobs = [Job(id=new_id(), model="m", version="1") for _ in range(3)]
+        for job in jobs:
+            await theirs.create(job)
+            await asyncio.sleep(0.002)
+        assert (await mine.counts())["queued"] == 3
+        await theirs.modify(jobs[0].id, lambda j: {"status": "running", "progress": 0.25})
+        await theirs.modify(jobs[1].id, lambda j: {"status": "succeeded"})
+        counts = await mine.counts()
+        assert (counts["queued"], counts["running"], counts["succeeded"]) == (1, 1, 1)
+        await theirs.modify(jobs[0].id, lambda j: {"progress": 0.75})  # the same size: a new file all the same
+        page, _ = await mine.page(0, 10, "running")
+        assert [j.progress for j in page] == [0.75]
+        await theirs.delete(jobs[2].id)
+        assert sum((await mine.counts()).values()) == 2 and set(mine._scanned) == {jobs[0].id, jobs[1].id}
+
+    run(scenario())
+
+
 class NoQueue:
     """The queue side of ``JobService`` for tests of its store side: records what it was asked to discard."""
 

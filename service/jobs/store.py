@@ -86,6 +86,13 @@ class FileJobStore(Folders):
 
     JOB_FILE, LOCK_FILE = "job.json", ".lock"
 
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        # what full scans (counts, expiry, listing by status) parsed, by job: the record file's identity then
+        # (inode, mtime, size) and the job; a scan re-reads only records changed since (any process's write
+        # replaces the file), so housekeeping over 10,000 kept jobs is a stat each, not a parse each
+        self._scanned: dict[str, tuple[tuple[int, int, int], Job]] = {}
+
     async def create(self, job: Job) -> None:
         folder = self.folder(job.id)
         folder.mkdir(exist_ok=True)
@@ -130,9 +137,27 @@ class FileJobStore(Folders):
         return []
 
     def _jobs(self) -> Iterator[Job]:
-        for job_id in self._ids():
+        ids = self._ids()
+        for job_id in ids:
             with contextlib.suppress(JobNotFound, ValueError):  # removed meanwhile, or not written yet
-                yield self._read(job_id)
+                yield self._scan(job_id)
+        for gone in set(self._scanned) - set(ids):
+            self._scanned.pop(gone, None)
+
+    def _scan(self, job_id: str) -> Job:
+        """``_read`` for full scans of ids ``_ids`` gave: the record parsed when it last changed (a string path:
+        building 10,000 ``Path`` objects cost more than their stats)."""
+        try:
+            st = os.stat(os.path.join(self.root, job_id, self.JOB_FILE))
+        except (FileNotFoundError, NotADirectoryError):
+            raise JobNotFound(f"no job {job_id!r}") from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        seen = self._scanned.get(job_id)
+        if seen is not None and seen[0] == key:
+            return seen[1]
+        job = self._read(job_id)
+        self._scanned[job_id] = key, job
+        return job
 
     def _page(self, offset: int, limit: int, status: str | None) -> tuple[list[Job], int]:
         if status is None:
