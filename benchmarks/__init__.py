@@ -73,9 +73,12 @@ def save_report(folder: Path, name: str, data: Any, plot: Callable[[Path], None]
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system, every thread) a local process has used so far, from ``/proc``; None where unknown."""
+    """CPU seconds (user + system, every thread) a local process and its children (a server's worker processes) have
+    used so far, from ``/proc``; None where unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_s(int(child)) or 0.0 for child in children)

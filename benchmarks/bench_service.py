@@ -42,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_argument(p)
     p.add_argument("--version", help="model version (default: the newest, what requests naming none get)")
     p.add_argument("--output", type=Path, help="write bench_service.json and bench_service.png into this folder")
+    p.add_argument("--workers", type=int, default=1, help="server processes (python -m service --workers N)")
     p.add_argument(
         "--only",
         nargs="+",
@@ -164,13 +165,15 @@ def server_share_under(before: dict, after: dict, le: str) -> float:
     return (after[le] - before.get(le, 0.0)) / total if total else float("nan")
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(workers: int = 1) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "EMOTION_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -187,8 +190,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
 def main(args: argparse.Namespace) -> dict:
     face, photo = sample_inputs()
     raw_before = raw_model_throughput(args.model, face, args.seconds, args.version)
-    proc, base = start_server()
-    results: dict = {"cpu_count": os.cpu_count(), "model": args.model, "version": args.version}
+    proc, base = start_server(args.workers)
+    results: dict = {"cpu_count": os.cpu_count(), "model": args.model, "version": args.version, "workers": args.workers}
     try:
         for name, route, data, raw_body in scenarios(face, photo):
             if args.only and name not in args.only:

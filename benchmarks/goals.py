@@ -3,8 +3,8 @@ the models' order alternating from round to round (a VM's speed drifts by tens o
 figures of one sitting compare).
 
 Runs, in this order:
-- ``bench_service --seconds S --concurrency 1 4 --model M``, ``--rounds`` times per model: the photo route's scaling
-  and p50 against its stages, and the face-crop route against the raw model;
+- ``bench_service --seconds S --concurrency 1 4 --model M [--workers N]``, ``--rounds`` times per model: the photo
+  route's scaling and p50 against its stages, and the face-crop route against the raw model;
 - ``bench_video --no-baseline`` with ``EMOTION_DEFAULT_MODEL=M``, ``--video-rounds`` times per model;
 - the per-face cost over the shared photos' faces (``benchmarks.gate``'s timing: crop + preprocess + model, one face
   a call, the two models interleaved face by face), in this process.
@@ -15,6 +15,7 @@ evaluation's (``training.evaluate``, ``benchmarks.eval_photos``); a candidate pu
 measured here with ``EMOTION_STORE_PATH``.
 
     python -m benchmarks.goals [--rounds 2] [--video-rounds 3] [--faces 300] [--output runs/goals]
+        [--workers 2] [--concurrency 1 4 8]
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="bench_service runs per model")
     p.add_argument("--video-rounds", type=int, default=3, help="bench_video runs per model (the goal is the median)")
     p.add_argument("--seconds", type=float, default=4.0, help="bench_service's seconds per scenario")
+    p.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 4], help="bench_service's callers (1 and 4 are judged)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="server processes for bench_service")
     p.add_argument("--faces", type=int, default=300, help="photos' faces timed per model")
     p.add_argument("--output", type=Path, default=Path("runs/goals"))
     return p
@@ -101,7 +106,7 @@ def measure(role_models: dict[str, str], args: argparse.Namespace) -> dict:
             for role in order:
                 bar.set_postfix_str(f"{kind} {role} {i + 1}")
                 folder = args.output / f"{kind}_{role}_{i + 1}"
-                out[kind][role].append(run_benchmark(kind, role_models[role], folder, args.seconds))
+                out[kind][role].append(run_benchmark(kind, role_models[role], folder, args))
                 bar.update()
         bar.set_postfix_str("per face")
         out["per_face"] = per_face_cost(role_models, args.faces)
@@ -109,14 +114,14 @@ def measure(role_models: dict[str, str], args: argparse.Namespace) -> dict:
     return out
 
 
-def run_benchmark(kind: str, model: str, folder: Path, seconds: float) -> dict:
+def run_benchmark(kind: str, model: str, folder: Path, args: argparse.Namespace) -> dict:
     """One benchmark in a fresh process; its output kept in ``folder``/output.txt, its JSON returned."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if kind == "service":
         found = folder / "bench_service.json"
-        argv = ["bench_service", "--seconds", str(seconds), "--concurrency", "1", "4", "--model", model]
-        argv += ["--output", str(folder)]
+        argv = ["bench_service", "--seconds", str(args.seconds), "--model", model, "--workers", str(args.workers)]
+        argv += ["--concurrency", *map(str, args.concurrency), "--output", str(folder)]
     else:
         found = folder / "bench_video.json"
         argv = ["bench_video", "--no-baseline", "--json", str(found)]

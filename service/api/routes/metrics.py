@@ -1,7 +1,7 @@
 """Prometheus exposition."""
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.api.deps import MetricsDep, RegistryDep
 
@@ -12,4 +12,4 @@ router = APIRouter(tags=["metrics"])
 async def metrics(m: MetricsDep, registry: RegistryDep) -> Response:
     """Every model the store holds now (new versions after a rescan too) has its series, at zero until used."""
     m.known_models((r.entry.manifest.key, r.entry.manifest.labels) for r in registry.all_records())
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
