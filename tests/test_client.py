@@ -341,6 +341,10 @@ def test_video_job_is_submitted_and_waited_for_with_progress(client, server, cli
     with pytest.raises(EmotionAPIError) as info:
         client.job("no-such-job")
     assert info.value.status == 404
+    assert client.delete_job(job.id).status == "succeeded"  # its result deleted on request
+    with pytest.raises(EmotionAPIError) as info:
+        client.job(job.id)
+    assert info.value.status == 404
 
 
 def test_cli_video_wait_runs_a_job_with_a_progress_bar(server, clip):
