@@ -20,8 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 if TYPE_CHECKING:
     from service.results import VideoResult
 
-# Set (by ``python -m service --workers N``) before prometheus_client is imported: every process then writes its
-# series to files there, and a scrape of any of them sums them all (gauges by the mode each is declared with).
+# Set (by ``python -m service --workers N``: service/processes.py) before prometheus_client is imported: every
+# process then writes its series to files there, and a scrape of any of them sums them all (gauges by the mode each
+# is declared with).
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

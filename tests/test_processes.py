@@ -4,18 +4,20 @@ of them reports the sums over all (Prometheus' multi-process mode), and a store 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
 
-from service.__main__ import per_process
 from service.config import Settings
 from service.metrics import forget_ended
 from service.peers import ReloadSignal
+from service.processes import EARLY_S, per_process, watch
 from tests.conftest import metric
-from tests.live import SERVICE, serve
+from tests.live import SERVICE, clean_env, serve
 
 FACE_ROUTE = 'emotion_requests_total{method="POST",route="/predict/face",status="200"}'
 
@@ -44,6 +46,46 @@ def test_a_reload_announced_by_one_process_is_seen_once_by_each_other(tmp_path):
     one.announce()
     one.announce()  # twice within a clock tick still reads as a change
     assert two.changed() and three.changed() and not three.changed()
+
+
+class FakeProcess:
+    def __init__(self, pid: int, alive: bool = True, exitcode: int | None = None) -> None:
+        self.pid, self.alive, self.exitcode = pid, alive, exitcode
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_the_supervisor_restarts_a_process_that_died_and_stops_on_one_that_could_not_start():
+    stop, started = threading.Event(), []
+
+    def start():
+        started.append(FakeProcess(100 + len(started)))
+        stop.set()  # one round of the watch is enough
+        return started[-1], time.monotonic()
+
+    old = time.monotonic() - 2 * EARLY_S
+    processes = [(FakeProcess(1), old), (FakeProcess(2, alive=False, exitcode=-9), old)]
+    assert watch(processes, start, stop) is None
+    assert [p.pid for p, _ in processes] == [1, 100]  # the dead one replaced, in its place
+
+    stop.clear()
+    early = [(FakeProcess(3, alive=False, exitcode=1), time.monotonic())]
+    reason = watch(early, start, stop)
+    assert reason is not None and "server process 3 ended" in reason and "exit 1" in reason
+    assert len(started) == 1  # not started again
+
+
+def test_a_taken_port_stops_several_processes_with_a_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [*SERVICE[:-1], str(port), "--workers", "2"]
+        command[command.index("--host") + 1] = "127.0.0.1"
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=clean_env(TMPDIR=str(tmp_path)))
+    assert done.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert not list(tmp_path.glob("emotion-server-*"))  # nothing left behind
 
 
 def test_gauges_of_processes_that_ended_are_forgotten(tmp_path):
