@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import uvicorn
 
@@ -40,8 +41,8 @@ def main(args: argparse.Namespace) -> None:
         # just over it still reaches the route, which closes with 1009 and says the limit
         "ws_max_size": settings.stream.max_frame_bytes + WS_SLACK_BYTES,
     }
-    if workers == 1:
-        uvicorn.run(host=args.host, port=args.port, **options)
+    if workers == 1 or not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
+        uvicorn.run(host=args.host, port=args.port, workers=workers, **options)
         return
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.update({**per_process(settings, workers), **shared_folder()})  # read by each process's settings
