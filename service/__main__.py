@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 import uvicorn
 
 from service.config import settings_or_exit
-from service.processes import per_process, shared_folder, supervise
+from service.processes import OWN_SOCKETS, per_process, shared_folder, supervise
 
 WS_SLACK_BYTES = 64 * 1024  # over a frame's limit: its capture-time prefix, and text messages of any sane size
 
@@ -41,11 +40,12 @@ def main(args: argparse.Namespace) -> None:
         # just over it still reaches the route, which closes with 1009 and says the limit
         "ws_max_size": settings.stream.max_frame_bytes + WS_SLACK_BYTES,
     }
-    if workers == 1 or not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
+    if workers > 1:
+        os.environ.update({**per_process(settings, workers), **shared_folder()})  # read by each process's settings
+    if workers == 1 or not OWN_SOCKETS:
         uvicorn.run(host=args.host, port=args.port, workers=workers, **options)
         return
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.update({**per_process(settings, workers), **shared_folder()})  # read by each process's settings
     supervise(workers, args.host, args.port, options)
 
 

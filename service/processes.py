@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +29,9 @@ from service.config import Settings
 from service.metrics import MULTIPROCESS_DIR
 
 log = logging.getLogger("service.processes")
+# Linux spreads new connections over the sockets bound to one port; elsewhere SO_REUSEPORT does not (macOS hands
+# them all to one) or does not exist, and uvicorn's own supervisor, one socket for all, serves several processes
+OWN_SOCKETS = sys.platform.startswith("linux")
 CHECK_S = 0.5  # how often the supervisor looks for a process that died
 STOP_S = 30.0  # how long a process has to finish its requests once told to stop
 # a process that ends this soon after its start could not start (the port taken, a broken install): starting it

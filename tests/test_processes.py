@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from service.config import Settings
 from service.metrics import forget_ended
@@ -99,10 +100,20 @@ def test_gauges_of_processes_that_ended_are_forgotten(tmp_path):
     assert left == sorted([f"counter_{gone}.db", f"counter_{alive}.db", f"gauge_livesum_{alive}.db"])
 
 
-def test_two_processes_serve_and_any_scrape_counts_every_request(happy_face_bytes, tmp_path):
+# ``python -m service`` as on a platform where SO_REUSEPORT does not spread connections: uvicorn's supervisor
+ELSEWHERE = [
+    sys.executable,
+    "-c",
+    "import runpy, service.processes as p; p.OWN_SOCKETS = False; runpy.run_module('service', run_name='__main__')",
+    *SERVICE[3:],
+]
+
+
+@pytest.mark.parametrize("command", [SERVICE, ELSEWHERE], ids=["own sockets", "uvicorn's supervisor"])
+def test_two_processes_serve_and_any_scrape_counts_every_request(command, happy_face_bytes, tmp_path):
     """Each request on a connection of its own (so both processes take some); every scrape, whichever process
     answers it, reports all of them; the metrics folder goes when the server stops."""
-    with serve([*SERVICE, "--workers", "2"], env={"TMPDIR": str(tmp_path)}) as url:
+    with serve([*command, "--workers", "2"], env={"TMPDIR": str(tmp_path)}) as url:
         folders = [p / "metrics" for p in tmp_path.glob("emotion-server-*")]
         assert len(folders) == 1
 
