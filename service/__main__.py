@@ -14,13 +14,20 @@ from service.processes import OWN_SOCKETS, per_process, shared_folder, supervise
 WS_SLACK_BYTES = 64 * 1024  # over a frame's limit: its capture-time prefix, and text messages of any sane size
 
 
+def process_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{count}: from 1 to 64 server processes")
+    return count
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Facial emotion service")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
         "--workers",
-        type=int,
+        type=process_count,
         help="server processes (default EMOTION_WORKERS, 1): each loads its own models and takes its share of the "
         "cores; /metrics sums them all",
     )

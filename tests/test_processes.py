@@ -49,6 +49,15 @@ def test_a_reload_announced_by_one_process_is_seen_once_by_each_other(tmp_path):
     assert two.changed() and three.changed() and not three.changed()
 
 
+@pytest.mark.parametrize("count", ["0", "-2", "65"])
+def test_a_process_count_out_of_range_is_refused(count, capsys):
+    from service.__main__ import get_args_parser
+
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--workers", count])
+    assert "from 1 to 64 server processes" in capsys.readouterr().err
+
+
 class FakeProcess:
     def __init__(self, pid: int, alive: bool = True, exitcode: int | None = None) -> None:
         self.pid, self.alive, self.exitcode = pid, alive, exitcode
