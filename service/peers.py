@@ -5,9 +5,10 @@ file system's clock tick would look like one."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from service.files import atomic_write
 
 POLL_S = 1.0  # how often a process looks for its peers' rescans
 
@@ -25,11 +26,8 @@ class ReloadSignal:
 
     def announce(self) -> None:
         """This process rescanned the store: the others are to follow."""
-        token = secrets.token_hex(8)
-        spare = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        spare.write_text(token)
-        os.replace(spare, self.path)
-        self.seen = token
+        self.seen = secrets.token_hex(8)
+        atomic_write(self.path, self.seen)
 
     def changed(self) -> bool:
         """Whether another process announced a rescan since this one last looked (or announced one itself)."""

@@ -16,8 +16,9 @@ import os
 import time
 from pathlib import Path
 
+from service.files import atomic_write
 from service.jobs.runner import JobRunner
-from service.jobs.store import FileJobStore, atomic_write
+from service.jobs.store import FileJobStore
 
 log = logging.getLogger("service.jobs")
 POLL_S = 1.0  # how often an idle pool looks for jobs enqueued by another process

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.files import atomic_write
 from service.jobs.errors import JobNotFound
 from service.jobs.model import RESULT_FILE, STATUSES, Job, valid_id
 
@@ -68,13 +69,6 @@ class Folders:
 
     def remove_folder(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one (a crash mid-write leaves the old)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def updated(job: Job, fields: dict[str, Any]) -> Job:
