@@ -72,13 +72,15 @@ def zero_fill_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Two 3x3 convs with affine layers; a stride-2 block adds to a 2x2 average pool of its input."""
+    """Two 3x3 convs with affine layers; a stride-2 block adds to a 2x2 average pool of its input. ``mid``: the
+    channels between the two convs (``cout`` in dlib's net; fewer in a pruned one, ``training.prune``)."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, mid: int | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 0 if stride > 1 else 1)
-        self.aff1 = Affine(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        mid = mid or cout
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 0 if stride > 1 else 1)
+        self.aff1 = Affine(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1)
         self.aff2 = Affine(cout)
         self.shortcut = nn.AvgPool2d(2, 2) if stride > 1 else nn.Identity()
 
@@ -87,15 +89,33 @@ class Block(nn.Module):
         return F.relu(zero_fill_add(out, self.shortcut(x)))
 
 
+def inner_channels(cout: int, inner: float) -> int:
+    """A block's channels between its convs at ``inner`` times its output's, in multiples of 8 (int8 kernels work
+    in such groups)."""
+    if not 0 < inner <= 1:
+        raise ValueError(f"inner must be in (0, 1], got {inner}")
+    return max(8, round(cout * inner / 8) * 8)
+
+
 class DlibFaceResNet(nn.Module):
-    def __init__(self, num_classes: int = 7, in_chans: int = 3, dropout: float = 0.2, descriptor: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_chans: int = 3,
+        dropout: float = 0.2,
+        descriptor: bool = False,
+        inner: float = 1.0,
+    ) -> None:
+        """``inner`` < 1 narrows every block between its two convs (a pruned net); the residual path keeps dlib's
+        widths, so a block's output still adds to its shortcut."""
         super().__init__()
         if in_chans != 3:
             raise ValueError("dlib's face ResNet reads RGB images (in_chans=3); gray faces are given as 3 channels")
         self.stem = nn.Sequential(nn.Conv2d(3, 32, 7, 2, 0), Affine(32), nn.ReLU(), nn.MaxPool2d(3, 2))
         blocks, cin = [], 32
         for cout, stride, count in STAGES:
-            blocks += [Block(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(count)]
+            mid = inner_channels(cout, inner)
+            blocks += [Block(cin if i == 0 else cout, cout, stride if i == 0 else 1, mid) for i in range(count)]
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -107,6 +127,17 @@ class DlibFaceResNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 256 pooled values the head reads."""
         return self.pool(self.blocks(self.stem(x)))
+
+    def forward_plane(self, plane: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The logits of a gray face given as one plane of 0..1 pixels, where the net reads three planes normalised
+        by ``mean`` and ``std`` (``Cx1x1``): the first conv's weights summed over the planes, each over its std,
+        and the means moved into its bias. Exact, because that conv does not pad; an export folds both into one
+        conv on one plane (a third of the stem's work, and no planes to repeat)."""
+        conv = self.stem[0]
+        weight = (conv.weight / std.unsqueeze(0)).sum(dim=1, keepdim=True)
+        bias = conv.bias - (conv.weight * (mean / std).unsqueeze(0)).sum(dim=(1, 2, 3))
+        x = self.stem[1:](F.conv2d(plane, weight, bias, conv.stride))
+        return self.head(self.pool(self.blocks(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
