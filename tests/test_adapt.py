@@ -49,3 +49,22 @@ def test_gray_to_colour_repeats_the_channel():
     x = torch.rand(1, 1, 48, 48)
     out = InputAdapter(GRAY, {**GRAY, "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3})(x)
     assert out.shape == (1, 3, 48, 48) and torch.allclose(out[:, 0], out[:, 2])
+
+
+def test_a_gray_plane_resamples_one_plane_and_repeats_it():
+    """A colour model given only gray faces: the same input as the three-plane resampling for a gray face, one plane
+    of work; a colour face is read as its gray (the model's route never sends it one)."""
+    rng = np.random.default_rng(1)
+    source = {**COLOUR, "height": 150, "width": 150}
+    gray = np.repeat(rng.uniform(0, 1, (1, 1, 150, 150)), 3, axis=1).astype(np.float32)
+    x = (torch.from_numpy(gray) - torch.tensor(source["mean"]).view(1, 3, 1, 1)) / 1.0
+    planes, plane = InputAdapter(source, COLOUR)(x), InputAdapter(source, COLOUR, gray_plane=True)(x)
+    assert plane.shape == (1, 3, 112, 112) and torch.allclose(plane, planes, atol=1e-5)
+    colour = x + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+    out = InputAdapter(source, COLOUR, gray_plane=True)(colour)
+    assert torch.allclose(out[:, 0] + source["mean"][0], out[:, 1] + source["mean"][1], atol=1e-5)
+
+
+def test_a_gray_plane_needs_colour_on_both_sides():
+    with pytest.raises(ValueError, match="gray_plane"):
+        InputAdapter(COLOUR, GRAY, gray_plane=True)

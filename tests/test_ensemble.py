@@ -83,6 +83,61 @@ def test_a_routed_ensemble_exports_and_runs_batches_of_one_kind(tmp_path):
         assert np.abs(session.run(None, {"input": batch.numpy()})[0] - expected).max() < 1e-5
 
 
+def test_a_gray_plane_member_scores_gray_faces_as_with_three_planes():
+    """``gray_plane``, as ``training.ensemble --gray-plane`` records it: the gray-face member's input is resampled as
+    one plane; its answers for gray faces stay those of the three-plane input."""
+    from training.models import create_model
+
+    conv = {"architecture": "emotion_cnn", "architecture_args": {"width": 8, "hidden": 16}, "temperature": 1.0}
+    big, own = {**COLOUR_IN, "height": 56, "width": 56}, {**COLOUR_IN, "height": 48, "width": 48}
+    members = [{**conv, "faces": "gray", "input": own}, {**conv, "faces": "colour"}]
+    torch.manual_seed(0)
+    planes = create_model("emotion_ensemble", 3, in_chans=3, members=members, input=big).eval()
+    members[0]["gray_plane"] = True
+    plane = create_model("emotion_ensemble", 3, in_chans=3, members=members, input=big).eval()
+    plane.load_state_dict(planes.state_dict())
+    assert plane.adapters[0].to_gray and not planes.adapters[0].to_gray
+    x = torch.rand(2, 3, 56, 56)
+    x[0] = x[0, :1].expand(3, -1, -1)  # row 0 gray, row 1 colour
+    with torch.inference_mode():
+        assert torch.allclose(plane((x - 0.5) / 0.25), planes((x - 0.5) / 0.25), atol=1e-5)
+
+
+def test_a_gray_plane_dlib_member_reads_one_plane_through_its_folded_stem(tmp_path):
+    """dlib's net routed to gray faces with ``gray_plane``: its stem conv reads the one resampled plane (the export
+    holds a one-plane conv), and the ensemble's answers are those of the three-plane input, in torch and ONNX."""
+    import onnx
+    import onnxruntime as ort
+
+    from training.export_onnx import export
+    from training.models import create_model
+    from training.models.dlib_resnet import DLIB_INPUT
+
+    own = {k: DLIB_INPUT[k] for k in ("height", "width", "channels", "mean", "std")}
+    big = {**own, "height": 120, "width": 120}
+    members = [
+        {"architecture": "dlib_resnet", "architecture_args": {"inner": 0.25}, "faces": "gray", "input": own},
+        {"architecture": "emotion_cnn", "architecture_args": {"width": 8, "hidden": 16}, "faces": "colour"},
+    ]
+    torch.manual_seed(3)
+    planes = create_model("emotion_ensemble", 7, in_chans=3, members=members, input=big).eval()
+    members[0]["gray_plane"] = True
+    plane = create_model("emotion_ensemble", 7, in_chans=3, members=members, input=big).eval()
+    plane.load_state_dict(planes.state_dict())
+    x = torch.rand(3, 3, 120, 120)
+    x[:2] = x[:2, :1].expand(-1, 3, -1, -1)  # two gray faces, one colour
+    x = (x - torch.tensor(own["mean"]).view(3, 1, 1)) / torch.tensor(own["std"]).view(3, 1, 1)
+    with torch.inference_mode():
+        expected = planes(x)
+        assert torch.allclose(plane(x), expected, atol=1e-4)
+    path = export(plane, x, ["logits"], tmp_path / "plane.onnx")
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: tuple(i.dims) for i in graph.initializer}
+    assert (32, 1, 7, 7) in weights.values() and (32, 3, 7, 7) not in weights.values()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected.numpy()).max() < 1e-3
+
+
 class Lopsided(nn.Module):
     """Logits that depend on which half of the image is brighter, so a mirror image scores differently."""
 

@@ -59,6 +59,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="member I averages each face with its mirror image inside the graph; with --no-tta, the other members "
         "score the face alone (mirror TTA only where it pays)",
     )
+    p.add_argument(
+        "--gray-plane",
+        action="store_true",
+        help="members routed to gray faces (--faces I=gray) that read colour get one gray plane resampled and "
+        "repeated, not three: a third of their input's resampling",
+    )
     p.add_argument("--input-from", type=int, help="the member whose input the ensemble reads (default: the largest)")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-tta", action="store_true")
@@ -143,6 +149,10 @@ def training_args(args: argparse.Namespace, manifests: list[Manifest], spec: Inp
         if not 0 <= i < len(members):
             raise SystemExit(f"--mirror {i}: there are {len(members)} members")
         members[i]["mirror"] = True
+    if args.gray_plane:
+        for m in members:
+            if m.get("faces") == "gray" and m.get("input", {}).get("channels") == 3:
+                m["gray_plane"] = True
     needs_input = any("faces" in m or "input" in m for m in members)
     arch_args = {"members": members} | ({"input": shared_input(spec)} if needs_input else {})
     argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]

@@ -49,15 +49,21 @@ def per_channel(values: list[float]) -> torch.Tensor:
 
 
 class InputAdapter(nn.Module):
-    """``source`` -> ``target`` model input (each a dict with height, width, channels, mean, std)."""
+    """``source`` -> ``target`` model input (each a dict with height, width, channels, mean, std).
 
-    def __init__(self, source: dict, target: dict) -> None:
+    ``gray_plane``: the target reads colour but is only ever given gray faces (an ensemble member routed to them),
+    so the face is turned gray first, one plane is resampled instead of three, and that plane is repeated: a third
+    of the resampling, and for a face whose planes are equal the same input."""
+
+    def __init__(self, source: dict, target: dict, gray_plane: bool = False) -> None:
         super().__init__()
         if source["channels"] not in (1, 3) or target["channels"] not in (1, 3):
             raise ValueError("only gray (1) and colour (3) face inputs can be adapted")
-        self.identity = all(source[k] == target[k] for k in SHARED_INPUT)
-        self.to_gray = source["channels"] == 3 and target["channels"] == 1
-        self.to_colour = source["channels"] == 1 and target["channels"] == 3
+        if gray_plane and (source["channels"], target["channels"]) != (3, 3):
+            raise ValueError("gray_plane adapts a colour input for a colour model that is given gray faces only")
+        self.identity = all(source[k] == target[k] for k in SHARED_INPUT) and not gray_plane
+        self.to_gray = source["channels"] == 3 and (target["channels"] == 1 or gray_plane)
+        self.to_colour = (source["channels"] == 1 or gray_plane) and target["channels"] == 3
         self.register_buffer("source_mean", per_channel(source["mean"]), persistent=False)
         self.register_buffer("source_std", per_channel(source["std"]), persistent=False)
         self.register_buffer("target_mean", per_channel(target["mean"]), persistent=False)
@@ -67,14 +73,29 @@ class InputAdapter(nn.Module):
         self.register_buffer("cols", resize_matrix(source["width"], target["width"]).T.contiguous(), persistent=False)
         self.resize = (source["height"], source["width"]) != (target["height"], target["width"])
 
+    @property
+    def gray_plane(self) -> bool:
+        return self.to_gray and self.to_colour
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.identity:
             return x
-        x = x * self.source_std + self.source_mean  # pixels in 0..1
         if self.to_gray:
-            x = (x * self.gray).sum(dim=1, keepdim=True)
-        elif self.to_colour:
-            x = x.expand(-1, 3, -1, -1)
-        if self.resize:
-            x = torch.matmul(torch.matmul(self.rows, x), self.cols)
+            x = self.plane(x)
+            if self.gray_plane:  # repeated after the resampling
+                x = x.expand(-1, 3, -1, -1)
+        else:
+            x = x * self.source_std + self.source_mean  # pixels in 0..1
+            if self.to_colour:
+                x = x.expand(-1, 3, -1, -1)
+            x = self.resample(x)
         return (x - self.target_mean) / self.target_std
+
+    def plane(self, x: torch.Tensor) -> torch.Tensor:
+        """A colour face as one gray plane at the target's size, in pixels of 0..1 (before the target's
+        normalisation, which a model reading the plane itself folds into its first layer)."""
+        x = ((x * self.source_std + self.source_mean) * self.gray).sum(dim=1, keepdim=True)
+        return self.resample(x)
+
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.rows, x), self.cols) if self.resize else x

@@ -79,7 +79,11 @@ class Ensemble(nn.Module):
         return self
 
     def member_logits(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        out = self.members[i](self.adapters[i](x))
+        adapter, member = self.adapters[i], self.members[i]
+        if getattr(adapter, "gray_plane", False) and hasattr(member, "forward_plane"):  # one plane, its stem folded
+            out = member.forward_plane(adapter.plane(x), adapter.target_mean, adapter.target_std)
+        else:
+            out = member(adapter(x))
         return (out[0] if isinstance(out, tuple) else out).float()
 
     def member_probs(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +144,8 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
     those faces only, which needs the ensemble's colour input. ``frozen`` members keep their weights when the
     ensemble is trained as a whole (``training.train --arch emotion_ensemble``): the others learn to complement
     them. ``mirror`` members average each face with its mirror image inside the graph (the manifest's ``mirror_tta``
-    then off), so mirror TTA is paid only where it buys accuracy."""
+    then off), so mirror TTA is paid only where it buys accuracy. ``gray_plane`` members (colour models routed to
+    gray faces) get their input resampled as one gray plane (``InputAdapter``)."""
     nets, adapters = [], []
     for m in members:
         own = m.get("input")
@@ -154,7 +159,7 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
         )
         if own and not input:
             raise ValueError("an ensemble whose members record their inputs needs its own input as well")
-        adapters.append(InputAdapter(input, own) if own else nn.Identity())
+        adapters.append(InputAdapter(input, own, bool(m.get("gray_plane"))) if own else nn.Identity())
     temperatures = [float(m.get("temperature", 1.0)) for m in members]
     weights = [float(m.get("weight", 1.0)) for m in members]
     frozen = [bool(m.get("frozen", False)) for m in members]
