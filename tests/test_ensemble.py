@@ -97,6 +97,9 @@ def test_a_gray_plane_member_scores_gray_faces_as_with_three_planes():
     plane = create_model("emotion_ensemble", 3, in_chans=3, members=members, input=big).eval()
     plane.load_state_dict(planes.state_dict())
     assert plane.adapters[0].to_gray and not planes.adapters[0].to_gray
+    for wrong in ({**members[0], "faces": "colour"}, {**members[1], "gray_plane": True}):  # not gray; no own input
+        with pytest.raises(ValueError, match="gray_plane"):
+            create_model("emotion_ensemble", 3, in_chans=3, members=[wrong, {**conv, "faces": "gray"}], input=big)
     x = torch.rand(2, 3, 56, 56)
     x[0] = x[0, :1].expand(3, -1, -1)  # row 0 gray, row 1 colour
     with torch.inference_mode():
@@ -344,6 +347,9 @@ def test_a_member_routed_to_colour_faces_is_recorded_and_has_no_torch_program(
         ensemble.main(
             ensemble.get_args_parser().parse_args([*argv[:-3], "--faces", "2=colour", f"--member={folders[0]}"])
         )
+    with pytest.raises(SystemExit, match="--gray-plane: no member routed to gray faces"):
+        both = [f"--member={folders[0]}", f"--member={colour_member}"]
+        ensemble.main(ensemble.get_args_parser().parse_args([*argv, "--gray-plane", *both]))
 
 
 def test_teacher_targets_blend_labels_with_its_calibrated_probabilities():

@@ -62,3 +62,16 @@ def test_a_gray_plane_through_the_folded_stem_equals_three_normalised_planes():
     plane = torch.rand(2, 1, 112, 112)
     with torch.inference_mode():
         assert torch.allclose(net.forward_plane(plane, mean, std), net((plane - mean) / std), atol=1e-4)
+
+
+def test_a_half_width_net_is_filled_from_the_wide_one_block_by_block():
+    """Down blocks (stride 2, more channels out than in) are narrowed too; each block keeps its best channels."""
+    torch.manual_seed(4)
+    wide, narrow = DlibFaceResNet(7).eval(), DlibFaceResNet(7, inner=0.5).eval()
+    x = torch.randn(6, 3, 112, 112)
+    kept = prune(wide, narrow, x)
+    assert [len(k) for k in kept] == [b.conv1.out_channels for b in narrow.blocks]
+    down = narrow.blocks[3]  # the first 64-channel block: 32 in, stride 2
+    assert (down.conv1.in_channels, down.conv1.out_channels, down.conv2.out_channels) == (32, 32, 64)
+    assert torch.equal(down.conv1.weight, wide.blocks[3].conv1.weight[kept[3]])
+    assert torch.equal(narrow.head[1].weight, wide.head[1].weight) and narrow(x).shape == (6, 7)

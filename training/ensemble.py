@@ -150,9 +150,13 @@ def training_args(args: argparse.Namespace, manifests: list[Manifest], spec: Inp
             raise SystemExit(f"--mirror {i}: there are {len(members)} members")
         members[i]["mirror"] = True
     if args.gray_plane:
-        for m in members:
-            if m.get("faces") == "gray" and m.get("input", {}).get("channels") == 3:
-                m["gray_plane"] = True
+        planes = [m for m in members if m.get("faces") == "gray" and m.get("input", {}).get("channels") == 3]
+        if not planes:
+            raise SystemExit(
+                "--gray-plane: no member routed to gray faces (--faces I=gray) reads colour at its own size"
+            )
+        for m in planes:
+            m["gray_plane"] = True
     needs_input = any("faces" in m or "input" in m for m in members)
     arch_args = {"members": members} | ({"input": shared_input(spec)} if needs_input else {})
     argv = ["--data", str(args.data), "--output", str(args.output), "--arch", "emotion_ensemble", "--epochs", "0"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +54,25 @@ def inner_activity(model: DlibFaceResNet, x: torch.Tensor, batch: int = 64) -> l
     blocks = list(model.blocks)
     sums = [torch.zeros(b.conv1.out_channels) for b in blocks]
 
-    def hook(i: int):
-        def record(module, inputs, output) -> None:
+    def hook(i: int) -> Callable:
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             sums[i] += torch.relu(output).mean(dim=(2, 3)).sum(dim=0)
 
         return record
 
     handles = [b.aff1.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
     try:
-        for s in range(0, len(x), batch):
-            model(x[s : s + batch])
+        labels(model, x, batch)
     finally:
         for h in handles:
             h.remove()
     return [t / len(x) for t in sums]
+
+
+@torch.no_grad()
+def labels(model: nn.Module, x: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """The model's label for each row of ``x``, ``batch`` rows a call."""
+    return torch.cat([model(x[s : s + batch]).argmax(1) for s in range(0, len(x), batch)]).numpy()
 
 
 def channel_scores(block: Block, activity: torch.Tensor) -> torch.Tensor:
@@ -108,7 +114,7 @@ def prune(wide: DlibFaceResNet, narrow: DlibFaceResNet, x: torch.Tensor) -> list
     return kept
 
 
-def sample_inputs(args, spec: InputSpec) -> tuple[torch.Tensor, np.ndarray]:
+def sample_inputs(args: argparse.Namespace, spec: InputSpec) -> tuple[torch.Tensor, np.ndarray]:
     faces = load_faces(args.data, "train", spec, None, args.samples, args.seed)
     return torch.from_numpy(normalize(faces.images, spec)), faces.targets
 
@@ -121,8 +127,7 @@ def main(args: argparse.Namespace) -> dict:
     narrow = create_model("dlib_resnet", 7, inner=args.inner).eval()
     x, targets = sample_inputs(args, spec)
     kept = prune(wide, narrow, x)
-    with torch.no_grad():
-        a, b = wide(x).argmax(1).numpy(), narrow(x).argmax(1).numpy()
+    a, b = labels(wide, x), labels(narrow, x)
     args.output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, args.output / "pruned.safetensors")
     report = {
@@ -142,6 +147,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def count(model: nn.Module) -> int:
+    """Parameters, for the report."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -53,7 +53,8 @@ class InputAdapter(nn.Module):
 
     ``gray_plane``: the target reads colour but is only ever given gray faces (an ensemble member routed to them),
     so the face is turned gray first, one plane is resampled instead of three, and that plane is repeated: a third
-    of the resampling, and for a face whose planes are equal the same input."""
+    of the resampling. A face whose planes are equal gets the same input; a nearly gray one (the route allows 2
+    levels of 255 on average) gets its luma in all three."""
 
     def __init__(self, source: dict, target: dict, gray_plane: bool = False) -> None:
         super().__init__()
@@ -75,6 +76,7 @@ class InputAdapter(nn.Module):
 
     @property
     def gray_plane(self) -> bool:
+        """A colour target given one gray plane (what ``gray_plane`` asked for)."""
         return self.to_gray and self.to_colour
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -159,6 +159,8 @@ def emotion_ensemble(num_classes: int = 7, in_chans: int = 1, members=(), input:
         )
         if own and not input:
             raise ValueError("an ensemble whose members record their inputs needs its own input as well")
+        if m.get("gray_plane") and (m.get("faces") != "gray" or not own):
+            raise ValueError("gray_plane is for a member routed to gray faces that reads another input than the whole")
         adapters.append(InputAdapter(input, own, bool(m.get("gray_plane"))) if own else nn.Identity())
     temperatures = [float(m.get("temperature", 1.0)) for m in members]
     weights = [float(m.get("weight", 1.0)) for m in members]
