@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.models.dlib_resnet import Block, DlibFaceResNet, inner_channels
-from training.prune import keep_channels, narrow_block, prune
+from training.prune import inner_activity, keep_channels, narrow_block, prune
 
 
 def test_inner_widths_are_multiples_of_eight_and_checked():
@@ -27,7 +27,7 @@ def test_keeping_every_channel_gives_the_wide_nets_outputs():
     torch.manual_seed(0)
     wide, copy = DlibFaceResNet(7).eval(), DlibFaceResNet(7).eval()
     x = torch.randn(4, 3, 112, 112)
-    kept = prune(wide, copy, x)
+    kept = prune(wide, copy, inner_activity(wide, x)[0])
     assert kept[0] == list(range(32)) and torch.allclose(wide(x), copy(x), atol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_a_half_width_net_is_filled_from_the_wide_one_block_by_block():
     torch.manual_seed(4)
     wide, narrow = DlibFaceResNet(7).eval(), DlibFaceResNet(7, inner=0.5).eval()
     x = torch.randn(6, 3, 112, 112)
-    kept = prune(wide, narrow, x)
+    kept = prune(wide, narrow, inner_activity(wide, x)[0])
     assert [len(k) for k in kept] == [b.conv1.out_channels for b in narrow.blocks]
     down = narrow.blocks[3]  # the first 64-channel block: 32 in, stride 2
     assert (down.conv1.in_channels, down.conv1.out_channels, down.conv2.out_channels) == (32, 32, 64)

@@ -49,8 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def inner_activity(model: DlibFaceResNet, x: torch.Tensor, batch: int = 64) -> list[torch.Tensor]:
-    """Per block, the mean of each inner channel's activation (after the ReLU between the convs) over ``x``."""
+def inner_activity(model: DlibFaceResNet, x: torch.Tensor, batch: int = 64) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Per block, the mean of each inner channel's activation (after the ReLU between the convs) over ``x``; and
+    the model's labels for ``x``, from the same pass."""
     blocks = list(model.blocks)
     sums = [torch.zeros(b.conv1.out_channels) for b in blocks]
 
@@ -62,11 +63,11 @@ def inner_activity(model: DlibFaceResNet, x: torch.Tensor, batch: int = 64) -> l
 
     handles = [b.aff1.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
     try:
-        labels(model, x, batch)
+        answers = labels(model, x, batch)
     finally:
         for h in handles:
             h.remove()
-    return [t / len(x) for t in sums]
+    return [t / len(x) for t in sums], answers
 
 
 @torch.no_grad()
@@ -101,9 +102,9 @@ def narrow_block(wide: Block, narrow: Block, keep: torch.Tensor, activity: torch
     narrow.aff2.load_state_dict(wide.aff2.state_dict())
 
 
-def prune(wide: DlibFaceResNet, narrow: DlibFaceResNet, x: torch.Tensor) -> list[list[int]]:
-    """Fill ``narrow`` (the same net with narrower blocks) from ``wide``; returns the kept channels per block."""
-    activity = inner_activity(wide, x)
+def prune(wide: DlibFaceResNet, narrow: DlibFaceResNet, activity: list[torch.Tensor]) -> list[list[int]]:
+    """Fill ``narrow`` (the same net with narrower blocks) from ``wide``, given ``wide``'s ``inner_activity``;
+    returns the kept channels per block."""
     state = {k: v for k, v in wide.state_dict().items() if not k.startswith("blocks.")}
     narrow.load_state_dict(state, strict=False)
     kept = []
@@ -126,8 +127,9 @@ def main(args: argparse.Namespace) -> dict:
     wide = load_weights(create_model("dlib_resnet", 7), args.weights, args.prefix).eval()
     narrow = create_model("dlib_resnet", 7, inner=args.inner).eval()
     x, targets = sample_inputs(args, spec)
-    kept = prune(wide, narrow, x)
-    a, b = labels(wide, x), labels(narrow, x)
+    activity, a = inner_activity(wide, x)
+    kept = prune(wide, narrow, activity)
+    b = labels(narrow, x)
     args.output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, args.output / "pruned.safetensors")
     report = {
