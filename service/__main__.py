@@ -8,7 +8,7 @@ import os
 
 import uvicorn
 
-from service.config import settings_or_exit
+from service.config import MAX_PROCESSES, settings_or_exit
 from service.processes import OWN_SOCKETS, per_process, shared_folder, supervise
 
 WS_SLACK_BYTES = 64 * 1024  # over a frame's limit: its capture-time prefix, and text messages of any sane size
@@ -16,8 +16,8 @@ WS_SLACK_BYTES = 64 * 1024  # over a frame's limit: its capture-time prefix, and
 
 def process_count(text: str) -> int:
     count = int(text)
-    if not 1 <= count <= 64:
-        raise argparse.ArgumentTypeError(f"{count}: from 1 to 64 server processes")
+    if not 1 <= count <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{count}: from 1 to {MAX_PROCESSES} server processes")
     return count
 
 

@@ -35,6 +35,7 @@ from service.detection.settings import DetectorSettings
 
 MiB = 1024 * 1024
 ENV_PREFIX = "EMOTION_"
+MAX_PROCESSES = 64  # server processes one `python -m service` may start (EMOTION_WORKERS, --workers)
 
 
 class Group(BaseModel):
@@ -375,7 +376,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         1,
         ge=1,
-        le=64,
+        le=MAX_PROCESSES,
         description="server processes `python -m service` starts (its --workers wins): each loads its own models and "
         "takes its share of the cores; two served 30-50% more face crops a second than one on two cores",
     )
