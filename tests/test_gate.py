@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from model_store import Predictor, find
 from model_store.gate import log_probs, top_margin
 from model_store.manifest import Gate
+from model_store.predictor import MIRROR_AHEAD
 from tests.conftest import metric, upload
 from tests.factories import manifest
 
@@ -89,20 +90,36 @@ def test_every_face_sure_makes_one_call_and_none_sure_makes_two():
     np.testing.assert_allclose(out, GatedRunner()(faces([0.1, 0.3]))["logits"])
 
 
-@pytest.mark.parametrize("margin", [0.95, 0.3])
-def test_a_lone_faces_mirror_rides_in_the_gate_call_and_the_rest_call(margin):
-    """Its gate call holds its mirror image too, so an unsure face's one rest call of two rows needs no other gate
-    call; its answer is the mirror-merged whole model's when the ensemble is unsure as well."""
+@pytest.mark.parametrize(
+    ("margin", "calls"),
+    [
+        (0.95, [("gate", 1)]),  # the gate answers: no mirror image is looked at
+        (0.2, [("gate", 1), ("gate", 1), ("rest", 2)]),  # likely unsure: its mirror image rides in the rest call
+        (0.5, [("gate", 1), ("rest", 1), ("whole", 1)]),  # the face alone first, its mirror image as the ensemble asks
+    ],
+)
+def test_a_lone_faces_mirror_image_is_scored_only_where_its_gate_margin_says_it_will_be_needed(margin, calls):
+    """A lone face's gate call holds the face alone. Under ``MIRROR_AHEAD`` its mirror image joins the rest call
+    (after a gate call of its own); over it the rest graph reads the face alone, and the whole graph the mirror image
+    when the ensemble is unsure. The answer is the mirror-merged whole model's either way."""
+    assert MIRROR_AHEAD < 0.5 < GATE["margin"]
     runner = GatedRunner()
     x = faces([margin], left=[0.1])
     out = predictor(runner).run(x)["logits"]
-    if margin >= 0.8:
-        assert runner.calls == [("gate", 2)]
+    assert runner.calls == calls
+    if margin >= GATE["margin"]:
         np.testing.assert_allclose(out, log_probs(gate_row(margin)[None]), rtol=1e-6)
     else:
-        assert runner.calls == [("gate", 2), ("rest", 2)]
         whole = Predictor(manifest(mirror_tta_margin=0.4), GatedRunner()).run(x)["logits"]
         np.testing.assert_allclose(out, whole, rtol=1e-6)
+
+
+def test_a_lone_face_the_ensemble_is_sure_of_gets_no_mirror_pass():
+    runner = GatedRunner()
+    x = faces([0.5], left=[9.0])  # a large logit: the ensemble is sure, though the gate is not
+    out = predictor(runner).run(x)["logits"]
+    assert runner.calls == [("gate", 1), ("rest", 1)]
+    np.testing.assert_allclose(out, GatedRunner()(x)["logits"], rtol=1e-6)
 
 
 def test_unsure_faces_of_a_batch_get_their_mirror_pass_from_the_whole_graph():
