@@ -211,6 +211,7 @@ class Predictor:
         self.tta = mirrored(manifest, tta)
         self.tta_margin = mirror_margin(manifest, tta, tta_margin)
         self.paired = self.tta and self.tta_margin >= 1.0
+        self.mirror_ahead = MIRROR_AHEAD  # behind a gate, a lone face's mirror joins its rest call under this margin
         gated = getattr(runner, "gated", False)  # an onnxruntime runner that cut the gate (a plain install cuts none)
         self.gate_margin = gate_margin(manifest, gate, runner.backend, tta, tta_margin) if gated else None
         self.on_gate: Callable[[int, int], None] | None = None  # told (faces, answered by the gate) per gated call
@@ -295,7 +296,7 @@ class Predictor:
         if not len(rest):
             return {self.manifest.outputs[0]: log_probs(probs)}
         # a lone face the gate is unsure of is likely to need its mirror pass: its mirror image rides in the rest call
-        ahead = self._one_call(x, eligible) and bool(margin[0] < MIRROR_AHEAD)
+        ahead = self._one_call(x, eligible) and bool(margin[0] < self.mirror_ahead)
         if len(rest) == n:
             return self._run(x, eligible, probs, ahead)
         answer = log_probs(probs[sure])

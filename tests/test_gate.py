@@ -241,3 +241,15 @@ def test_a_gate_on_a_tensor_the_graph_lacks_fails_the_load_and_says_which(defaul
     manifest = default.manifest.model_copy(update={"gate": Gate(output="nope", margin=0.9)})
     with pytest.raises(ValueError, match="no tensor 'nope' to gate on"):
         OnnxRunner(default.path("onnx_int8"), manifest, "cpu")
+
+
+@pytest.mark.parametrize("margin", [0.95, 0.5, 0.2])
+def test_the_mirror_ahead_benchmarks_old_plan_answers_as_the_served_one(margin):
+    """``benchmarks.mirror_ahead`` times the old plan (the mirror image in both calls) against the served one: the
+    same answer, whichever calls a face takes."""
+    from benchmarks.mirror_ahead import by_margin, paired_plan
+
+    x = faces([margin], left=[0.1])
+    np.testing.assert_allclose(paired_plan(predictor(GatedRunner()), x), predictor(GatedRunner()).run(x)["logits"])
+    bins = by_margin([(0.05, True), (0.15, False), (0.12, True), (0.9, None)], [0.0, 0.1, 0.2])
+    assert [(b["faces"], b["mirror_share"]) for b in bins] == [(1, 1.0), (2, 0.5)]
