@@ -24,6 +24,7 @@ import numpy as np
 
 from model_store import DEFAULT_ROOT, StoreError, find, verify_file
 from model_store.int8 import as_served
+from model_store.runtime import session_options
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "dlib_face_descriptor"
@@ -120,10 +121,7 @@ class FaceDescriber:
         self.size = spec.height
         self._mean = np.array(spec.mean, np.float32) * 255.0  # the manifest's (x / 255 - mean) / std, on 0-255
         self._scale = 1.0 / (np.array(spec.std, np.float32) * 255.0)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
         self._aligner = None
         self._lock = threading.Lock()
         # a session's first runs allocate its buffers: pay that at start, not in the first video's linking

@@ -198,3 +198,13 @@ def test_an_unreadable_graph_narrowed_at_load_fails_its_model_with_a_clear_messa
     detail = response.json()["detail"]
     assert "broken:" in detail and "model.int8.onnx is not a readable ONNX graph" in detail
     assert str(store_copy) not in detail
+
+
+def test_the_services_sessions_sleep_between_calls():
+    """Every session the service makes (``session_options``): pool threads sleep instead of spin-waiting, which
+    burnt the cores the HTTP side and the other sessions need; one thread across operators."""
+    from model_store.runtime import session_options
+
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model_store import DEFAULT_ROOT, StoreError, find, verify_file
+from model_store.runtime import session_options
 from service.detection.base import Detection
 from service.detection.scaling import rescaled, scan_scale, to_detections
 
@@ -202,10 +203,7 @@ class RetinaFaceDetector:
         graph = load_weights(self.settings)
 
         def session(graph: bytes, threads: int) -> ort.InferenceSession:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            # idle pool threads spin-wait by default, burning the cores the model and the HTTP side need
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options = session_options(threads)
             return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
         graphs = {True: graph}  # runs the small-face level: the graph
