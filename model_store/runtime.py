@@ -42,7 +42,7 @@ def session_options(threads: int = 0):
 
     A session's pool threads spin-wait by default, between its calls too: that burns the cores the HTTP side, the
     detector and the other sessions need, so here they sleep. (Spinning only within a call,
-    ``session.force_spinning_stop``, cut one graph's call by 10-18% alone, but not a request's answer: twenty-sixth
+    ``session.force_spinning_stop``, cut one graph's call by 14-16% alone, but not a request's answer: twenty-sixth
     round.)"""
     import onnxruntime as ort
 
