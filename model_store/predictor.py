@@ -295,12 +295,14 @@ class Predictor:
         rest = np.flatnonzero(~sure)
         if not len(rest):
             return {self.manifest.outputs[0]: log_probs(probs)}
-        # a lone face the gate is unsure of is likely to need its mirror pass: its mirror image rides in the rest call
-        ahead = self._one_call(x, eligible) and bool(margin[0] < self.mirror_ahead)
+        left = None if eligible is None else eligible[rest]
+        # a lone face left (alone, or the one face of a batch the gate is unsure of) with a low gate margin is likely
+        # to need its mirror pass: its mirror image rides in the rest call
+        ahead = self._one_call(x[rest], left) and bool((margin[rest] < self.mirror_ahead).all())
         if len(rest) == n:
             return self._run(x, eligible, probs, ahead)
         answer = log_probs(probs[sure])
-        outputs = self._run(x[rest], None if eligible is None else eligible[rest], probs[rest], ahead)
+        outputs = self._run(x[rest], left, probs[rest], ahead)
         return join_rows(n, [(rest, outputs), (sure, dict.fromkeys(outputs, answer))])
 
     def _call(self, x: np.ndarray, probs: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -114,6 +114,39 @@ def test_a_lone_faces_mirror_image_is_scored_only_where_its_gate_margin_says_it_
         np.testing.assert_allclose(out, whole, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("margins", "left", "calls"),
+    [
+        ([0.9, 0.2], [0.0, 0.1], [("gate", 2), ("gate", 1), ("rest", 2)]),
+        ([0.9, 0.5], [0.0, 0.1], [("gate", 2), ("rest", 1), ("whole", 1)]),
+        ([0.9, 0.5], [0.0, 9.0], [("gate", 2), ("rest", 1)]),
+    ],
+)
+def test_the_one_face_of_a_batch_the_gate_leaves_is_planned_as_a_lone_face(margins, left, calls):
+    """Two faces, the gate sure of one: the other follows the lone face's rule (its mirror image ahead of need only
+    under ``MIRROR_AHEAD``), and counts its gate call and mirror pass as a lone face would."""
+    runner, counted, mirrored = GatedRunner(), [], []
+    p = predictor(runner)
+    p.on_gate = lambda n, k: counted.append((n, k))
+    p.on_mirror_pass = mirrored.append
+    x = faces(margins, left=left)
+    out = p.run(x)["logits"]
+    assert runner.calls == calls and counted == [(2, 1)] and mirrored == ([] if left[1] > 1 else [1])
+    np.testing.assert_allclose(out[0], log_probs(gate_row(0.9)[None])[0], rtol=1e-6)
+    whole = Predictor(manifest(mirror_tta_margin=0.4), GatedRunner()).run(x[1:])["logits"]
+    np.testing.assert_allclose(out[1:], whole, rtol=1e-6)
+
+
+def test_a_lone_face_that_is_not_the_models_gets_neither_the_gate_nor_a_mirror_pass():
+    runner, mirrored = GatedRunner(), []
+    p = predictor(runner)
+    p.on_mirror_pass = mirrored.append
+    x = faces([0.95], left=[0.1])
+    out = p.run(x, eligible=np.array([False]))["logits"]
+    assert runner.calls == [("gate", 1), ("rest", 1)] and mirrored == []
+    np.testing.assert_allclose(out, GatedRunner()(x)["logits"])
+
+
 def test_a_lone_face_the_ensemble_is_sure_of_gets_no_mirror_pass():
     runner = GatedRunner()
     x = faces([0.5], left=[9.0])  # a large logit: the ensemble is sure, though the gate is not
@@ -249,7 +282,8 @@ def test_the_mirror_ahead_benchmarks_old_plan_answers_as_the_served_one(margin):
     same answer, whichever calls a face takes."""
     from benchmarks.mirror_ahead import by_margin, paired_plan
 
-    x = faces([margin], left=[0.1])
-    np.testing.assert_allclose(paired_plan(predictor(GatedRunner()), x), predictor(GatedRunner()).run(x)["logits"])
+    x, runner = faces([margin], left=[0.1]), GatedRunner()
+    np.testing.assert_allclose(paired_plan(predictor(runner), x), predictor(GatedRunner()).run(x)["logits"])
+    assert runner.calls == [("gate", 2)] if margin >= GATE["margin"] else [("gate", 2), ("rest", 2)]  # the old plan
     bins = by_margin([(0.05, True), (0.15, False), (0.12, True), (0.9, None)], [0.0, 0.1, 0.2])
     assert [(b["faces"], b["mirror_share"]) for b in bins] == [(1, 1.0), (2, 0.5)]
